@@ -1,0 +1,45 @@
+# Everything runs in a local virtual environment that these targets create.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test test-slow lint typecheck bench crash soak clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(PY) examples/agent_server.py
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+test-slow: $(STAMP)
+	$(PY) -m pytest -q -m "slow or not slow" --run-slow
+
+lint: $(STAMP)
+	$(PY) -m ruff check src tests benchmarks examples
+	$(PY) -m ruff format --check src tests benchmarks examples
+
+typecheck: $(STAMP)
+	$(PY) -m mypy
+
+$(VENV)/.bench-installed: $(STAMP)
+	$(PY) -m pip install --quiet -e '.[bench]'
+	touch $(VENV)/.bench-installed
+
+bench: $(VENV)/.bench-installed
+	$(PY) -m benchmarks
+
+crash: $(STAMP)
+	$(PY) scripts/crash_campaign.py --kills 1000
+
+soak: $(STAMP)
+	$(PY) scripts/soak.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info src/*.egg-info

@@ -1,0 +1,1 @@
+"""sessiondb's benchmark harness: `python -m benchmarks --help` (see docs/benchmarks.md)."""

@@ -1,0 +1,125 @@
+"""sessiondb: a durable, async, event-sourced store for AI-agent conversation sessions.
+
+::
+
+    async with sessiondb.open_store("sessions/") as store:
+        sid = await store.create_session(model="m")
+        version = await store.append(sid, Message.user("hi"))   # durable on return
+        session = await store.load(sid)
+"""
+
+from ._backends._base import Backend, SessionInfo
+from ._backends._fs import FileSystem
+from ._backends._local import LocalBackend
+from ._compactor import CompactionSettings
+from ._conversation import TokenThresholdPolicy, plan_compaction, summarize_messages
+from ._errors import (
+    BackendUnavailableError,
+    ConflictError,
+    CorruptionError,
+    DiskFullError,
+    EventTooLargeError,
+    HistoryUnavailableError,
+    ImportFormatError,
+    InvalidInputError,
+    InvalidSessionIdError,
+    SchemaVersionError,
+    SessionDBError,
+    SessionExistsError,
+    SessionNotFoundError,
+    StoreBrokenError,
+    StoreClosedError,
+    StoreLockedError,
+)
+from ._events import (
+    Block,
+    Compacted,
+    Custom,
+    Event,
+    Fork,
+    Inherited,
+    Message,
+    PromptRecorded,
+    RecordedEvent,
+    Role,
+    SessionDeleted,
+    SessionStarted,
+    Text,
+    Thinking,
+    ToolResult,
+    ToolUse,
+    Usage,
+)
+from ._interop import (
+    ClawImportReport,
+    claw_sessions_directory,
+    export_claw_session,
+    export_claw_sessions,
+    import_claw_files,
+    render_claw_session,
+)
+from ._projection import CompactionInfo, Projection, PromptEntry, Session
+from ._redact import redact_api_keys
+from ._store import Store, open_store
+from ._subscriptions import Subscription
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Backend",
+    "BackendUnavailableError",
+    "Block",
+    "ClawImportReport",
+    "Compacted",
+    "CompactionInfo",
+    "CompactionSettings",
+    "ConflictError",
+    "CorruptionError",
+    "Custom",
+    "DiskFullError",
+    "Event",
+    "EventTooLargeError",
+    "FileSystem",
+    "Fork",
+    "HistoryUnavailableError",
+    "ImportFormatError",
+    "Inherited",
+    "InvalidInputError",
+    "InvalidSessionIdError",
+    "LocalBackend",
+    "Message",
+    "Projection",
+    "PromptEntry",
+    "PromptRecorded",
+    "RecordedEvent",
+    "Role",
+    "SchemaVersionError",
+    "Session",
+    "SessionDBError",
+    "SessionDeleted",
+    "SessionExistsError",
+    "SessionInfo",
+    "SessionNotFoundError",
+    "SessionStarted",
+    "Store",
+    "StoreBrokenError",
+    "StoreClosedError",
+    "StoreLockedError",
+    "Subscription",
+    "Text",
+    "Thinking",
+    "TokenThresholdPolicy",
+    "ToolResult",
+    "ToolUse",
+    "Usage",
+    "__version__",
+    "claw_sessions_directory",
+    "export_claw_session",
+    "export_claw_sessions",
+    "import_claw_files",
+    "open_store",
+    "plan_compaction",
+    "redact_api_keys",
+    "render_claw_session",
+    "summarize_messages",
+]

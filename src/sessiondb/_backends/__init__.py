@@ -1,0 +1,1 @@
+"""Storage backends: the boundary (``_base``) and its implementations."""

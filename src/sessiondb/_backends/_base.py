@@ -1,0 +1,264 @@
+"""The backend boundary: what a storage backend must do, and the records it exchanges.
+
+A backend stores batches of appends durably and reads them back. It assigns
+versions and positions (the only place that can, for a shared database), checks
+``expected_version`` and event ids per append, and keeps a ``SessionInfo`` per
+session so that listing needs no replay. It never interprets conversation
+semantics beyond that summary; projections live above it.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Sequence
+from typing import Any
+
+import msgspec
+
+from .._events import Compacted, Fork, Message, RecordedEvent, SessionDeleted, SessionStarted, Usage
+
+
+class SessionInfo(msgspec.Struct, gc=False):
+    """A session's summary, kept current by the backend: what ``list_sessions`` returns."""
+
+    session_id: str
+    created_at_ms: int = 0
+    updated_at_ms: int = 0
+    version: int = 0
+    message_count: int = 0
+    # Token totals as plain ints: summing Usage structs per append would cost an
+    # allocation and a validation on the hot path. ``usage`` presents them.
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_creation_input_tokens: int = 0
+    cache_read_input_tokens: int = 0
+    model: str | None = None
+    workspace_root: str | None = None
+    fork: Fork | None = None
+    deleted: bool = False
+    # Whether the live context starts with a compaction summary message.
+    compacted: bool = False
+
+    @property
+    def usage(self) -> Usage:
+        """Cumulative token usage of the session's history (a fork's inherited part included)."""
+        return Usage(
+            self.input_tokens, self.output_tokens, self.cache_creation_input_tokens, self.cache_read_input_tokens
+        )
+
+    @usage.setter
+    def usage(self, usage: Usage) -> None:
+        self.input_tokens = usage.input_tokens
+        self.output_tokens = usage.output_tokens
+        self.cache_creation_input_tokens = usage.cache_creation_input_tokens
+        self.cache_read_input_tokens = usage.cache_read_input_tokens
+
+    def add_usage(self, usage: Usage) -> None:
+        self.input_tokens += usage.input_tokens
+        self.output_tokens += usage.output_tokens
+        self.cache_creation_input_tokens += usage.cache_creation_input_tokens
+        self.cache_read_input_tokens += usage.cache_read_input_tokens
+
+    @property
+    def total_tokens(self) -> int:
+        return self.input_tokens + self.output_tokens + self.cache_creation_input_tokens + self.cache_read_input_tokens
+
+    @property
+    def parent_session_id(self) -> str | None:
+        return self.fork.parent_session_id if self.fork is not None else None
+
+    @property
+    def branch_name(self) -> str | None:
+        return self.fork.branch_name if self.fork is not None else None
+
+    def copy(self) -> SessionInfo:
+        return msgspec.structs.replace(self)
+
+
+def apply_to_info(info: SessionInfo, event: Any, version: int, timestamp_ms: int) -> None:
+    """Fold one event into a summary.
+
+    ``event`` is a real event struct or a lightweight view decoded by a backend's
+    recovery scan; both carry the attributes read here, so the same fold serves both.
+    """
+    info.version = version
+    info.updated_at_ms = timestamp_ms
+    kind = _kind(event)
+    if kind == "message":
+        info.message_count += 1
+        usage = event.usage
+        if usage is not None:
+            info.add_usage(usage)
+    elif kind == "compaction":
+        if event.rewrite_context:
+            # One summary message replaces the removed ones and any earlier summary.
+            earlier_summary = 1 if info.compacted else 0
+            remaining = info.message_count - earlier_summary - event.removed_message_count
+            info.message_count = 1 + max(0, remaining)
+            info.compacted = True
+    elif kind == "session_started":
+        info.created_at_ms = event.created_at_ms
+        if event.model is not None:
+            info.model = event.model
+        if event.workspace_root is not None:
+            info.workspace_root = event.workspace_root
+        if event.fork is not None:
+            info.fork = event.fork
+        inherited = event.inherited
+        if inherited is not None:
+            info.message_count = inherited.message_count
+            info.usage = inherited.usage
+            info.compacted = inherited.compacted
+    elif kind == "session_deleted":
+        info.deleted = True
+
+
+def _kind(event: Any) -> str:
+    kind = getattr(event, "type", None)
+    if kind is not None:
+        return str(kind)
+    return _TAGS.get(type(event), "")
+
+
+_TAGS: dict[type, str] = {
+    Message: "message",
+    Compacted: "compaction",
+    SessionStarted: "session_started",
+    SessionDeleted: "session_deleted",
+}
+
+
+class AppendRequest:
+    """One append: events for one session, admitted as a whole or not at all.
+
+    The store builds it (events validated); the backend encodes it and fills
+    ``version`` (the session's version after it) and ``first_position``, or sets
+    ``error`` to the per-append failure (a conflict, a missing session ...).
+    """
+
+    __slots__ = (
+        "creates",
+        "duplicate",
+        "error",
+        "event_ids",
+        "events",
+        "expected_version",
+        "first_position",
+        "recorded",
+        "session_id",
+        "timestamp_ms",
+        "version",
+    )
+
+    def __init__(
+        self,
+        session_id: str,
+        events: Sequence[Any],
+        *,
+        expected_version: int | None = None,
+        event_ids: Sequence[str | None] | None = None,
+        timestamp_ms: int = 0,
+        creates: bool = False,
+    ) -> None:
+        self.session_id = session_id
+        self.events = events
+        self.expected_version = expected_version
+        self.event_ids = event_ids
+        self.timestamp_ms = timestamp_ms
+        self.creates = creates
+        self.version = 0
+        self.first_position = 0
+        self.error: BaseException | None = None
+        self.duplicate = False
+        self.recorded: list[RecordedEvent] | None = None
+
+
+class Backend(abc.ABC):
+    """Durable storage of session event streams. One instance per open store."""
+
+    @abc.abstractmethod
+    async def open(self) -> None:
+        """Acquire resources and recover; raise ``StoreLockedError``/``CorruptionError``."""
+
+    @abc.abstractmethod
+    async def aclose(self) -> None:
+        """Release everything; idempotent."""
+
+    @abc.abstractmethod
+    async def commit(self, batch: Sequence[AppendRequest]) -> None:
+        """Store every admissible request of ``batch`` durably, in order, atomically.
+
+        On return each request has ``version``/``first_position`` and ``recorded``
+        set, or ``error``. Raising means the batch as a whole may not be durable:
+        the store treats that as fatal (``StoreBrokenError``).
+        """
+
+    @abc.abstractmethod
+    async def info(self, session_id: str) -> SessionInfo | None:
+        """The summary of ``session_id`` (deleted ones included), or None."""
+
+    @abc.abstractmethod
+    async def list_sessions(self) -> list[SessionInfo]:
+        """Summaries of every session not deleted, in no particular order."""
+
+    @abc.abstractmethod
+    async def read_session(self, session_id: str, after_version: int, up_to_version: int | None) -> list[RecordedEvent]:
+        """The events stored under ``session_id`` itself (not a fork's parent) in the range."""
+
+    @abc.abstractmethod
+    async def read_all(self, after_position: int, limit: int) -> list[RecordedEvent]:
+        """Up to ``limit`` events of every session with position > ``after_position``, in order."""
+
+    @property
+    @abc.abstractmethod
+    def last_position(self) -> int:
+        """The position of the newest durable event this process knows of."""
+
+    def statistics(self) -> dict[str, Any]:
+        """Backend-specific figures for ``Store.statistics()``."""
+        return {}
+
+    # ------------------------------------------------------------ snapshots (storage compaction)
+    # Optional: a backend that keeps no snapshots inherits these defaults, and the
+    # store then replays every load from the log, which is always correct.
+
+    @property
+    def supports_snapshots(self) -> bool:
+        """Whether ``write_snapshot`` stores anything (the compactor skips backends that do not)."""
+        return False
+
+    async def write_snapshot(self, session_id: str, version: int, data: bytes) -> bool:
+        """Durably store ``data``, an encoded state of ``session_id`` at ``version``; return True if stored.
+
+        Must be atomic (a reader sees the old snapshot or the new one, never a
+        mix) and may replace an older snapshot of the session.
+        """
+        return False
+
+    async def read_snapshot(self, session_id: str, max_version: int) -> tuple[int, bytes] | None:
+        """The newest stored snapshot of ``session_id`` at a version <= ``max_version``: (version, data).
+
+        None when there is none, or when the stored one fails its checksum (a
+        damaged snapshot is never trusted: the caller replays the log instead).
+        """
+        return None
+
+    def snapshot_versions(self) -> dict[str, tuple[int, int]]:
+        """session id -> (version, stored bytes) of the newest snapshot of each session that has one."""
+        return {}
+
+    def snapshot_candidates(self, min_events: int, min_bytes: int, state_ratio: float) -> list[tuple[str, int]]:
+        """(session id, tail bytes) of sessions whose tail since their newest snapshot is worth a new one.
+
+        The compactor's thresholds: ``min_events`` events or ``min_bytes`` bytes, and
+        at least ``state_ratio`` times the size of the current snapshot.
+        """
+        return []
+
+    def retention_needs(self, keep_segments: int, keep_seconds: float | None) -> dict[str, int]:
+        """session id -> the version a snapshot must be written at before retention may remove history."""
+        return {}
+
+    async def compact_storage(self, settings: Any) -> dict[str, Any]:
+        """Backend-side work of one compaction pass (checkpoint, retention); returns counters."""
+        return {}

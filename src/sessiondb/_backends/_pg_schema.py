@@ -1,0 +1,383 @@
+"""The PostgreSQL backend's schema: its tables, its batch-commit function, and their migrations.
+
+Everything lives in one schema (``sessiondb`` unless configured), so several
+stores can share a database and tests can use a fresh schema per run. Each
+migration is applied once, in order, inside one transaction that holds an
+advisory lock, so processes opening the store at the same time do not race.
+
+Positions
+---------
+An event's store-wide position is ``(xid << 24) + n``: the 64-bit id of the
+transaction that wrote it (``pg_current_xact_id()``) shifted left 24 bits, plus
+its ordinal among the events the batch sent (refused appends leave gaps). A reader of the global order asks
+only for positions below ``pg_snapshot_xmin(pg_current_snapshot()) << 24``:
+every transaction with a smaller id has finished, so nothing can later commit
+below that line. A transaction gets its id only after it holds the advisory
+lock of every session it appends to, so a session's later appends always get
+larger positions than its earlier ones. ``docs/postgres.md`` explains it.
+"""
+
+from __future__ import annotations
+
+import re
+
+SCHEMA_VERSION = 3
+POSITION_SHIFT = 24
+# xid << 24 must stay below 2**63.
+MAX_XID = 2 ** (63 - POSITION_SHIFT) - 1
+# Events one transaction may hold: the ordinal part of a position.
+MAX_EVENTS_PER_TRANSACTION = 2**POSITION_SHIFT - 1
+
+_IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+
+# Advisory lock keys: (class, key) pairs. The class is derived from the schema name
+# so that two stores in one database do not serialise on each other's sessions.
+MIGRATION_LOCK_KEY = 0x5E55
+
+
+def check_schema_name(schema: str) -> str:
+    if not isinstance(schema, str) or not _IDENTIFIER.match(schema):
+        raise ValueError(
+            f"schema name {schema!r} is not a plain lower-case SQL identifier (a-z, 0-9, _; at most 63 characters)"
+        )
+    return schema
+
+
+def _version_1(s: str) -> list[str]:
+    """The original layout: sessions, events, and the batch-commit function."""
+    return [
+        f"""
+        create table {s}.sessions (
+            session_id text collate "C" primary key,
+            version integer not null,
+            base integer not null default 0,
+            created_at_ms bigint not null default 0,
+            updated_at_ms bigint not null default 0,
+            message_count integer not null default 0,
+            input_tokens bigint not null default 0,
+            output_tokens bigint not null default 0,
+            cache_creation_input_tokens bigint not null default 0,
+            cache_read_input_tokens bigint not null default 0,
+            model text,
+            workspace_root text,
+            parent_session_id text,
+            branch_name text,
+            deleted boolean not null default false,
+            compacted boolean not null default false
+        ) with (fillfactor = 70)
+        """,
+        f"""
+        create table {s}.events (
+            position bigint primary key,
+            session_id text collate "C" not null,
+            version integer not null,
+            timestamp_ms bigint not null,
+            event_id text collate "C",
+            payload bytea not null
+        )
+        """,
+        f"create unique index events_session_version on {s}.events (session_id, version)",
+        f"create index events_session_event_id on {s}.events (session_id, event_id) where event_id is not null",
+        f"""
+        create view {s}.events_json as
+            select position, session_id, version, timestamp_ms, event_id,
+                   convert_from(payload, 'UTF8')::jsonb as event
+            from {s}.events
+        """,
+    ]
+
+
+def _version_2(s: str) -> list[str]:
+    """Batch outcomes, so a commit whose reply was lost with the connection can be resolved."""
+    return [
+        f"""
+        create table {s}.batches (
+            token uuid primary key,
+            codes integer[] not null,
+            versions integer[] not null,
+            base bigint not null,
+            created_at timestamptz not null default now()
+        )
+        """,
+        _append_batch_function(s),
+    ]
+
+
+def _version_3(s: str) -> list[str]:
+    """Snapshots for the compactor: the newest per session, with a checksum."""
+    return [
+        f"""
+        create table {s}.snapshots (
+            session_id text collate "C" primary key,
+            version integer not null,
+            data bytea not null,
+            crc bigint not null,
+            created_at timestamptz not null default now()
+        )
+        """,
+    ]
+
+
+MIGRATIONS = {1: _version_1, 2: _version_2, 3: _version_3}
+
+# Outcome codes of append_batch, per append.
+OK, DUPLICATE, CONFLICT, NOT_FOUND, EXISTS, PARTIAL_RETRY = 0, 1, 2, 3, 4, 5
+
+
+def _append_batch_function(s: str) -> str:
+    # One call commits one batch: lock the batch's sessions (advisory locks, taken
+    # in key order so writers never deadlock, and before this transaction has an
+    # xid), read their heads and the event ids already stored, decide each
+    # append's outcome in order (appends to one session chain through a_prev),
+    # then insert every admitted event with one statement and write the summaries.
+    # Arrays are indexed by append (a_*), by compaction (c_*) or by event (e_*).
+    return f"""
+    create function {s}.append_batch(
+        p_lock_class integer, p_token uuid, p_simple boolean,
+        a_sess text[], a_kind integer[], a_expected integer[], a_cnt integer[], a_prev integer[],
+        a_last boolean[], a_ts bigint[], a_nids integer[],
+        a_msgs integer[], a_tin bigint[], a_tout bigint[], a_tcc bigint[], a_tcr bigint[],
+        a_flags integer[], a_ncomp integer[], c_removed integer[], c_after integer[],
+        a_base integer[], a_created bigint[], a_model text[], a_ws text[], a_parent text[], a_branch text[],
+        e_ai integer[], e_k integer[], e_id text[], e_payload bytea[], a_first integer[], e_carrier integer[],
+        out codes integer[], out versions integer[], out base bigint)
+    language plpgsql as $fn$
+    declare
+        n integer := cardinality(a_sess);
+        d_ver integer[]; d_deleted boolean[]; d_msgs integer[]; d_compacted boolean[];
+        d_tin bigint[]; d_tout bigint[]; d_tcc bigint[]; d_tcr bigint[];
+        ev_found integer[]; found integer; maxv integer; v integer; q integer;
+        s_ver integer[]; s_exists boolean[]; s_deleted boolean[]; s_msgs integer[]; s_compacted boolean[];
+        s_tin bigint[]; s_tout bigint[]; s_tcc bigint[]; s_tcr bigint[]; s_ts bigint[];
+        s_touched boolean[]; s_created boolean[];
+        start_v integer[];
+        i integer; j integer; p integer; code integer; c integer := 1; admitted integer := 0;
+        ex boolean; del boolean; comp boolean; touched boolean; created boolean;
+        head integer; msgs integer; tin bigint; tout bigint; tcc bigint; tcr bigint; ts bigint;
+        xid bigint;
+    begin
+        perform pg_advisory_xact_lock(p_lock_class, h)
+            from (select distinct hashtext(x) as h from unnest(a_sess) as x order by 1) as keys;
+
+        if p_simple then
+            -- Each session at most once and no compaction in the batch (the usual case):
+            -- every outcome follows from the stored heads, so decide them all in one query.
+            select array_agg(d.code order by d.i),
+                   array_agg(case d.code when 0 then coalesce(d.head, d.base) + d.cnt when 1 then d.found_v
+                                         when 2 then d.head else 0 end order by d.i),
+                   count(*) filter (where d.code = 0)
+              into codes, versions, admitted
+              from (select a.i, a.cnt, a.base, t.version as head, f.v as found_v,
+                           case when a.kind = 1 then (case when t.session_id is null then 0 else 4 end)
+                                when t.session_id is null or t.deleted then 3
+                                when a.nids > 0 and f.n is not null
+                                     then (case when f.n < a.nids then 5 else 1 end)
+                                when a.expected >= 0 and a.expected <> t.version then 2
+                                else 0 end as code
+                              from unnest(a_sess, a_kind, a_expected, a_cnt, a_nids, a_base)
+                                   with ordinality as a(sid, kind, expected, cnt, nids, base, i)
+                              left join {s}.sessions as t on t.session_id = a.sid
+                              left join (select e.ai, count(*)::integer as n, max(m.v) as v
+                                           from (select u.ai, u.id, a2.sid from unnest(e_ai, e_id) as u(ai, id)
+                                                   join unnest(a_sess) with ordinality as a2(sid, i) on a2.i = u.ai
+                                                  where u.id is not null) as e
+                                          cross join lateral (
+                                              select max(x.version) as v from {s}.events as x
+                                               where x.session_id = e.sid and x.event_id = e.id) as m
+                                          where m.v is not null
+                                          group by e.ai) as f on f.ai = a.i) as d;
+            base := 0;
+            if admitted = 0 then
+                return;
+            end if;
+            xid := pg_current_xact_id()::text::bigint;
+            if xid > {MAX_XID} then
+                raise exception 'transaction id % is too large for sessiondb positions', xid;
+            end if;
+            base := xid << {POSITION_SHIFT};
+            insert into {s}.events (position, session_id, version, timestamp_ms, event_id, payload)
+            select base + e.n, a.sid, versions[e.ai] - a_cnt[e.ai] + e.k, a_ts[e.ai], e.id, e.payload
+              from unnest(e_ai, e_k, e_id, e_payload) with ordinality as e(ai, k, id, payload, n)
+              join unnest(a_sess) with ordinality as a(sid, i) on a.i = e.ai
+             where codes[e.ai] = 0;
+            if 1 = any(a_kind) then
+            insert into {s}.sessions (session_id, version, base, created_at_ms, updated_at_ms, message_count,
+                                      input_tokens, output_tokens, cache_creation_input_tokens,
+                                      cache_read_input_tokens, model, workspace_root, parent_session_id,
+                                      branch_name, deleted, compacted)
+            select u.sid, u.base + u.cnt, u.base, u.created, u.ts, u.msgs, u.tin, u.tout, u.tcc, u.tcr,
+                   u.model, u.ws, u.parent, u.branch, (u.flags & 1) <> 0, (u.flags & 2) <> 0
+              from unnest(a_sess, a_kind, codes, a_cnt, a_base, a_created, a_ts, a_msgs, a_tin, a_tout, a_tcc, a_tcr,
+                          a_model, a_ws, a_parent, a_branch, a_flags)
+                   as u(sid, kind, code, cnt, base, created, ts, msgs, tin, tout, tcc, tcr,
+                        model, ws, parent, branch, flags)
+             where u.kind = 1 and u.code = 0;
+            end if;
+            update {s}.sessions as t
+               set version = u.ver, updated_at_ms = u.ts, message_count = t.message_count + u.msgs,
+                   input_tokens = t.input_tokens + u.tin, output_tokens = t.output_tokens + u.tout,
+                   cache_creation_input_tokens = t.cache_creation_input_tokens + u.tcc,
+                   cache_read_input_tokens = t.cache_read_input_tokens + u.tcr,
+                   deleted = t.deleted or (u.flags & 1) <> 0
+              from unnest(a_sess, a_kind, codes, versions, a_ts, a_msgs, a_tin, a_tout, a_tcc, a_tcr, a_flags)
+                   as u(sid, kind, code, ver, ts, msgs, tin, tout, tcc, tcr, flags)
+             where u.kind = 0 and u.code = 0 and t.session_id = u.sid;
+            insert into {s}.batches (token, codes, versions, base) values (p_token, codes, versions, base);
+            return;
+        end if;
+
+        -- The general case: appends to one session chain through a_prev; decide them in order.
+
+        select array_agg(coalesce(t.version, -1) order by a.i),
+               array_agg(coalesce(t.deleted, false) order by a.i),
+               array_agg(coalesce(t.message_count, 0) order by a.i),
+               array_agg(coalesce(t.compacted, false) order by a.i),
+               array_agg(coalesce(t.input_tokens, 0) order by a.i),
+               array_agg(coalesce(t.output_tokens, 0) order by a.i),
+               array_agg(coalesce(t.cache_creation_input_tokens, 0) order by a.i),
+               array_agg(coalesce(t.cache_read_input_tokens, 0) order by a.i)
+          into d_ver, d_deleted, d_msgs, d_compacted, d_tin, d_tout, d_tcc, d_tcr
+          from unnest(a_sess) with ordinality as a(sid, i)
+          left join {s}.sessions as t on t.session_id = a.sid;
+
+        -- The version each event's id already has in the database (NULL: none), aligned with e_*.
+        if exists (select 1 from unnest(a_nids) as x where x > 0) then
+            select array_agg(m.v order by e.n) into ev_found
+              from unnest(e_ai, e_id) with ordinality as e(ai, id, n)
+              join unnest(a_sess) with ordinality as a2(sid, i) on a2.i = e.ai
+             cross join lateral (
+                 select case when e.id is null then null else
+                        (select max(x.version) from {s}.events as x
+                          where x.session_id = a2.sid and x.event_id = e.id) end as v) as m;
+        end if;
+
+        codes := array_fill(0, array[n]); versions := array_fill(0, array[n]);
+        start_v := array_fill(0, array[n]);
+        s_ver := array_fill(0, array[n]); s_msgs := array_fill(0, array[n]); s_ts := array_fill(0::bigint, array[n]);
+        s_tin := s_ts; s_tout := s_ts; s_tcc := s_ts; s_tcr := s_ts;
+        s_exists := array_fill(false, array[n]); s_deleted := s_exists; s_compacted := s_exists;
+        s_touched := s_exists; s_created := s_exists;
+
+        for i in 1 .. n loop
+            p := a_prev[i];
+            if p > 0 then
+                ex := s_exists[p]; del := s_deleted[p]; head := s_ver[p]; msgs := s_msgs[p]; comp := s_compacted[p];
+                tin := s_tin[p]; tout := s_tout[p]; tcc := s_tcc[p]; tcr := s_tcr[p]; ts := s_ts[p];
+                touched := s_touched[p]; created := s_created[p];
+            else
+                ex := d_ver[i] >= 0; del := d_deleted[i]; head := d_ver[i]; msgs := d_msgs[i]; comp := d_compacted[i];
+                tin := d_tin[i]; tout := d_tout[i]; tcc := d_tcc[i]; tcr := d_tcr[i]; ts := 0;
+                touched := false; created := false;
+            end if;
+            code := 0;
+            found := 0;
+            maxv := 0;
+            if a_nids[i] > 0 and a_kind[i] <> 1 and ex and not del then
+                -- An id counts as stored if the database has it, or an earlier append of this
+                -- batch admitted it (e_carrier chains each id to its previous carrier in the batch).
+                for q in a_first[i] .. a_first[i] + a_cnt[i] - 1 loop
+                    if e_carrier[q] >= 0 then
+                        v := ev_found[q];
+                        j := e_carrier[q];
+                        while v is null and j > 0 loop
+                            if codes[e_ai[j]] = 0 then
+                                v := start_v[e_ai[j]] + e_k[j];
+                            else
+                                j := e_carrier[j];
+                            end if;
+                        end loop;
+                        if v is not null then
+                            found := found + 1;
+                            maxv := greatest(maxv, v);
+                        end if;
+                    end if;
+                end loop;
+            end if;
+            if a_kind[i] = 1 then
+                if ex then
+                    code := 4;
+                else
+                    ex := true; created := true; touched := true;
+                    head := a_base[i] + a_cnt[i]; msgs := a_msgs[i]; comp := (a_flags[i] & 2) <> 0;
+                    del := (a_flags[i] & 1) <> 0;
+                    tin := a_tin[i]; tout := a_tout[i]; tcc := a_tcc[i]; tcr := a_tcr[i]; ts := a_ts[i];
+                end if;
+            elsif not ex or del then
+                code := 3;
+            elsif found > 0 then
+                if found < a_nids[i] then
+                    code := 5;
+                else
+                    code := 1;
+                    versions[i] := maxv;
+                end if;
+            elsif a_expected[i] >= 0 and a_expected[i] <> head then
+                code := 2;
+                versions[i] := head;
+            else
+                head := head + a_cnt[i];
+                msgs := msgs + a_msgs[i];
+                for j in 1 .. a_ncomp[i] loop
+                    msgs := 1 + greatest(0, msgs - (case when comp then 1 else 0 end) - c_removed[c + j - 1])
+                             + c_after[c + j - 1];
+                    comp := true;
+                end loop;
+                tin := tin + a_tin[i]; tout := tout + a_tout[i]; tcc := tcc + a_tcc[i]; tcr := tcr + a_tcr[i];
+                del := del or (a_flags[i] & 1) <> 0;
+                ts := a_ts[i];
+                touched := true;
+            end if;
+            c := c + a_ncomp[i];
+            codes[i] := code;
+            if code = 0 then
+                versions[i] := head;
+                start_v[i] := head - a_cnt[i];
+                admitted := admitted + 1;
+            end if;
+            s_exists[i] := ex; s_deleted[i] := del; s_ver[i] := head; s_msgs[i] := msgs; s_compacted[i] := comp;
+            s_tin[i] := tin; s_tout[i] := tout; s_tcc[i] := tcc; s_tcr[i] := tcr; s_ts[i] := ts;
+            s_touched[i] := touched; s_created[i] := created;
+        end loop;
+
+        base := 0;
+        if admitted = 0 then
+            return;
+        end if;
+        -- The first write: this transaction gets its id only now, with every lock held.
+        xid := pg_current_xact_id()::text::bigint;
+        if xid > {MAX_XID} then
+            raise exception 'transaction id % is too large for sessiondb positions', xid;
+        end if;
+        base := xid << {POSITION_SHIFT};
+
+        insert into {s}.events (position, session_id, version, timestamp_ms, event_id, payload)
+        select base + e.n, a.sid, start_v[e.ai] + e.k, a_ts[e.ai], e.id, e.payload
+          from unnest(e_ai, e_k, e_id, e_payload) with ordinality as e(ai, k, id, payload, n)
+          join unnest(a_sess) with ordinality as a(sid, i) on a.i = e.ai
+         where codes[e.ai] = 0;
+
+        insert into {s}.sessions (session_id, version, base, created_at_ms, updated_at_ms, message_count,
+                                  input_tokens, output_tokens, cache_creation_input_tokens, cache_read_input_tokens,
+                                  model, workspace_root, parent_session_id, branch_name, deleted, compacted)
+        select u.sid, u.ver, u.base, u.created, u.ts, u.msgs, u.tin, u.tout, u.tcc, u.tcr,
+               u.model, u.ws, u.parent, u.branch, u.del, u.comp
+          from unnest(a_sess, a_kind, codes, a_base, a_created, s_ts, s_ver, s_msgs, s_tin, s_tout, s_tcc, s_tcr,
+                      a_model, a_ws, a_parent, a_branch, s_deleted, s_compacted)
+               as u(sid, kind, code, base, created, ts, ver, msgs, tin, tout, tcc, tcr,
+                    model, ws, parent, branch, del, comp)
+         where u.kind = 1 and u.code = 0;
+
+        update {s}.sessions as t
+           set version = u.ver, updated_at_ms = u.ts, message_count = u.msgs,
+               input_tokens = u.tin, output_tokens = u.tout,
+               cache_creation_input_tokens = u.tcc, cache_read_input_tokens = u.tcr,
+               deleted = u.del, compacted = u.comp
+          from unnest(a_sess, a_last, s_touched, s_ver, s_ts, s_msgs, s_tin, s_tout, s_tcc, s_tcr,
+                      s_deleted, s_compacted)
+               as u(sid, last, touched, ver, ts, msgs, tin, tout, tcc, tcr, del, comp)
+         where u.last and u.touched and t.session_id = u.sid;
+
+        insert into {s}.batches (token, codes, versions, base) values (p_token, codes, versions, base);
+    end
+    $fn$
+    """

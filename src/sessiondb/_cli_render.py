@@ -1,0 +1,280 @@
+"""Text rendering for the command line: tables, conversations and one-line event summaries."""
+
+from __future__ import annotations
+
+import datetime
+import os
+import shutil
+from collections.abc import Sequence
+from typing import Any, TextIO
+
+import msgspec
+
+from ._backends._base import SessionInfo
+from ._events import (
+    Compacted,
+    Custom,
+    Message,
+    PromptRecorded,
+    RecordedEvent,
+    SessionDeleted,
+    SessionStarted,
+    Text,
+    Thinking,
+    ToolResult,
+    ToolUse,
+    Usage,
+)
+from ._projection import Session
+
+# Lines of a tool result (or tool input) shown before the rest is folded, unless --full.
+FOLD_LINES = 12
+
+
+class Style:
+    """ANSI styling, only when writing to a terminal (and NO_COLOR is unset): piped output stays plain."""
+
+    def __init__(self, stream: TextIO) -> None:
+        isatty = getattr(stream, "isatty", None)
+        self.enabled = bool(isatty and isatty()) and not os.environ.get("NO_COLOR") and os.environ.get("TERM") != "dumb"
+        self.width = shutil.get_terminal_size((100, 24)).columns if self.enabled else 0
+
+    def _wrap(self, code: str, text: str) -> str:
+        return f"\x1b[{code}m{text}\x1b[0m" if self.enabled else text
+
+    def bold(self, text: str) -> str:
+        return self._wrap("1", text)
+
+    def dim(self, text: str) -> str:
+        return self._wrap("2", text)
+
+    def role(self, role: str, text: str) -> str:
+        colour = {"user": "1;32", "assistant": "1;36", "tool": "1;33", "system": "1;35"}.get(role, "1")
+        return self._wrap(colour, text)
+
+    def error(self, text: str) -> str:
+        return self._wrap("31", text)
+
+
+def format_time(ms: int) -> str:
+    if ms <= 0:
+        return "-"
+    moment = datetime.datetime.fromtimestamp(ms / 1000).astimezone()
+    return moment.strftime("%Y-%m-%d %H:%M:%S")
+
+
+def iso_time(ms: int) -> str | None:
+    if ms <= 0:
+        return None
+    return datetime.datetime.fromtimestamp(ms / 1000, datetime.UTC).isoformat(timespec="milliseconds")
+
+
+def format_count(value: int) -> str:
+    return f"{value:,}"
+
+
+def format_bytes(size: int) -> str:
+    value = float(size)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{size} B" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{size} B"  # pragma: no cover
+
+
+def fork_label(info: SessionInfo | Session) -> str:
+    fork = info.fork
+    if fork is None:
+        return ""
+    label = f"{fork.parent_session_id}@{fork.parent_version}"
+    return f"{label} ({fork.branch_name})" if fork.branch_name else label
+
+
+def table(rows: Sequence[Sequence[str]], header: Sequence[str], style: Style, right: set[int]) -> list[str]:
+    """Columns padded to their widest cell; numbers (``right``) aligned right."""
+    widths = [max(len(header[i]), *(len(row[i]) for row in rows)) for i in range(len(header))]
+
+    def line(cells: Sequence[str]) -> str:
+        parts = [cell.rjust(widths[i]) if i in right else cell.ljust(widths[i]) for i, cell in enumerate(cells)]
+        return "  ".join(parts).rstrip()
+
+    return [style.bold(line(header)), *(line(row) for row in rows)]
+
+
+def session_rows(sessions: Sequence[SessionInfo]) -> list[list[str]]:
+    return [
+        [
+            info.session_id,
+            format_time(info.updated_at_ms),
+            format_count(info.message_count),
+            format_count(info.total_tokens),
+            info.model or "-",
+            fork_label(info) or "-",
+        ]
+        for info in sessions
+    ]
+
+
+SESSION_HEADER = ("SESSION", "UPDATED", "MESSAGES", "TOKENS", "MODEL", "FORK OF")
+
+
+def info_json(info: SessionInfo) -> dict[str, Any]:
+    fork = info.fork
+    return {
+        "session_id": info.session_id,
+        "created_at": iso_time(info.created_at_ms),
+        "updated_at": iso_time(info.updated_at_ms),
+        "created_at_ms": info.created_at_ms,
+        "updated_at_ms": info.updated_at_ms,
+        "version": info.version,
+        "message_count": info.message_count,
+        "total_tokens": info.total_tokens,
+        "usage": msgspec.to_builtins(info.usage),
+        "model": info.model,
+        "workspace_root": info.workspace_root,
+        "parent_session_id": fork.parent_session_id if fork else None,
+        "parent_version": fork.parent_version if fork else None,
+        "branch_name": fork.branch_name if fork else None,
+        "compacted": info.compacted,
+    }
+
+
+def usage_text(usage: Usage) -> str:
+    parts = [f"in {format_count(usage.input_tokens)}", f"out {format_count(usage.output_tokens)}"]
+    if usage.cache_creation_input_tokens:
+        parts.append(f"cache write {format_count(usage.cache_creation_input_tokens)}")
+    if usage.cache_read_input_tokens:
+        parts.append(f"cache read {format_count(usage.cache_read_input_tokens)}")
+    return " / ".join(parts)
+
+
+def _fold(text: str, full: bool, indent: str, style: Style) -> list[str]:
+    lines = text.splitlines() or [""]
+    if full or len(lines) <= FOLD_LINES:
+        return [indent + line for line in lines]
+    hidden = len(lines) - FOLD_LINES
+    return [indent + line for line in lines[:FOLD_LINES]] + [style.dim(f"{indent}... {hidden} more line(s) (--full)")]
+
+
+def render_session(session: Session, style: Style, *, thinking: bool = False, full: bool = False) -> list[str]:
+    """A conversation for a person: header, then each message with its blocks."""
+    out = [
+        f"{style.bold('session')}  {session.session_id}",
+        f"{style.bold('model')}    {session.model or '-'}"
+        + (f"    {style.bold('workspace')} {session.workspace_root}" if session.workspace_root else ""),
+        f"{style.bold('created')}  {format_time(session.created_at_ms)}    "
+        f"{style.bold('updated')} {format_time(session.updated_at_ms)}    {style.bold('version')} {session.version}",
+        f"{style.bold('usage')}    {usage_text(session.usage)} (total {format_count(session.usage.total_tokens)})",
+    ]
+    if session.fork is not None:
+        out.append(f"{style.bold('fork of')}  {fork_label(session)}")
+    if session.compaction is not None:
+        out.append(
+            f"{style.bold('compacted')} {session.compaction.count} time(s); the first message summarises "
+            f"{session.compaction.removed_message_count} earlier message(s)"
+        )
+    if session.prompt_history:
+        out.append(f"{style.bold('prompts')}  {len(session.prompt_history)} in the prompt history")
+    out.append(f"{len(session.messages)} message(s)")
+    for message in session.messages:
+        out.append("")
+        out.extend(render_message(message, style, thinking=thinking, full=full))
+    return out
+
+
+def render_message(message: Message, style: Style, *, thinking: bool = False, full: bool = False) -> list[str]:
+    title = f"--- {message.role} "
+    if message.usage is not None:
+        title += f"({usage_text(message.usage)}) "
+    out = [style.role(message.role, title + "-" * max(3, 60 - len(title)))]
+    for block in message.blocks:
+        if isinstance(block, Text):
+            out.extend(_fold(block.text, True, "", style))
+        elif isinstance(block, Thinking):
+            if thinking:
+                out.append(style.dim("[thinking]"))
+                out.extend(style.dim(line) for line in _fold(block.thinking, True, "  ", style))
+            else:
+                out.append(style.dim(f"[thinking: {len(block.thinking):,} characters, folded; --thinking shows it]"))
+        elif isinstance(block, ToolUse):
+            out.append(style.bold(f"[tool call] {block.name}") + style.dim(f" ({block.id})"))
+            out.extend(_fold(_pretty_json(block.input), full, "  ", style))
+        elif isinstance(block, ToolResult):
+            label = "[tool error]" if block.is_error else "[tool result]"
+            out.append(style.bold(f"{label} {block.tool_name}") + style.dim(f" ({block.tool_use_id})"))
+            out.extend(_fold(block.output, full, "  ", style))
+    return out
+
+
+def _pretty_json(text: str) -> str:
+    try:
+        return msgspec.json.format(text.encode(), indent=2).decode()
+    except (msgspec.DecodeError, UnicodeDecodeError):
+        return text
+
+
+def _one_line(text: str, limit: int) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= limit else flat[: max(0, limit - 3)] + "..."
+
+
+def event_summary(event: object, limit: int = 160) -> str:
+    """What an event is, in a few words: for ``show --raw`` and ``tail``."""
+    if isinstance(event, Message):
+        parts: list[str] = []
+        for block in event.blocks:
+            if isinstance(block, Text):
+                parts.append(block.text)
+            elif isinstance(block, Thinking):
+                parts.append(f"[thinking {len(block.thinking):,} chars]")
+            elif isinstance(block, ToolUse):
+                parts.append(f"[tool call {block.name}]")
+            elif isinstance(block, ToolResult):
+                parts.append(f"[{'tool error' if block.is_error else 'tool result'} {block.tool_name}] {block.output}")
+        usage = f" ({usage_text(event.usage)})" if event.usage is not None else ""
+        return _one_line(f"{event.role}: " + " ".join(parts), limit) + usage
+    if isinstance(event, SessionStarted):
+        text = f"session started (model {event.model or '-'})"
+        if event.fork is not None:
+            text += f", fork of {event.fork.parent_session_id}@{event.fork.parent_version}"
+        return text
+    if isinstance(event, PromptRecorded):
+        return _one_line(f"prompt: {event.text}", limit)
+    if isinstance(event, Compacted):
+        return _one_line(f"compaction of {event.removed_message_count} message(s): {event.summary}", limit)
+    if isinstance(event, Custom):
+        return _one_line(f"custom {event.name}: {msgspec.json.encode(event.data).decode()}", limit)
+    if isinstance(event, SessionDeleted):
+        return "session deleted"
+    return type(event).__name__  # pragma: no cover
+
+
+def event_line(recorded: RecordedEvent, style: Style, *, with_session: bool) -> str:
+    head = f"{format_time(recorded.timestamp_ms)}  "
+    if with_session:
+        head += f"{recorded.session_id}  "
+    head += f"v{recorded.version}  p{recorded.position}  "
+    limit = max(40, style.width - len(head) - 1) if style.width else 400
+    return style.dim(head) + event_summary(recorded.event, limit)
+
+
+_encoder = msgspec.json.Encoder()
+
+
+def event_json(recorded: RecordedEvent) -> str:
+    return _encoder.encode(recorded).decode()
+
+
+__all__ = [
+    "SESSION_HEADER",
+    "Style",
+    "event_json",
+    "event_line",
+    "format_bytes",
+    "format_count",
+    "format_time",
+    "info_json",
+    "render_session",
+    "session_rows",
+    "table",
+]

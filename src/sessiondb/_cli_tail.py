@@ -1,0 +1,74 @@
+"""Following a local store that another process writes: read new frames from the segment files, read-only.
+
+A read-only store's index does not see another process's appends, so ``tail``
+reads the log itself from where the read-only open ended: complete, checksummed
+frames only (a frame still being written is read on a later poll), then the
+next segment once the writer has rolled over to it.
+"""
+
+from __future__ import annotations
+
+import os
+
+from ._backends._segment import _parse_frame, iter_lines, read_record_decoder, segment_header_decoder, segment_name
+from ._errors import SessionDBError
+from ._events import RecordedEvent
+
+
+class LogFollower:
+    """New events of a store directory, from segment ``number`` at byte ``offset`` (position ``next_position``)."""
+
+    def __init__(self, directory: str, number: int, offset: int, next_position: int) -> None:
+        self.directory = directory
+        self.number = number
+        self.offset = offset
+        self.next_position = next_position
+
+    def _path(self, number: int) -> str:
+        return os.path.join(self.directory, segment_name(number))
+
+    def poll(self) -> list[RecordedEvent]:
+        """Every event durably framed since the last poll (maybe none)."""
+        out: list[RecordedEvent] = []
+        while True:
+            path = self._path(self.number)
+            try:
+                with open(path, "rb") as handle:
+                    handle.seek(self.offset)
+                    data = handle.read()
+            except FileNotFoundError:
+                if not os.path.isdir(self.directory):
+                    raise SessionDBError(f"store {self.directory} disappeared while following it") from None
+                data = b""
+            if self.offset == 0 and data:
+                newline = data.find(b"\n")
+                if newline < 0:
+                    return out  # the header line is being written
+                segment_header_decoder.decode(data[:newline])
+                self.offset = newline + 1
+                data = data[newline + 1 :]
+            consumed = self._frames(data, path, out)
+            self.offset += consumed
+            if consumed < len(data) or not os.path.exists(self._path(self.number + 1)):
+                return out  # a frame still being written, or the end of the newest segment
+            # The writer rolled over: this segment is sealed and fully read.
+            self.number += 1
+            self.offset = 0
+
+    def _frames(self, data: bytes, path: str, out: list[RecordedEvent]) -> int:
+        decode = read_record_decoder.decode
+        offset = 0
+        while offset < len(data):
+            frame, _reason = _parse_frame(data, offset)
+            if frame is None:
+                break  # incomplete: the writer is mid-write (or left a torn tail it will cut)
+            for start, length in iter_lines(data, frame.payload_offset, frame.end):
+                record = decode(data[start : start + length])
+                if record.p >= self.next_position:
+                    out.append(RecordedEvent(record.s, record.v, record.p, record.t, record.e, record.i))
+                    self.next_position = record.p + 1
+            offset = frame.end
+        return offset
+
+
+__all__ = ["LogFollower"]

@@ -1,0 +1,235 @@
+"""The background compactor: snapshots of session states, index checkpoints and log retention.
+
+One task per store. A pass picks the sessions whose unsnapshotted tail grew
+past the thresholds (plus those retention needs covered), writes their
+snapshots a few at a time (state built in worker threads, yielding to the
+writer between steps), then lets the backend checkpoint its index and delete
+the sealed segments every snapshot now covers. Appends never wait for it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import anyio
+
+from ._backends._base import SessionInfo, apply_to_info
+from ._errors import HistoryUnavailableError, SessionNotFoundError, StoreBrokenError
+from ._gcpause import gc_paused
+from ._projection import Projection, Session, replay_session
+from ._snapshots import SnapshotFormatError, SnapshotPayload, decode_projection_state, decode_snapshot, encode_snapshot
+
+if TYPE_CHECKING:
+    from ._events import RecordedEvent
+    from ._store import Store
+
+
+@dataclass(frozen=True)
+class CompactionSettings:
+    """How the compactor works. The defaults suit a long-running agent server.
+
+    A session gets a snapshot when its tail since the last one has
+    ``min_tail_events`` events or ``min_tail_bytes`` bytes AND at least
+    ``state_ratio`` times the bytes of its current snapshot (so a large state
+    is never rewritten for a small tail: the bytes snapshots write stay within
+    about ``1 + 1/state_ratio`` times the bytes appended).
+
+    Retention keeps the ``keep_segments`` newest sealed log segments (default
+    3, like the reference keeps 3 rotated files) and, with ``keep_seconds``,
+    every segment younger than that; older sealed segments are deleted once
+    snapshots cover all their events. ``keep_segments=None`` keeps all history.
+    """
+
+    background: bool = True  # run passes every interval_seconds (store.compact() works either way)
+    interval_seconds: float = 30.0
+    min_tail_events: int = 1_000
+    min_tail_bytes: int = 1024 * 1024
+    state_ratio: float = 1.0
+    keep_segments: int | None = 3
+    keep_seconds: float | None = None
+    checkpoint: bool = True  # checkpoint the index after each pass (open then scans only what follows)
+    snapshots_per_step: int = 8  # snapshots between yields to the event loop
+    pause_seconds: float = 0.0  # sleep between steps, to slow a pass down
+
+    def __post_init__(self) -> None:
+        if self.min_tail_events < 1 or self.min_tail_bytes < 1 or self.state_ratio < 0:
+            raise ValueError("min_tail_events and min_tail_bytes must be >= 1 and state_ratio >= 0")
+        if self.keep_segments is not None and self.keep_segments < 0:
+            raise ValueError("keep_segments must be >= 0 (or None to keep every segment)")
+        if self.interval_seconds <= 0 or self.snapshots_per_step < 1 or self.pause_seconds < 0:
+            raise ValueError("interval_seconds must be > 0, snapshots_per_step >= 1, pause_seconds >= 0")
+
+
+_NO_RETENTION = 1 << 62
+
+
+class Compactor:
+    """Runs compaction passes for one store, in the background and on demand."""
+
+    def __init__(self, store: Store, settings: CompactionSettings) -> None:
+        self.store = store
+        self.settings = settings
+        self._lock = asyncio.Lock()
+        self._task: asyncio.Task[None] | None = None
+        self.stats: dict[str, Any] = {
+            "compaction_passes": 0,
+            "last_pass_seconds": 0.0,
+            "last_pass_snapshots": 0,
+            "compaction_errors": 0,
+            "last_compaction_error": "",
+        }
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def start(self) -> None:
+        if self.settings.background and self.store.backend.supports_snapshots:
+            self._task = asyncio.get_running_loop().create_task(self._run(), name="sessiondb-compactor")
+
+    async def stop(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.interval_seconds)
+            try:
+                await self.run_pass()
+            except StoreBrokenError:
+                return  # the writer failed: nothing more to do until the store is reopened
+            except Exception as exc:
+                # A failed pass leaves the previous files in place (nothing is deleted before its
+                # replacement is durable); the next pass tries again. The error is in statistics().
+                self.stats["compaction_errors"] += 1
+                self.stats["last_compaction_error"] = repr(exc)
+
+    # ------------------------------------------------------------------ one pass
+
+    @property
+    def pass_lock(self) -> asyncio.Lock:
+        """Held for a whole pass; hold it to do something a pass must not interleave with."""
+        return self._lock
+
+    async def run_pass(self) -> dict[str, Any]:
+        """One compaction pass now; returns what it did."""
+        async with self._lock:
+            return await self._pass()
+
+    async def _pass(self) -> dict[str, Any]:
+        started = time.perf_counter()
+        store = self.store
+        backend = store.backend
+        settings = self.settings
+        done: dict[str, Any] = {"snapshots_written": 0}
+        if not backend.supports_snapshots:
+            return done
+        keep = settings.keep_segments if settings.keep_segments is not None else _NO_RETENTION
+        # First what retention needs: a snapshot at the last version it would remove, so time travel
+        # keeps working over every retained segment. Then the sessions whose tail outgrew the thresholds.
+        needs = backend.retention_needs(keep, settings.keep_seconds)
+        steps = 0
+        for session_id, version in needs.items():
+            store._check_open()
+            if await self.snapshot_session(session_id, at_version=version):
+                done["snapshots_written"] += 1
+            steps += 1
+            if steps % settings.snapshots_per_step == 0:
+                await asyncio.sleep(settings.pause_seconds)  # yield to the writer and to readers
+        candidates = backend.snapshot_candidates(
+            settings.min_tail_events, settings.min_tail_bytes, settings.state_ratio
+        )
+        for session_id, _tail_bytes in candidates:
+            store._check_open()
+            if await self.snapshot_session(session_id):
+                done["snapshots_written"] += 1
+            steps += 1
+            if steps % settings.snapshots_per_step == 0:
+                await asyncio.sleep(settings.pause_seconds)
+        retention = _Retention(keep, settings.keep_seconds, settings.checkpoint)
+        done.update(await backend.compact_storage(retention))
+        elapsed = time.perf_counter() - started
+        self.stats["compaction_passes"] += 1
+        self.stats["last_pass_seconds"] = elapsed
+        self.stats["last_pass_snapshots"] = done["snapshots_written"]
+        done["seconds"] = elapsed
+        return done
+
+    async def snapshot_session(self, session_id: str, *, at_version: int | None = None) -> bool:
+        """Write a snapshot of ``session_id`` at ``at_version`` (default: its current version).
+
+        False when there is nothing to do (a snapshot at that version exists, or
+        the history it would need is gone).
+        """
+        store = self.store
+        try:
+            info = await store._info(session_id)
+        except SessionNotFoundError:
+            return False
+        version = info.version if at_version is None else min(at_version, info.version)
+        known = store.backend.snapshot_versions().get(session_id)
+        if known is not None and known[0] == version:
+            return False
+        projections = {
+            name: projection for name, projection in store._projections.items() if projection.state_type is not Any
+        }
+        try:
+            payload = await store._snapshot_for(info, version)
+            events = await store._events(info, payload.version if payload is not None else 0, version)
+        except HistoryUnavailableError:
+            return False  # no snapshot and no log to rebuild from: nothing better can be written
+        data = await anyio.to_thread.run_sync(_build_snapshot, session_id, version, payload, events, projections)
+        if data is None:
+            return False
+        return await store.backend.write_snapshot(session_id, version, data)
+
+
+class _Retention:
+    """The settings the backend's ``compact_storage`` reads."""
+
+    def __init__(self, keep_segments: int, keep_seconds: float | None, checkpoint: bool) -> None:
+        self.keep_segments = keep_segments
+        self.keep_seconds = keep_seconds
+        self.checkpoint = checkpoint
+
+
+def _build_snapshot(
+    session_id: str,
+    version: int,
+    payload: SnapshotPayload | None,
+    events: list[RecordedEvent],
+    projections: dict[str, Projection[Any]],
+) -> bytes | None:
+    """In a worker thread: fold the tail into the previous snapshot's states and encode the result."""
+    with gc_paused():
+        session = replay_session(session_id, events, payload.session if payload is not None else None)
+        if session.version != version:
+            return None  # the tail did not reach the version (cannot happen; refuse to write a wrong one)
+        # The summary at this version, folded like the backend folds it (a fork's parent events included:
+        # the child's SessionStarted resets the counts to what it inherited).
+        info = payload.info.copy() if payload is not None else SessionInfo(session_id)
+        for recorded in events:
+            apply_to_info(info, recorded.event, recorded.version, recorded.timestamp_ms)
+        info.session_id = session_id
+        states: dict[str, tuple[Projection[Any], Any]] = {}
+        for name, projection in projections.items():
+            state = decode_projection_state(payload, projection) if payload is not None else None
+            if state is None and payload is not None and payload.version > 0:
+                continue  # its earlier events are not in this tail: leave it to a full replay
+            states[name] = (projection, projection.replay(session_id, events, state))
+        return encode_snapshot(session, info, states)
+
+
+def decode_or_none(data: bytes) -> SnapshotPayload | None:
+    try:
+        return decode_snapshot(data)
+    except SnapshotFormatError:
+        return None
+
+
+__all__ = ["CompactionSettings", "Compactor", "Session", "decode_or_none"]

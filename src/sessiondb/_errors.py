@@ -1,0 +1,139 @@
+"""The error tree: every error sessiondb raises derives from ``SessionDBError``.
+
+::
+
+    SessionDBError
+    ├── InvalidInputError          bad arguments or an invalid event; nothing was written
+    │   ├── InvalidSessionIdError  a session id that is empty, too long or unsafe
+    │   ├── EventTooLargeError     an encoded event above the configured limit
+    │   └── ImportFormatError      an imported file (claw-code session) is malformed
+    ├── ConflictError              expected_version did not match the session's version
+    ├── SessionNotFoundError       no such session (or it was deleted)
+    ├── SessionExistsError         create_session with an id already in use
+    ├── HistoryUnavailableError    load(at_version=...) of history that retention removed
+    ├── StoreClosedError           the store was closed
+    ├── StoreBrokenError           a write or fsync failed; reopen the store
+    │   └── DiskFullError          the failure was ENOSPC
+    ├── StoreLockedError           another process owns the store directory
+    ├── CorruptionError            a file failed its checksum or could not be decoded
+    ├── SchemaVersionError         the store was written by a newer sessiondb
+    └── BackendUnavailableError    a remote backend is unreachable; safe to retry
+
+Every message says what happened, to which session or file, and what to do.
+"""
+
+from __future__ import annotations
+
+
+class SessionDBError(Exception):
+    """Root of every error sessiondb raises."""
+
+
+class InvalidInputError(SessionDBError, ValueError):
+    """An argument or event was rejected before anything was written."""
+
+
+class InvalidSessionIdError(InvalidInputError):
+    """A session id that cannot be stored safely."""
+
+
+class EventTooLargeError(InvalidInputError):
+    """An encoded event is larger than the store's ``max_event_bytes``."""
+
+
+class ImportFormatError(InvalidInputError):
+    """A file being imported is malformed; names the file and, for JSONL, the line."""
+
+    def __init__(self, path: str, line: int | None, detail: str) -> None:
+        self.path = path
+        self.line = line
+        self.detail = detail
+        where = f"{path}:{line}" if line is not None else path
+        super().__init__(f"cannot import {where}: {detail}")
+
+
+class ConflictError(SessionDBError):
+    """An append's ``expected_version`` did not match the session's version.
+
+    Only that append failed; reload the session, decide again and retry.
+    """
+
+    def __init__(self, session_id: str, expected_version: int, actual_version: int) -> None:
+        self.session_id = session_id
+        self.expected_version = expected_version
+        self.actual_version = actual_version
+        super().__init__(
+            f"session {session_id!r} is at version {actual_version}, "
+            f"but the append expected version {expected_version}; "
+            "reload the session and retry with its current version"
+        )
+
+
+class SessionNotFoundError(SessionDBError, KeyError):
+    """No session with this id exists in the store (or it was deleted)."""
+
+    def __init__(self, session_id: str, detail: str = "") -> None:
+        self.session_id = session_id
+        message = f"no session {session_id!r} in this store"
+        if detail:
+            message += f" ({detail})"
+        super().__init__(message + "; create it first or check the id")
+
+    def __str__(self) -> str:  # KeyError would repr() the message
+        return str(self.args[0])
+
+
+class SessionExistsError(SessionDBError):
+    """``create_session`` was given an id that is already in use."""
+
+    def __init__(self, session_id: str) -> None:
+        self.session_id = session_id
+        super().__init__(
+            f"session {session_id!r} already exists; choose another id or omit session_id to have one generated"
+        )
+
+
+class HistoryUnavailableError(SessionDBError):
+    """The requested history was removed by retention."""
+
+
+class StoreClosedError(SessionDBError):
+    """The store is closed; open it again to use it."""
+
+
+class StoreBrokenError(SessionDBError):
+    """A write or fsync failed; the store refuses writes until it is reopened.
+
+    After a failed fsync the kernel may have dropped the dirty pages, so the
+    store never retries: reopening recovers exactly what reached the disk.
+    """
+
+
+class DiskFullError(StoreBrokenError):
+    """The disk holding the store is full (ENOSPC)."""
+
+
+class StoreLockedError(SessionDBError):
+    """Another process has the store directory open for writing."""
+
+
+class CorruptionError(SessionDBError):
+    """A file in the store failed its checksum or could not be decoded."""
+
+    def __init__(self, path: str, offset: int, detail: str) -> None:
+        self.path = path
+        self.offset = offset
+        self.detail = detail
+        super().__init__(
+            f"corrupt data in {path} at byte offset {offset}: {detail}; "
+            "run `sessiondb verify` to see the damage and `sessiondb repair` "
+            "to keep everything before it"
+        )
+
+
+class SchemaVersionError(SessionDBError):
+    """The store's format is newer than this version of sessiondb understands."""
+
+
+class BackendUnavailableError(SessionDBError):
+    """A remote backend could not be reached; the operation may be retried."""

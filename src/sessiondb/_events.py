@@ -1,0 +1,293 @@
+"""The event and message model: msgspec structs with explicit, stable wire tags.
+
+Tags and field names are the on-disk format. Never rename one; evolve by adding
+fields with defaults. ``__post_init__`` validates types, so a bad value fails
+both when a user builds an event and when a stored one is decoded.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import msgspec
+
+from ._errors import InvalidInputError
+
+Role = Literal["system", "user", "assistant", "tool"]
+ROLES: frozenset[str] = frozenset(("system", "user", "assistant", "tool"))
+_U32_MAX = 2**32 - 1
+
+
+def _require_str(owner: str, field: str, value: object) -> None:
+    if type(value) is not str:
+        raise InvalidInputError(f"{owner}.{field} must be a str, got {type(value).__name__}")
+
+
+def _require_optional_str(owner: str, field: str, value: object) -> None:
+    if value is not None and type(value) is not str:
+        raise InvalidInputError(f"{owner}.{field} must be a str or None, got {type(value).__name__}")
+
+
+def _require_count(owner: str, field: str, value: object, limit: int = 2**63 - 1) -> None:
+    if type(value) is not int or not 0 <= value <= limit:
+        raise InvalidInputError(f"{owner}.{field} must be an int in 0..{limit}, got {value!r}")
+
+
+# ---------------------------------------------------------------- content blocks
+
+
+class Text(msgspec.Struct, frozen=True, gc=False, tag="text", tag_field="type"):
+    """Plain text."""
+
+    text: str
+
+    def __post_init__(self) -> None:
+        _require_str("Text", "text", self.text)
+
+
+class Thinking(msgspec.Struct, frozen=True, gc=False, tag="thinking", tag_field="type"):
+    """A model's reasoning, with the provider's signature when it gave one."""
+
+    thinking: str
+    signature: str | None = None
+
+    def __post_init__(self) -> None:
+        _require_str("Thinking", "thinking", self.thinking)
+        _require_optional_str("Thinking", "signature", self.signature)
+
+
+class ToolUse(msgspec.Struct, frozen=True, gc=False, tag="tool_use", tag_field="type"):
+    """A tool call. ``input`` is the tool input as a JSON-encoded string."""
+
+    id: str
+    name: str
+    input: str
+
+    def __post_init__(self) -> None:
+        _require_str("ToolUse", "id", self.id)
+        _require_str("ToolUse", "name", self.name)
+        _require_str("ToolUse", "input", self.input)
+
+
+class ToolResult(msgspec.Struct, frozen=True, gc=False, tag="tool_result", tag_field="type"):
+    """The result of the tool call ``tool_use_id``."""
+
+    tool_use_id: str
+    tool_name: str
+    output: str
+    is_error: bool = False
+
+    def __post_init__(self) -> None:
+        _require_str("ToolResult", "tool_use_id", self.tool_use_id)
+        _require_str("ToolResult", "tool_name", self.tool_name)
+        _require_str("ToolResult", "output", self.output)
+        if type(self.is_error) is not bool:
+            raise InvalidInputError(f"ToolResult.is_error must be a bool, got {type(self.is_error).__name__}")
+
+
+Block = Text | Thinking | ToolUse | ToolResult
+_BLOCK_TYPES = (Text, Thinking, ToolUse, ToolResult)
+
+
+class Usage(msgspec.Struct, frozen=True, gc=False):
+    """Token usage of one model call; ``+`` adds two."""
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_creation_input_tokens: int = 0
+    cache_read_input_tokens: int = 0
+
+    def __post_init__(self) -> None:
+        # One combined check: Usage is built for every summed message on the append path.
+        a, b, c, d = (
+            self.input_tokens,
+            self.output_tokens,
+            self.cache_creation_input_tokens,
+            self.cache_read_input_tokens,
+        )
+        if not (
+            type(a) is int
+            and type(b) is int
+            and type(c) is int
+            and type(d) is int
+            and a >= 0
+            and b >= 0
+            and c >= 0
+            and d >= 0
+        ):
+            for field in self.__struct_fields__:
+                _require_count("Usage", field, getattr(self, field))
+
+    @property
+    def total_tokens(self) -> int:
+        return self.input_tokens + self.output_tokens + self.cache_creation_input_tokens + self.cache_read_input_tokens
+
+    def __add__(self, other: Usage) -> Usage:
+        return Usage(
+            self.input_tokens + other.input_tokens,
+            self.output_tokens + other.output_tokens,
+            self.cache_creation_input_tokens + other.cache_creation_input_tokens,
+            self.cache_read_input_tokens + other.cache_read_input_tokens,
+        )
+
+
+# ---------------------------------------------------------------- events
+
+
+class Message(msgspec.Struct, frozen=True, gc=False, tag="message", tag_field="type"):
+    """A conversation message: a role, content blocks and optional usage."""
+
+    role: Role
+    blocks: list[Block]
+    usage: Usage | None = None
+
+    def __post_init__(self) -> None:
+        if self.role not in ROLES:
+            raise InvalidInputError(f"Message.role must be one of system, user, assistant, tool; got {self.role!r}")
+        if type(self.blocks) is not list:
+            raise InvalidInputError(f"Message.blocks must be a list, got {type(self.blocks).__name__}")
+        for block in self.blocks:
+            if not isinstance(block, _BLOCK_TYPES):
+                raise InvalidInputError(
+                    f"Message.blocks may hold Text, Thinking, ToolUse and ToolResult, got {type(block).__name__}"
+                )
+        if self.usage is not None and not isinstance(self.usage, Usage):
+            raise InvalidInputError(f"Message.usage must be a Usage or None, got {type(self.usage).__name__}")
+
+    @classmethod
+    def user(cls, text: str) -> Message:
+        return cls("user", [Text(text)])
+
+    @classmethod
+    def system(cls, text: str) -> Message:
+        return cls("system", [Text(text)])
+
+    @classmethod
+    def assistant(cls, blocks: str | list[Block], *, usage: Usage | None = None) -> Message:
+        if isinstance(blocks, str):
+            blocks = [Text(blocks)]
+        return cls("assistant", list(blocks), usage)
+
+    @classmethod
+    def tool_result(cls, tool_use_id: str, tool_name: str, output: str, *, is_error: bool = False) -> Message:
+        return cls("tool", [ToolResult(tool_use_id, tool_name, output, is_error)])
+
+    @property
+    def text(self) -> str:
+        """The message's text blocks joined by newlines."""
+        return "\n".join(b.text for b in self.blocks if isinstance(b, Text))
+
+
+class Fork(msgspec.Struct, frozen=True, gc=False):
+    """Where a forked session branched off: its parent and the parent's version."""
+
+    parent_session_id: str
+    branch_name: str | None = None
+    parent_version: int = 0
+
+
+class Inherited(msgspec.Struct, frozen=True, gc=False):
+    """Totals a fork inherits from its parent's history, so listings need no replay."""
+
+    message_count: int = 0
+    usage: Usage = msgspec.field(default_factory=Usage)
+    compacted: bool = False
+
+
+class SessionStarted(msgspec.Struct, frozen=True, gc=False, tag="session_started", tag_field="type"):
+    """The first event of every session (of a fork: the first after the shared history)."""
+
+    created_at_ms: int
+    model: str | None = None
+    workspace_root: str | None = None
+    fork: Fork | None = None
+    inherited: Inherited | None = None
+
+    def __post_init__(self) -> None:
+        _require_count("SessionStarted", "created_at_ms", self.created_at_ms)
+        _require_optional_str("SessionStarted", "model", self.model)
+        _require_optional_str("SessionStarted", "workspace_root", self.workspace_root)
+
+
+class PromptRecorded(msgspec.Struct, frozen=True, gc=False, tag="prompt", tag_field="type"):
+    """A prompt the user typed, for the session's prompt history."""
+
+    text: str
+    timestamp_ms: int
+
+    def __post_init__(self) -> None:
+        _require_str("PromptRecorded", "text", self.text)
+        _require_count("PromptRecorded", "timestamp_ms", self.timestamp_ms)
+
+
+class Compacted(msgspec.Struct, frozen=True, gc=False, tag="compaction", tag_field="type"):
+    """A conversation compaction: a summary replaces the oldest live messages.
+
+    ``removed_message_count`` counts the live messages the summary replaces, not
+    counting an earlier summary message, as upstream does. With
+    ``rewrite_context=False`` only the compaction metadata is recorded (used by
+    importers whose messages already hold the rewritten context).
+    ``count`` overrides the running compaction count (also for importers).
+    """
+
+    summary: str
+    removed_message_count: int
+    rewrite_context: bool = True
+    count: int | None = None
+
+    def __post_init__(self) -> None:
+        _require_str("Compacted", "summary", self.summary)
+        _require_count("Compacted", "removed_message_count", self.removed_message_count)
+        if self.count is not None:
+            _require_count("Compacted", "count", self.count, _U32_MAX)
+
+
+class Custom(msgspec.Struct, frozen=True, gc=False, tag="custom", tag_field="type"):
+    """An application-defined event: a name and JSON-compatible data.
+
+    The built-in Session projection ignores it; custom projections fold it.
+    """
+
+    name: str
+    data: Any = None
+
+    def __post_init__(self) -> None:
+        _require_str("Custom", "name", self.name)
+
+
+class SessionDeleted(msgspec.Struct, frozen=True, gc=False, tag="session_deleted", tag_field="type"):
+    """A tombstone: the session is gone for readers; the compactor frees its space."""
+
+
+Event = Message | SessionStarted | PromptRecorded | Compacted | Custom | SessionDeleted
+EVENT_TYPES: tuple[type, ...] = (
+    Message,
+    SessionStarted,
+    PromptRecorded,
+    Compacted,
+    Custom,
+    SessionDeleted,
+)
+
+
+class RecordedEvent(msgspec.Struct, frozen=True, gc=False):
+    """An event as stored: its session, version, store-wide position and time."""
+
+    session_id: str
+    version: int
+    position: int
+    timestamp_ms: int
+    event: Event
+    event_id: str | None = None
+
+
+def validate_event(event: object) -> None:
+    """Raise ``InvalidInputError`` unless ``event`` is an event sessiondb can store."""
+    if not isinstance(event, EVENT_TYPES):
+        raise InvalidInputError(
+            f"append() takes events such as Message, PromptRecorded, Compacted or Custom; got {type(event).__name__}"
+        )
+    # Structs validate in __post_init__, but a user may have built one with
+    # msgspec.structs.replace or by mutating a list afterwards: re-check messages.
+    if isinstance(event, Message):
+        event.__post_init__()

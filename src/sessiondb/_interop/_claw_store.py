@@ -1,0 +1,320 @@
+"""Importing claw-code session files into a store and exporting sessions back to files.
+
+Discovery: files, or directory trees such as ``.claw/sessions``. A session's
+live file is ``<stem>.jsonl`` (or a legacy ``<stem>.json``); rotated copies
+``<stem>.rot-<millis>.jsonl`` are older snapshots of the same session and are
+only read when no live file exists (the newest one then). Leftover temp files
+``<name>.tmp-<millis>-<n>`` of interrupted upstream writes are never read.
+
+Every file is parsed and checked before anything is written; each session is
+then created with ONE atomic append, so nothing is ever half-imported.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import anyio
+
+from .._errors import InvalidInputError, SessionExistsError
+from .._ids import now_ms, validate_session_id
+from .._store import Store
+from ._claw import ClawFile, SkippedLine, parse_claw_file, render_claw_session
+
+_ROTATED = re.compile(r"^(?P<stem>.+)\.rot-(?P<millis>\d+)\.jsonl$")
+_TEMP = re.compile(r"\.tmp-\d+-\d+$")
+_temp_counter = itertools.count()
+# Sessions submitted at once: they share the writer's batches (one fsync for many files).
+_IMPORT_CONCURRENCY = 64
+
+
+@dataclass
+class ImportedSession:
+    """One session created by an import."""
+
+    session_id: str
+    path: str
+    version: int
+    message_count: int
+
+
+@dataclass
+class ClawImportReport:
+    """What ``import_claw_files`` did: sessions created, and everything it left out, with reasons."""
+
+    imported: list[ImportedSession] = field(default_factory=list)
+    skipped_lines: list[SkippedLine] = field(default_factory=list)
+    # (older copy, the file imported instead): rotated copies and legacy twins of a live file.
+    superseded: list[tuple[str, str]] = field(default_factory=list)
+    # (path, session id, reason): sessions not imported (already in the store, duplicates).
+    skipped_sessions: list[tuple[str, str, str]] = field(default_factory=list)
+    ignored_files: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def __str__(self) -> str:
+        parts = [f"imported {len(self.imported)} session(s)"]
+        if self.skipped_lines:
+            parts.append(f"skipped {len(self.skipped_lines)} bad line(s)")
+        if self.superseded:
+            parts.append(f"{len(self.superseded)} older copie(s) not imported")
+        if self.skipped_sessions:
+            parts.append(f"{len(self.skipped_sessions)} session(s) skipped")
+        lines = [", ".join(parts)]
+        lines += [f"  skipped {s.path}:{s.line}: {s.reason}" for s in self.skipped_lines]
+        lines += [f"  older copy {old} (imported {kept})" for old, kept in self.superseded]
+        lines += [f"  not imported {path} ({sid}): {why}" for path, sid, why in self.skipped_sessions]
+        lines += [f"  ignored temp file {path}" for path in self.ignored_files]
+        lines += [f"  note: {note}" for note in self.notes]
+        return "\n".join(lines)
+
+
+# ---------------------------------------------------------------- discovery
+
+
+def _candidates(paths: Iterable[str | os.PathLike[str]]) -> list[Path]:
+    found: list[Path] = []
+    for item in paths:
+        path = Path(item)
+        if path.is_dir():
+            for root, dirs, files in os.walk(path):
+                dirs.sort()
+                found.extend(
+                    Path(root) / name
+                    for name in sorted(files)
+                    if name.endswith((".jsonl", ".json")) or _TEMP.search(name)
+                )
+        elif path.exists():
+            found.append(path)
+        else:
+            raise InvalidInputError(f"cannot import {path}: no such file or directory")
+    return found
+
+
+def select_files(paths: Iterable[str | os.PathLike[str]], report: ClawImportReport) -> list[tuple[Path, str]]:
+    """The newest copy of each session among ``paths``, with its stem; older copies go to the report."""
+    groups: dict[tuple[Path, str], list[tuple[tuple[int, int], Path]]] = {}
+    seen: set[Path] = set()
+    for path in _candidates(paths):
+        resolved = path.resolve()
+        if resolved in seen:
+            continue
+        seen.add(resolved)
+        name = path.name
+        if _TEMP.search(name):
+            report.ignored_files.append(str(path))
+            continue
+        rotated = _ROTATED.match(name)
+        if rotated is not None:
+            stem, rank = rotated["stem"], (0, int(rotated["millis"]))
+        elif name.endswith(".jsonl"):
+            stem, rank = name[: -len(".jsonl")], (2, 0)
+        elif name.endswith(".json"):
+            stem, rank = name[: -len(".json")], (1, 0)
+        else:
+            stem, rank = path.stem, (2, 0)
+        groups.setdefault((path.parent, stem), []).append((rank, path))
+    chosen: list[tuple[Path, str]] = []
+    for (_, stem), copies in sorted(groups.items(), key=lambda kv: (str(kv[0][0]), kv[0][1])):
+        copies.sort(key=lambda entry: entry[0], reverse=True)
+        newest = copies[0][1]
+        chosen.append((newest, stem))
+        report.superseded.extend((str(path), str(newest)) for _, path in copies[1:])
+    return chosen
+
+
+def _read_and_parse(path: Path, stem: str, skip_bad_lines: bool) -> ClawFile:
+    data = path.read_bytes()
+    try:
+        fallback: str | None = validate_session_id(stem)
+    except InvalidInputError:
+        fallback = None
+    return parse_claw_file(data, str(path), skip_bad_lines=skip_bad_lines, fallback_id=fallback)
+
+
+# ---------------------------------------------------------------- import
+
+
+async def import_claw_files(
+    store: Store,
+    *paths: str | os.PathLike[str],
+    skip_bad_lines: bool = False,
+    if_exists: Literal["error", "skip"] = "error",
+) -> ClawImportReport:
+    """Import claw-code session files (or directory trees of them) into ``store``.
+
+    Each session is created with its file's id, timestamps, messages,
+    compaction, fork, model, workspace root and prompt history, in one atomic
+    append. Every file is parsed first: a malformed one raises
+    ``ImportFormatError`` (file and line) before anything is written, unless
+    ``skip_bad_lines=True``, which leaves bad JSONL lines out and lists them in
+    the report. ``if_exists="skip"`` leaves sessions already in the store alone
+    (re-running an import is then harmless); ``"error"`` raises
+    ``SessionExistsError`` before anything is written.
+    """
+    if if_exists not in ("error", "skip"):
+        raise InvalidInputError(f"if_exists must be 'error' or 'skip', got {if_exists!r}")
+    if not paths:
+        raise InvalidInputError("import_claw_files needs at least one file or directory")
+    report = ClawImportReport()
+    selected = await anyio.to_thread.run_sync(select_files, paths, report)
+    parsed: list[ClawFile] = []
+    for path, stem in selected:
+        parsed.append(await anyio.to_thread.run_sync(_read_and_parse, path, stem, skip_bad_lines))
+    by_id: dict[str, ClawFile] = {}
+    to_write: list[ClawFile] = []
+    for claw in parsed:
+        report.skipped_lines.extend(claw.skipped)
+        report.notes.extend(claw.notes)
+        if claw.generated_id:
+            report.notes.append(f"{claw.path} names no session id; imported as {claw.session_id!r}")
+        first = by_id.get(claw.session_id)
+        if first is not None:
+            if if_exists == "error":
+                raise InvalidInputError(
+                    f"session {claw.session_id!r} is in both {first.path} and {claw.path}; "
+                    "import one of them, or pass if_exists='skip' to keep the first"
+                )
+            report.skipped_sessions.append((claw.path, claw.session_id, f"same session id as {first.path}"))
+            continue
+        by_id[claw.session_id] = claw
+        if await _exists(store, claw.session_id):
+            if if_exists == "error":
+                raise SessionExistsError(claw.session_id)
+            report.skipped_sessions.append((claw.path, claw.session_id, "already in the store"))
+            continue
+        to_write.append(claw)
+    for start in range(0, len(to_write), _IMPORT_CONCURRENCY):
+        chunk = to_write[start : start + _IMPORT_CONCURRENCY]
+        outcomes: list[int | BaseException] = [0] * len(chunk)
+
+        async def write(index: int, claw: ClawFile, outcomes: list[int | BaseException] = outcomes) -> None:
+            try:
+                outcomes[index] = await store._import_session(
+                    claw.session_id, claw.started, claw.events, timestamp_ms=claw.updated_at_ms
+                )
+            except Exception as exc:  # reported below, per file, without cancelling the others
+                outcomes[index] = exc
+
+        async with anyio.create_task_group() as group:
+            for index, claw in enumerate(chunk):
+                group.start_soon(write, index, claw)
+        failed: list[tuple[ClawFile, BaseException]] = []
+        for claw, outcome in zip(chunk, outcomes, strict=True):
+            if isinstance(outcome, BaseException):
+                failed.append((claw, outcome))
+            else:
+                report.imported.append(ImportedSession(claw.session_id, claw.path, outcome, len(claw.messages)))
+        if failed:
+            claw, error = failed[0]
+            error.add_note(f"while importing {claw.path} (session {claw.session_id!r})")
+            error.add_note(
+                f"{len(report.imported)} other session(s) were imported, each whole; "
+                f"{len(failed)} failed; {len(to_write) - start - len(chunk)} were not tried. "
+                "Run the import again with if_exists='skip' to finish it"
+            )
+            raise error
+    return report
+
+
+async def _exists(store: Store, session_id: str) -> bool:
+    # A deleted session's id stays taken in the log: creating it again would fail too.
+    return await store.backend.info(session_id) is not None
+
+
+# ---------------------------------------------------------------- export
+
+
+def workspace_fingerprint(workspace_root: str) -> str:
+    """Upstream's 16-hex FNV-1a-64 of a workspace path (the UTF-8 of its lossy string form)."""
+    value = 0xCBF29CE484222325
+    for byte in os.fsencode(workspace_root).decode("utf-8", "replace").encode("utf-8"):
+        value = ((value ^ byte) * 0x100000001B3) & 0xFFFFFFFFFFFFFFFF
+    return f"{value:016x}"
+
+
+def claw_sessions_directory(workspace: str | os.PathLike[str]) -> Path:
+    """Where claw-code keeps a workspace's sessions: ``<workspace>/.claw/sessions/<fingerprint>``.
+
+    Export there (``export_claw_session(store, sid, claw_sessions_directory(ws))``)
+    and claw-code, started in that workspace, can resume the session.
+    """
+    root = Path(workspace).resolve()
+    return root / ".claw" / "sessions" / workspace_fingerprint(str(root))
+
+
+def write_file_atomically(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path``: temp file, fsync, rename over, fsync the directory."""
+    directory = path.parent
+    _make_directories(directory)
+    temp = directory / f"{path.name}.tmp-{now_ms()}-{next(_temp_counter)}"
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+    try:
+        try:
+            view = memoryview(data)
+            while view:
+                written = os.write(fd, view)
+                view = view[written:]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.rename(temp, path)
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
+    _fsync_directory(directory)
+
+
+def _make_directories(directory: Path) -> None:
+    missing: list[Path] = []
+    current = directory
+    while not current.exists():
+        missing.append(current)
+        current = current.parent
+    for created in reversed(missing):
+        created.mkdir(exist_ok=True)
+        _fsync_directory(created.parent)
+
+
+def _fsync_directory(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+async def export_claw_session(
+    store: Store,
+    session_id: str,
+    destination: str | os.PathLike[str],
+    *,
+    at_version: int | None = None,
+) -> Path:
+    """Write a session's live context as a claw-code JSONL file that claw-code loads unchanged.
+
+    ``destination`` is a file path, or an existing directory (the file is then
+    ``<session_id>.jsonl`` inside it). The file is replaced atomically. Returns its path.
+    """
+    session = await store.load(session_id, at_version=at_version)
+    data = render_claw_session(session)
+    path = Path(destination)
+    if path.is_dir():
+        path = path / f"{session_id}.jsonl"
+    await anyio.to_thread.run_sync(write_file_atomically, path, data)
+    return path
+
+
+async def export_claw_sessions(
+    store: Store, directory: str | os.PathLike[str], session_ids: Sequence[str] | None = None
+) -> list[Path]:
+    """Export several sessions (default: all) as ``<directory>/<session_id>.jsonl`` files."""
+    target = Path(directory)
+    await anyio.to_thread.run_sync(_make_directories, target)
+    ids = [info.session_id for info in await store.list_sessions()] if session_ids is None else list(session_ids)
+    return [await export_claw_session(store, sid, target / f"{sid}.jsonl") for sid in ids]

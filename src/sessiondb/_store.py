@@ -1,0 +1,688 @@
+"""Store: the public API over a backend: lifecycle, append, read, load, fork, projections."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Callable, Sequence
+from typing import Any
+
+import anyio
+
+from ._backends._base import AppendRequest, Backend, SessionInfo
+from ._backends._fs import FileSystem
+from ._backends._local import DEFAULT_MAX_EVENT_BYTES, DEFAULT_SEGMENT_BYTES, LocalBackend
+from ._backends._memory import MemoryFileSystem
+from ._compactor import CompactionSettings, Compactor, decode_or_none
+from ._conversation import TokenThresholdPolicy, local_summary, plan_compaction
+from ._errors import (
+    ConflictError,
+    InvalidInputError,
+    SessionNotFoundError,
+    StoreBrokenError,
+    StoreClosedError,
+)
+from ._events import (
+    Compacted,
+    Custom,
+    Event,
+    Fork,
+    Inherited,
+    Message,
+    PromptRecorded,
+    RecordedEvent,
+    SessionDeleted,
+    SessionStarted,
+    Text,
+    Thinking,
+    ToolResult,
+    ToolUse,
+)
+from ._gcpause import gc_paused
+from ._ids import generate_session_id, now_ms, validate_session_id
+from ._projection import Projection, Session, is_continuation_message, replay_session
+from ._snapshots import SnapshotPayload, decode_projection_state
+from ._subscriptions import DEFAULT_BUFFER_EVENTS, Subscription, subscribe_every_session, subscribe_session
+from ._writer import Writer
+
+DEFAULT_MAX_PENDING = 16_384
+# Appends per batch: large enough to amortise the fsync, small enough that one
+# batch's appenders run while the next is synced. MAX_BATCH env var for experiments.
+DEFAULT_MAX_BATCH = int(os.environ.get("SESSIONDB_MAX_BATCH", "512"))
+DEFAULT_MAX_EVENTS_PER_APPEND = 10_000
+DEFAULT_PROJECTION_CACHE = 4_096
+_READ_PAGE = 10_000
+_USER_EVENT_TYPES = (Message, PromptRecorded, Compacted, Custom)
+_BLOCK_TYPES = frozenset((Text, Thinking, ToolUse, ToolResult))
+
+BatchListener = Callable[[Sequence[AppendRequest]], None]
+_logger = logging.getLogger("sessiondb")
+
+
+class Store:
+    """An open session store. Get one from ``open_store``; every method is a coroutine.
+
+    Appends from any number of tasks and sessions are group-committed: an
+    ``append`` that returned is durable.
+    """
+
+    def __init__(
+        self,
+        backend: Backend,
+        *,
+        max_pending: int = DEFAULT_MAX_PENDING,
+        max_batch: int = DEFAULT_MAX_BATCH,
+        max_events_per_append: int = DEFAULT_MAX_EVENTS_PER_APPEND,
+        projection_cache_size: int = DEFAULT_PROJECTION_CACHE,
+        redact: Callable[[Event], Event] | None = None,
+        compaction: CompactionSettings | None = None,
+    ) -> None:
+        self.backend = backend
+        self._compactor = Compactor(self, compaction if compaction is not None else CompactionSettings())
+        self._max_events_per_append = max_events_per_append
+        self._redact = redact
+        self._projections: dict[str, Projection[Any]] = {}
+        self._projection_cache: OrderedDict[tuple[str, str], list[Any]] = OrderedDict()
+        self._projection_cache_size = projection_cache_size
+        self._batch_listeners: list[BatchListener] = []
+        self._listener_errors = 0
+        self._writer = Writer(backend, max_pending=max_pending, max_batch=max_batch, on_batch=self._after_batch)
+        self._open = False
+        self._closed = False
+        self._fully_closed = asyncio.Event()
+        self._writer_task: asyncio.Task[None] | None = None
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def start(self) -> None:
+        """Open the backend (recovering it) and start the writer task."""
+        await self.backend.open()
+        # A plain task rather than a task group: errors raised in the user's
+        # ``async with`` body must reach them unwrapped, not in an ExceptionGroup.
+        self._writer_task = asyncio.get_running_loop().create_task(self._writer.run(), name="sessiondb-writer")
+        self._open = True
+        self._compactor.start()  # background storage compaction (see CompactionSettings)
+
+    async def aclose(self) -> None:
+        """Commit what is pending, stop the writer and release the backend. Idempotent.
+
+        A second call waits for the first to finish: on return the store is closed
+        (its directory lock released), whichever call returns first.
+        """
+        if self._closed:
+            await self._fully_closed.wait()
+            return
+        self._closed = True
+        try:
+            with anyio.CancelScope(shield=True):
+                await self._compactor.stop()  # a pass in flight leaves only whole files behind
+            self._writer.close()
+            with anyio.CancelScope(shield=True):
+                try:
+                    if self._writer_task is not None:
+                        await self._writer_task
+                finally:
+                    await self.backend.aclose()
+        finally:
+            self._fully_closed.set()
+
+    async def __aenter__(self) -> Store:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    def _check_open(self) -> None:
+        if self._closed or not self._open:
+            raise StoreClosedError("the store is closed; open it again with sessiondb.open_store()")
+        if self._writer.broken is not None:
+            raise StoreBrokenError(str(self._writer.broken))
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @property
+    def broken(self) -> bool:
+        return self._writer.broken is not None
+
+    # ------------------------------------------------------------------ writing
+
+    async def _submit(self, request: AppendRequest) -> AppendRequest:
+        writer = self._writer
+        if writer.full:
+            await writer.wait_for_space()
+            self._check_open()
+        return await writer.submit(request)
+
+    async def create_session(
+        self,
+        *,
+        session_id: str | None = None,
+        model: str | None = None,
+        workspace_root: str | None = None,
+    ) -> str:
+        """Create a session and return its id (generated unless given)."""
+        self._check_open()
+        session_id = generate_session_id() if session_id is None else validate_session_id(session_id)
+        started = SessionStarted(now_ms(), model, workspace_root)
+        await self._submit(AppendRequest(session_id, (started,), timestamp_ms=started.created_at_ms, creates=True))
+        return session_id
+
+    async def append(
+        self,
+        session_id: str,
+        *events: Event,
+        expected_version: int | None = None,
+        event_ids: Sequence[str | None] | None = None,
+        timestamp_ms: int | None = None,
+    ) -> int:
+        """Append events to a session atomically; return its version after them.
+
+        Durable on return. With ``expected_version`` the append fails with
+        ``ConflictError`` unless the session is at exactly that version. With
+        ``event_ids`` (one per event) a retried append is recognised and not
+        stored twice: the call returns the version the first attempt produced.
+        """
+        self._check_open()
+        if len(events) == 1 and type(events[0]) is Message:
+            _check_message(events[0])  # the common case
+        elif not events:
+            raise InvalidInputError("append() needs at least one event")
+        elif len(events) > self._max_events_per_append:
+            raise InvalidInputError(
+                f"append() got {len(events)} events for session {session_id!r}; the limit for one "
+                f"atomic append is {self._max_events_per_append}"
+            )
+        else:
+            for event in events:
+                if type(event) is Message:
+                    _check_message(event)
+                elif not isinstance(event, _USER_EVENT_TYPES):
+                    raise InvalidInputError(_wrong_event_message(session_id, event))
+        if expected_version is not None and (type(expected_version) is not int or expected_version < 0):
+            raise InvalidInputError(f"expected_version must be a non-negative int, got {expected_version!r}")
+        if event_ids is not None:
+            event_ids = list(event_ids)
+            if len(event_ids) != len(events) or not all(i is None or isinstance(i, str) for i in event_ids):
+                raise InvalidInputError("event_ids must hold one str (or None) per event")
+        if timestamp_ms is not None and (type(timestamp_ms) is not int or not 0 <= timestamp_ms < 2**63):
+            # Stored unchecked, a str or float would be acknowledged and then fail to decode on open.
+            raise InvalidInputError(f"timestamp_ms must be an int in 0..2**63-1 (milliseconds), got {timestamp_ms!r}")
+        if type(session_id) is not str:
+            validate_session_id(session_id)
+        if self._redact is not None:
+            events = self._redacted(session_id, events)
+        request = AppendRequest(
+            session_id,
+            events,
+            expected_version=expected_version,
+            event_ids=event_ids,
+            timestamp_ms=now_ms() if timestamp_ms is None else timestamp_ms,
+        )
+        writer = self._writer
+        if writer.full:
+            await writer.wait_for_space()
+            self._check_open()
+        try:
+            return (await writer.submit(request)).version
+        except SessionNotFoundError:
+            validate_session_id(session_id)  # an id no session can have gets the clearer error
+            raise
+
+    def _redacted(self, session_id: str, events: tuple[Event, ...]) -> tuple[Event, ...]:
+        """The events as the redaction hook rewrote them (checked: a hook must return an event)."""
+        assert self._redact is not None
+        redacted = tuple(self._redact(event) for event in events)
+        for event in redacted:
+            if type(event) is not Message and not isinstance(event, _USER_EVENT_TYPES):
+                raise InvalidInputError(
+                    f"the store's redact hook returned {type(event).__name__} for an append to session "
+                    f"{session_id!r}; it must return an event of the type it was given"
+                )
+        return redacted
+
+    async def _import_session(
+        self, session_id: str, started: SessionStarted, events: Sequence[Event], *, timestamp_ms: int
+    ) -> int:
+        """Create a session with a given start and history as ONE atomic append; return its version.
+
+        For importers and integrations (claw-code files, the OpenAI Agents session):
+        nothing is half-created. No per-append event limit: an imported file is atomic.
+        """
+        self._check_open()
+        validate_session_id(session_id)
+        if not isinstance(started, SessionStarted):
+            raise InvalidInputError(f"_import_session needs a SessionStarted, got {type(started).__name__}")
+        for event in events:
+            if not isinstance(event, _USER_EVENT_TYPES):
+                raise InvalidInputError(_wrong_event_message(session_id, event))
+        if type(timestamp_ms) is not int or timestamp_ms < 0:
+            raise InvalidInputError(f"timestamp_ms must be a non-negative int, got {timestamp_ms!r}")
+        if self._redact is not None:  # imported history is redacted like any append
+            events = self._redacted(session_id, tuple(events))
+        request = AppendRequest(session_id, (started, *events), timestamp_ms=timestamp_ms, creates=True)
+        return (await self._submit(request)).version
+
+    async def record_prompt(self, session_id: str, text: str) -> int:
+        """Add ``text`` to the session's prompt history."""
+        return await self.append(session_id, PromptRecorded(text, now_ms()))
+
+    async def record_compaction(self, session_id: str, *, summary: str, removed_message_count: int) -> int:
+        """Record a conversation compaction: ``summary`` replaces the oldest live messages."""
+        return await self.append(session_id, Compacted(summary, removed_message_count))
+
+    async def fork(
+        self,
+        session_id: str,
+        *,
+        branch_name: str | None = None,
+        at_version: int | None = None,
+        new_session_id: str | None = None,
+    ) -> str:
+        """Start a new session that shares ``session_id``'s history up to ``at_version``.
+
+        Nothing is copied: the child's log starts with one event that points
+        at the parent and version; reads stitch the two together.
+        """
+        self._check_open()
+        # Not while a compaction pass runs: the pass decides which history retention may
+        # delete from the forks that exist, so a fork committed mid-pass could lose its parent's.
+        async with self._compactor.pass_lock:
+            info = await self._info(session_id)
+            version = info.version if at_version is None else self._check_version(info, at_version)
+            parent = await self.load(session_id, at_version=version)
+            compacted = bool(parent.messages) and is_continuation_message(parent.messages[0])
+            if branch_name is not None and type(branch_name) is not str:
+                raise InvalidInputError(f"fork() takes a str branch_name (or None), got {type(branch_name).__name__}")
+            branch = branch_name.strip() or None if branch_name is not None else None
+            child_id = generate_session_id() if new_session_id is None else validate_session_id(new_session_id)
+            started = SessionStarted(
+                now_ms(),
+                # From the summary, not the replay: a fork at version 0 keeps the parent's model and workspace.
+                info.model,
+                info.workspace_root,
+                Fork(session_id, branch, version),
+                Inherited(len(parent.messages), parent.usage, compacted),
+            )
+            await self._submit(AppendRequest(child_id, (started,), timestamp_ms=started.created_at_ms, creates=True))
+            return child_id
+
+    async def delete_session(self, session_id: str) -> None:
+        """Delete a session: it disappears at once; the compactor frees its space later."""
+        await self._info(session_id)
+        await self._submit(AppendRequest(session_id, (SessionDeleted(),), timestamp_ms=now_ms()))
+
+    # ------------------------------------------------------------------ reading
+
+    async def _info(self, session_id: str) -> SessionInfo:
+        self._check_readable()
+        if type(session_id) is not str:
+            validate_session_id(session_id)
+        info = await self.backend.info(session_id)
+        if info is None:
+            validate_session_id(session_id)  # an id no session can have gets the clearer error
+            raise SessionNotFoundError(session_id)
+        if info.deleted:
+            raise SessionNotFoundError(session_id, "it was deleted")
+        return info
+
+    def _check_readable(self) -> None:
+        if self._closed or not self._open:
+            raise StoreClosedError("the store is closed; open it again with sessiondb.open_store()")
+
+    @staticmethod
+    def _check_version(info: SessionInfo, version: object) -> int:
+        if type(version) is not int or not 0 <= version <= info.version:
+            raise InvalidInputError(f"session {info.session_id!r} has versions 0..{info.version}; got {version!r}")
+        return version
+
+    async def session_info(self, session_id: str) -> SessionInfo:
+        """The summary of one session (what ``list_sessions`` shows for it)."""
+        return await self._info(session_id)
+
+    async def list_sessions(self) -> list[SessionInfo]:
+        """Every session, most recently updated first."""
+        self._check_readable()
+        sessions = await self.backend.list_sessions()
+        sessions.sort(key=lambda info: (info.updated_at_ms, info.session_id), reverse=True)
+        return sessions
+
+    async def _events(self, info: SessionInfo, after: int, up_to: int) -> list[RecordedEvent]:
+        """Events ``after < version <= up_to`` of a session, a fork's parent history included."""
+        fork = info.fork
+        base = fork.parent_version if fork is not None else 0
+        events: list[RecordedEvent] = []
+        if fork is not None and after < base:
+            parent = await self.backend.info(fork.parent_session_id)
+            if parent is None:
+                raise SessionNotFoundError(fork.parent_session_id, f"the parent of fork {info.session_id!r}")
+            events = await self._events(parent, after, min(up_to, base))
+        if up_to > base:
+            events += await self.backend.read_session(info.session_id, max(after, base), up_to)
+        return events
+
+    async def read(self, session_id: str, *, after: int = 0, up_to: int | None = None) -> AsyncIterator[RecordedEvent]:
+        """The session's recorded events with ``after < version <= up_to``, in order.
+
+        A fork yields its parent's shared events (with the parent's session id) first.
+        """
+        if type(after) is not int or (up_to is not None and type(up_to) is not int):
+            raise InvalidInputError(f"read() takes int versions after= and up_to=, got {after!r} and {up_to!r}")
+        info = await self._info(session_id)
+        last = info.version if up_to is None else min(up_to, info.version)
+        cursor = max(after, 0)
+        while cursor < last:
+            page = await self._events(info, cursor, min(cursor + _READ_PAGE, last))
+            for recorded in page:
+                yield recorded
+            cursor = min(cursor + _READ_PAGE, last)
+
+    async def read_all(self, *, after: int = 0, limit: int = _READ_PAGE) -> list[RecordedEvent]:
+        """Up to ``limit`` events of every session with store-wide position > ``after``."""
+        self._check_readable()
+        if type(after) is not int or type(limit) is not int:
+            raise InvalidInputError(f"read_all() takes int after= and limit=, got {after!r} and {limit!r}")
+        # Like read(): a negative ``after`` means from the start (not history lost to retention).
+        return await self.backend.read_all(max(after, 0), limit)
+
+    def subscribe(self, session_id: str, *, after: int = 0, buffer_size: int = DEFAULT_BUFFER_EVENTS) -> Subscription:
+        """Events of a session with version > ``after``: its history, then each new one once durable.
+
+        An async iterator (``async for event in store.subscribe(sid)``); see ``Subscription``.
+        """
+        return subscribe_session(self, session_id, after=after, buffer_size=buffer_size)
+
+    def subscribe_all(self, *, after: int = 0, buffer_size: int = DEFAULT_BUFFER_EVENTS) -> Subscription:
+        """Events of every session with position > ``after``, in position order: history, then live."""
+        return subscribe_every_session(self, after=after, buffer_size=buffer_size)
+
+    async def load(self, session_id: str, *, at_version: int | None = None) -> Session:
+        """The session's state: the Session projection of its events (up to ``at_version``)."""
+        info = await self._info(session_id)
+        version = info.version if at_version is None else self._check_version(info, at_version)
+        # From the newest snapshot at or below the version (if any), replaying only the tail after it.
+        payload = await self._snapshot_for(info, version)
+        after = payload.version if payload is not None else 0
+        events = await self._events(info, after, version)
+        with gc_paused():
+            session = replay_session(session_id, events, payload.session if payload is not None else None)
+        return session
+
+    async def _snapshot_for(self, info: SessionInfo, version: int) -> SnapshotPayload | None:
+        """The newest snapshot to start a replay of ``info``'s session at ``version`` from.
+
+        A fork without a snapshot of its own starts from its parent's (at or below
+        the fork point): its history up to there is the parent's.
+        """
+        payload = await self._snapshot_payload(info.session_id, version)
+        fork = info.fork
+        if payload is None and fork is not None and version >= fork.parent_version > 0:
+            parent = await self.backend.info(fork.parent_session_id)
+            if parent is not None:
+                payload = await self._snapshot_for(parent, fork.parent_version)
+        return payload
+
+    async def _snapshot_payload(self, session_id: str, max_version: int) -> SnapshotPayload | None:
+        """The decoded newest snapshot of a session at a version <= ``max_version``, or None."""
+        found = await self.backend.read_snapshot(session_id, max_version)
+        if found is None:
+            return None
+        return decode_or_none(found[1])  # a snapshot that does not decode is ignored: replay the log
+
+    # ------------------------------------------------------------------ projections
+
+    def register_projection(self, projection: Projection[Any]) -> None:
+        """Register a user projection; its state per session is served by ``project``."""
+        if projection.name in self._projections:
+            raise InvalidInputError(f"a projection named {projection.name!r} is already registered")
+        self._projections[projection.name] = projection
+
+    async def project(self, session_id: str, projection: str | Projection[Any]) -> Any:
+        """The state of a registered projection for a session, kept current as events arrive."""
+        name = projection if isinstance(projection, str) else projection.name
+        registered = self._projections.get(name)
+        if registered is None:
+            raise InvalidInputError(f"no projection named {name!r} is registered; call register_projection first")
+        key = (name, session_id)
+        cached = self._projection_cache.get(key)
+        info = await self._info(session_id)
+        if cached is not None and cached[1] == info.version:
+            self._projection_cache.move_to_end(key)
+            return cached[0]
+        state = registered.initial(session_id)
+        version = 0
+        payload = await self._snapshot_for(info, info.version)
+        if payload is not None:
+            snapshotted = decode_projection_state(payload, registered)
+            if snapshotted is not None:
+                state, version = snapshotted, payload.version
+        while True:
+            events = await self._events(info, version, info.version)
+            state = registered.replay(session_id, events, state)
+            version = info.version
+            info = await self._info(session_id)
+            if info.version == version:
+                break
+        # No await since the last check: the cache entry is current when stored.
+        self._projection_cache[key] = [state, version]
+        if len(self._projection_cache) > self._projection_cache_size:
+            self._projection_cache.popitem(last=False)
+        return state
+
+    def _after_batch(self, batch: Sequence[AppendRequest]) -> None:
+        """Fold committed events into cached projection states; notify listeners."""
+        cache = self._projection_cache
+        if cache:
+            for request in batch:
+                if request.error is not None or request.duplicate:
+                    continue
+                for name in self._projections:
+                    entry = cache.get((name, request.session_id))
+                    if entry is None:
+                        continue
+                    if entry[1] != request.version - len(request.events):
+                        del cache[(name, request.session_id)]
+                        continue
+                    try:
+                        entry[0] = self._projections[name].replay(
+                            request.session_id, recorded_events(request), entry[0]
+                        )
+                    except Exception:
+                        # The batch is durable and acknowledged; a failing user fold
+                        # only loses its cached state (the next project() replays).
+                        del cache[(name, request.session_id)]
+                        self._listener_errors += 1
+                        _logger.exception("projection %r failed to fold a batch; its cache entry was dropped", name)
+                        continue
+                    entry[1] = request.version
+        for listener in list(self._batch_listeners):
+            try:
+                listener(batch)
+            except Exception:
+                # A listener must never stop the writer: the batch is already durable.
+                self._listener_errors += 1
+                _logger.exception("a batch listener raised; the store goes on")
+
+    def add_batch_listener(self, listener: BatchListener) -> Callable[[], None]:
+        """Call ``listener(batch)`` after every durable batch; returns a function that removes it."""
+        self._batch_listeners.append(listener)
+        return lambda: self._batch_listeners.remove(listener)
+
+    def statistics(self) -> dict[str, Any]:
+        """Counters of the writer and the backend."""
+        return {
+            "batches": self._writer.batches,
+            "largest_batch": self._writer.largest_batch,
+            "pending": self._writer.pending,
+            "broken": self.broken,
+            "listener_errors": self._listener_errors,
+            **self.backend.statistics(),
+            **self._compactor.stats,
+        }
+
+    # ------------------------------------------------------------------ compaction
+
+    async def compact(self) -> dict[str, Any]:
+        """Run one storage-compaction pass now (snapshots, checkpoint, retention); return what it did.
+
+        Storage compaction never changes what ``load`` returns; for the
+        conversation kind (a summary replacing old messages) see ``compact_conversation``.
+        """
+        self._check_open()
+        return await self._compactor.run_pass()
+
+    async def compact_conversation(
+        self,
+        session_id: str,
+        *,
+        summary: str | None = None,
+        keep_last: int = 4,
+        move_boundary: bool = True,
+    ) -> int:
+        """Record a conversation compaction: a summary replaces all but the last ``keep_last`` live messages.
+
+        ``load(session_id).messages`` then holds the summary as one system message
+        followed by the kept messages; ``read`` and ``load(at_version=...)`` still
+        show everything before. Without ``summary`` a local one is built the way
+        the reference CLI builds it. The cut never separates a tool result from
+        its tool use (it moves back to keep both). Returns the session's new version.
+        Recorded with ``expected_version``: a concurrent append makes it fail with
+        ``ConflictError`` (with a local summary it is retried on the new state).
+        """
+        if summary is not None and (type(summary) is not str or not summary.strip()):
+            raise InvalidInputError("summary must be a non-empty str (or None for a locally built one)")
+        attempts = 3 if summary is None else 1
+        while True:
+            attempts -= 1
+            session = await self.load(session_id)
+            plan = plan_compaction(session_id, session.messages, keep_last, move_boundary=move_boundary)
+            text = summary if summary is not None else local_summary(plan)
+            event = Compacted(text, plan.removed_message_count)
+            try:
+                return await self.append(session_id, event, expected_version=session.version)
+            except ConflictError:
+                if attempts <= 0:
+                    raise
+
+    async def compaction_due(self, session_id: str, policy: TokenThresholdPolicy | None = None) -> bool:
+        """Whether the live context's recorded input tokens reached the policy's threshold (100,000)."""
+        return (policy or TokenThresholdPolicy()).due(await self.load(session_id))
+
+
+def recorded_events(request: AppendRequest) -> list[RecordedEvent]:
+    """The RecordedEvents of a committed request (built once, on first use)."""
+    if request.recorded is None:
+        first_version = request.version - len(request.events) + 1
+        ids = request.event_ids
+        request.recorded = [
+            RecordedEvent(
+                request.session_id,
+                first_version + index,
+                request.first_position + index,
+                request.timestamp_ms,
+                event,
+                ids[index] if ids else None,
+            )
+            for index, event in enumerate(request.events)
+        ]
+    return request.recorded
+
+
+def _check_message(message: Message) -> None:
+    """Re-check a Message before it is stored: it is frozen, but its ``blocks`` list is not.
+
+    A block appended after the Message was built (a dict, a str) would encode but never
+    decode, leaving an acknowledged record that makes its session unreadable.
+    """
+    if type(message.blocks) is list:
+        for block in message.blocks:
+            if type(block) not in _BLOCK_TYPES:
+                break
+        else:
+            return
+    message.__post_init__()  # the full check, which raises with the precise reason
+
+
+def _wrong_event_message(session_id: str, event: object) -> str:
+    if isinstance(event, SessionStarted):
+        return "SessionStarted is written by create_session() and fork(), not by append()"
+    if isinstance(event, SessionDeleted):
+        return "use delete_session() to delete a session"
+    return (
+        f"append() to session {session_id!r} takes Message, PromptRecorded, Compacted or Custom "
+        f"events; got {type(event).__name__}"
+    )
+
+
+def backend_for(
+    target: str | os.PathLike[str] | Backend,
+    *,
+    segment_bytes: int = DEFAULT_SEGMENT_BYTES,
+    max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES,
+    read_only: bool = False,
+    file_system: FileSystem | None = None,
+) -> Backend:
+    """The backend a target names: a directory, ``":memory:"``, a PostgreSQL URL or a Backend."""
+    if isinstance(target, Backend):
+        return target
+    text = os.fspath(target)
+    if text == ":memory:":
+        return LocalBackend(
+            "/:memory:", segment_bytes=segment_bytes, max_event_bytes=max_event_bytes, file_system=MemoryFileSystem()
+        )
+    if text.startswith(("postgresql://", "postgres://")):
+        from ._backends._postgres import PostgresBackend
+
+        return PostgresBackend(text, max_event_bytes=max_event_bytes)
+    return LocalBackend(
+        text,
+        segment_bytes=segment_bytes,
+        max_event_bytes=max_event_bytes,
+        read_only=read_only,
+        file_system=file_system,
+    )
+
+
+def open_store(
+    target: str | os.PathLike[str] | Backend,
+    *,
+    segment_bytes: int = DEFAULT_SEGMENT_BYTES,
+    max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES,
+    max_pending: int = DEFAULT_MAX_PENDING,
+    max_events_per_append: int = DEFAULT_MAX_EVENTS_PER_APPEND,
+    read_only: bool = False,
+    file_system: FileSystem | None = None,
+    redact: Callable[[Event], Event] | None = None,
+    compaction: CompactionSettings | None = None,
+) -> Store:
+    """A store over a directory (created if missing), ``":memory:"``, or a PostgreSQL URL.
+
+    ``redact`` (off by default) rewrites each appended event before it is encoded,
+    for example ``sessiondb.redact_api_keys``; what it removes is never stored.
+
+    Use it as ``async with open_store(...) as store:``; the writer runs inside
+    the block and leaving it commits what is pending and closes the store.
+    (``store = open_store(...); await store.start(); ...; await store.aclose()``
+    works too, for servers whose lifespan is not one block.)
+    """
+    backend = backend_for(
+        target,
+        segment_bytes=segment_bytes,
+        max_event_bytes=max_event_bytes,
+        read_only=read_only,
+        file_system=file_system,
+    )
+    return Store(
+        backend,
+        max_pending=max_pending,
+        max_events_per_append=max_events_per_append,
+        redact=redact,
+        compaction=compaction,  # storage compaction settings (CompactionSettings); defaults when None
+    )
+
+
+__all__ = ["Store", "backend_for", "open_store", "recorded_events"]

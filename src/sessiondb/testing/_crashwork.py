@@ -1,0 +1,595 @@
+"""The crash workload and its invariant checker, shared by the crash tests and ``scripts/crash_campaign.py``.
+
+A workload drives many sessions concurrently (single and multi-event appends,
+prompts, conversation compactions, forks, new sessions). Every event carries a
+marker ``"<session>|<version>"`` so the checker can tell exactly which attempted
+append a recovered event came from. The workload records each attempt before
+it is made and each acknowledgement after it returned in a ``Ledger``; run as
+a child process (``python -m sessiondb.testing._crashwork DIR SEED``) it prints
+the same facts line-buffered for a parent that kills it with SIGKILL.
+
+The checker reopens the store and verifies: acknowledged => recovered (with
+its version and content); recovered => attempted; versions gapless from 1;
+multi-event appends whole or absent; forks point where they were made;
+positions gapless store-wide; ``load`` replays every session; the store
+accepts appends again.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from .._errors import HistoryUnavailableError, SessionDBError, StoreBrokenError, StoreClosedError
+from .._events import (
+    Compacted,
+    Message,
+    PromptRecorded,
+    RecordedEvent,
+    SessionStarted,
+    Text,
+    ToolResult,
+    ToolUse,
+    Usage,
+)
+from .._projection import replay_session
+
+Emit = Callable[[str], None]
+
+
+@dataclass
+class SessionLedger:
+    """What one session was asked to do and what was acknowledged."""
+
+    base: int = 0  # verified head from an earlier check (or a fork's parent version)
+    acked: int = 0  # highest acknowledged version
+    boundaries: set[int] = field(default_factory=set)  # last versions of attempted appends
+    created_acked: bool = False
+    fork: tuple[str, int] | None = None  # (parent, at_version) when it is a fork
+
+
+@dataclass
+class Ledger:
+    sessions: dict[str, SessionLedger] = field(default_factory=dict)
+    acks: int = 0
+    attempts: int = 0
+
+    def session(self, session_id: str) -> SessionLedger:
+        entry = self.sessions.get(session_id)
+        if entry is None:
+            entry = self.sessions[session_id] = SessionLedger()
+        return entry
+
+    def feed(self, line: str) -> None:
+        """Apply one line of a child's output (``T`` attempt, ``A`` acknowledgement)."""
+        parts = line.split()
+        if not parts:
+            return
+        if parts[0] == "T":
+            _, session_id, kind, last = parts[:4]
+            entry = self.session(session_id)
+            entry.boundaries.add(int(last))
+            self.attempts += 1
+            if kind == "fork":
+                entry.fork = (parts[4], int(parts[5]))
+                entry.base = int(parts[5])
+        elif parts[0] == "A":
+            _, session_id, last = parts
+            entry = self.session(session_id)
+            entry.acked = max(entry.acked, int(last))
+            entry.created_acked = True
+            self.acks += 1
+
+
+def marker(session_id: str, version: int) -> str:
+    return f"{session_id}|{version}"
+
+
+def event_marker(event: Any) -> str | None:
+    """The marker an event carries (None for events the workload does not mark)."""
+    if isinstance(event, Message):
+        for block in event.blocks:
+            if isinstance(block, Text):
+                return block.text
+            if isinstance(block, ToolResult):
+                return block.output
+        return None
+    if isinstance(event, PromptRecorded):
+        return event.text
+    if isinstance(event, Compacted):
+        return event.summary
+    return None
+
+
+class Workload:
+    """Concurrent session drivers over one open store, recording into a ledger and an emit callback."""
+
+    def __init__(
+        self,
+        store: Any,
+        seed: int,
+        emit: Emit | None = None,
+        *,
+        tasks: int = 16,
+        compact: bool = False,
+        fork_rate: float = 0.04,
+    ) -> None:
+        self.compact = compact and hasattr(store, "compact")
+        self.fork_rate = fork_rate
+        self.store = store
+        self.rng = random.Random(seed)
+        self.seed = seed
+        self.ledger = Ledger()
+        self.emit = emit
+        self.tasks = tasks
+        self.heads: dict[str, int] = {}
+        self.created = 0
+        self.stop = False
+        self.errors: list[BaseException] = []
+        self.spawned: list[asyncio.Task[None]] = []
+        self.live = 0
+
+    def _say(self, line: str) -> None:
+        self.ledger.feed(line)
+        if self.emit is not None:
+            self.emit(line)
+
+    async def resume(self) -> list[str]:
+        """Adopt the sessions already in the store (after a crash) as heads to continue."""
+        infos = await self.store.list_sessions()
+        for info in infos:
+            self.heads[info.session_id] = info.version
+        return [info.session_id for info in infos]
+
+    def _new_id(self) -> str:
+        self.created += 1
+        return f"w{self.seed}-{self.created}"
+
+    async def _create(self) -> str:
+        session_id = self._new_id()
+        self._say(f"T {session_id} create 1")
+        await self.store.create_session(session_id=session_id, model="crash-model")
+        self.heads[session_id] = 1
+        self._say(f"A {session_id} 1")
+        return session_id
+
+    async def _fork(self, parent: str) -> str:
+        head = self.heads[parent]
+        at = self.rng.randint(1, head)
+        child = self._new_id()
+        self._say(f"T {child} fork {at + 1} {parent} {at}")
+        try:
+            await self.store.fork(parent, at_version=at, new_session_id=child, branch_name=f"b{at}")
+        except HistoryUnavailableError:
+            # Retention removed that version of the parent: fork at its head, which is always available.
+            at = head
+            self._say(f"T {child} fork {at + 1} {parent} {at}")
+            await self.store.fork(parent, at_version=at, new_session_id=child, branch_name=f"b{at}")
+        self.heads[child] = at + 1
+        self._say(f"A {child} {at + 1}")
+        return child
+
+    def _events(self, session_id: str, head: int) -> tuple[Any, ...]:
+        rng = self.rng
+        roll = rng.random()
+        first = head + 1
+        if roll < 0.55:
+            return (Message.user(marker(session_id, first) + " " + "x" * rng.randint(0, 300)),)
+        if roll < 0.8:
+            tool = f"t{first}"
+            return (
+                Message.user(marker(session_id, first)),
+                Message(
+                    "assistant",
+                    [Text(marker(session_id, first + 1)), ToolUse(tool, "bash", '{"cmd":"ls"}')],
+                    Usage(input_tokens=rng.randint(1, 900), output_tokens=rng.randint(1, 90)),
+                ),
+                Message.tool_result(tool, "bash", marker(session_id, first + 2) + "\n" + "y" * rng.randint(0, 2000)),
+            )
+        if roll < 0.9:
+            return (PromptRecorded(marker(session_id, first), 1),)
+        return (Compacted(marker(session_id, first), rng.randint(0, 3)),)
+
+    async def _drive(self, session_id: str, steps: int | None) -> None:
+        rng = self.rng
+        done = 0
+        while not self.stop and (steps is None or done < steps):
+            done += 1
+            head = self.heads[session_id]
+            if rng.random() < self.fork_rate:
+                child = await self._fork(session_id)
+                # Bounded: a fork gets its own driver only while there are few of them.
+                if self.live < 2 * self.tasks:
+                    self.spawned.append(asyncio.get_running_loop().create_task(self._task(child, steps)))
+                continue
+            events = self._events(session_id, head)
+            last = head + len(events)
+            self._say(f"T {session_id} append {last}")
+            if len(events) == 1 and isinstance(events[0], Compacted):
+                version = await self.store.record_compaction(
+                    session_id, summary=events[0].summary, removed_message_count=events[0].removed_message_count
+                )
+            else:
+                version = await self.store.append(session_id, *events, expected_version=head)
+            if version != last:
+                raise AssertionError(f"append to {session_id} returned version {version}, expected {last}")
+            self.heads[session_id] = last
+            self._say(f"A {session_id} {last}")
+            if rng.random() < 0.3:
+                await asyncio.sleep(0)
+
+    async def _task(self, session_id: str | None, steps: int | None) -> None:
+        self.live += 1
+        try:
+            if session_id is None:
+                session_id = await self._create()
+            await self._drive(session_id, steps)
+        except (StoreBrokenError, StoreClosedError, OSError) as exc:
+            self.errors.append(exc)
+        except SessionDBError as exc:  # anything else is a bug the checker must see
+            self.errors.append(exc)
+            raise
+        finally:
+            self.live -= 1
+
+    async def run(self, *, steps: int | None = None, resume: bool = True) -> None:
+        """Run ``tasks`` drivers (continuing existing sessions first) for ``steps`` each, or forever."""
+        existing = await self.resume() if resume else []
+        self.rng.shuffle(existing)
+        chosen: list[str | None] = [*existing[: self.tasks]]
+        chosen += [None] * (self.tasks - len(chosen))
+        compactor = asyncio.ensure_future(self._compact_loop()) if self.compact else None
+        results: list[Any] = list(await asyncio.gather(*(self._task(s, steps) for s in chosen), return_exceptions=True))
+        # Forked drivers run as their own tasks: let them finish too.
+        while self.spawned:
+            spawned, self.spawned = self.spawned, []
+            results += await asyncio.gather(*spawned, return_exceptions=True)
+        if compactor is not None:
+            self.stop = True
+            results.append((await asyncio.gather(compactor, return_exceptions=True))[0])
+        for result in results:
+            if isinstance(result, BaseException) and not isinstance(
+                result, (StoreBrokenError, StoreClosedError, OSError)
+            ):
+                raise result
+
+    async def _compact_loop(self) -> None:
+        """Storage compaction passes beside the drivers (snapshots, checkpoint, segment deletion)."""
+        rng = random.Random(self.seed + 1)
+        while not self.stop:
+            for _ in range(rng.randint(1, 20)):
+                await asyncio.sleep(0)
+            try:
+                await self.store.compact()
+            except (StoreBrokenError, StoreClosedError, OSError) as exc:
+                self.errors.append(exc)
+                return
+
+
+async def check_store(
+    path: str | os.PathLike[str],
+    ledger: Ledger,
+    *,
+    probe: bool = True,
+    full: bool = True,
+    stats: dict[str, int] | None = None,
+    **options: Any,
+) -> list[str]:
+    """Reopen the store at ``path`` and return every invariant violation found (empty: all good).
+
+    On success the ledger's bases move to the recovered heads, so a later
+    check (after more work and another crash) verifies only what is new.
+    With ``probe`` one more event is appended to prove the store accepts writes.
+    """
+    from .._store import open_store
+
+    problems: list[str] = []
+    window: dict[str, list[RecordedEvent]] | None = None
+    replays = 0
+    async with open_store(path, **options) as store:
+        infos = {info.session_id: info for info in await store.list_sessions()}
+        if stats is not None:
+            recovery = getattr(store.backend, "recovery", {})
+            stats["torn_tails_cut"] = stats.get("torn_tails_cut", 0) + len(recovery.get("truncated_tails", ()))
+            stats["temp_files_removed"] = stats.get("temp_files_removed", 0) + len(
+                recovery.get("removed_temp_files", ())
+            )
+            stats["events"] = store.backend.last_position
+            stats["sessions"] = len(infos)
+            stats["segments"] = store.statistics().get("segments", 0)
+        for session_id, entry in ledger.sessions.items():
+            info = infos.get(session_id)
+            if info is None:
+                if entry.created_acked:
+                    problems.append(f"session {session_id}: acknowledged but missing after recovery")
+                continue
+            head = info.version
+            if head < entry.acked:
+                problems.append(f"session {session_id}: recovered version {head} < acknowledged {entry.acked}")
+            if head != entry.base and head not in entry.boundaries:
+                problems.append(
+                    f"session {session_id}: recovered version {head} is not the end of any attempted append "
+                    f"(a batch was recovered partially?)"
+                )
+        for session_id, info in infos.items():
+            found_entry = ledger.sessions.get(session_id)
+            if found_entry is None:
+                problems.append(f"session {session_id}: recovered but never attempted")
+                continue
+            entry = found_entry
+            if entry.fork is not None:
+                fork = info.fork
+                if fork is None or (fork.parent_session_id, fork.parent_version) != entry.fork:
+                    problems.append(f"session {session_id}: fork {fork} recovered, {entry.fork} attempted")
+            own_from = entry.fork[1] if entry.fork is not None else 0
+            after = own_from if full else max(entry.base, own_from)
+            try:
+                events = [r async for r in store.read(session_id, after=after)]
+            except HistoryUnavailableError:
+                # Retention removed the start of this history (snapshots cover it): check what is kept.
+                if window is None:
+                    window = await _available_window(store, problems)
+                events = [r for r in window.get(session_id, []) if r.version > after]
+                after = events[0].version - 1 if events else info.version
+                if stats is not None:
+                    stats["histories_cut_by_retention"] = stats.get("histories_cut_by_retention", 0) + 1
+            expected_version = after
+            for recorded in events:
+                if recorded.session_id != session_id:
+                    continue
+                expected_version += 1
+                if recorded.version != expected_version:
+                    problems.append(
+                        f"session {session_id}: version {recorded.version} where {expected_version} was due"
+                    )
+                    break
+                if isinstance(recorded.event, SessionStarted):
+                    if recorded.version != own_from + 1:
+                        problems.append(f"session {session_id}: session_started at version {recorded.version}")
+                    continue
+                found = event_marker(recorded.event)
+                wanted = marker(session_id, recorded.version)
+                if found is None or found.split(" ", 1)[0].split("\n", 1)[0] != wanted:
+                    problems.append(
+                        f"session {session_id} v{recorded.version}: content {found!r:.60}, expected {wanted}"
+                    )
+                    break
+            if expected_version != info.version:
+                problems.append(f"session {session_id}: read ended at {expected_version}, info says {info.version}")
+            if full:
+                try:
+                    session = await store.load(session_id)
+                except SessionDBError as exc:
+                    problems.append(f"session {session_id}: load() fails: {exc}")
+                    continue
+                if session.version != info.version:
+                    problems.append(f"session {session_id}: load() at version {session.version}, info {info.version}")
+                if replays < 40:
+                    # Snapshot + tail (what load may use) must equal a replay of the full history.
+                    try:
+                        history = [r async for r in store.read(session_id)]
+                    except HistoryUnavailableError:
+                        history = None
+                    if history is not None:
+                        replays += 1
+                        if replay_session(session_id, history) != session:
+                            problems.append(f"session {session_id}: load() differs from a full replay")
+        if full:
+            if window is None:
+                window = await _available_window(store, problems)
+            if stats is not None:
+                stats["replays_compared"] = stats.get("replays_compared", 0) + replays
+        if not problems:
+            for session_id, info in infos.items():
+                entry = ledger.sessions[session_id]
+                entry.base = info.version
+                entry.acked = info.version
+                entry.boundaries.clear()
+                entry.created_acked = True
+            if probe and infos:
+                session_id = sorted(infos)[0]
+                head = infos[session_id].version
+                version = await store.append(
+                    session_id, Message.user(marker(session_id, head + 1)), expected_version=head
+                )
+                if version != head + 1:
+                    problems.append(f"probe append to {session_id} returned {version}, expected {head + 1}")
+                ledger.sessions[session_id].base = ledger.sessions[session_id].acked = version
+    return problems
+
+
+async def _available_window(store: Any, problems: list[str]) -> dict[str, list[RecordedEvent]]:
+    """Every event still in the log (retention may have removed the oldest), by session; positions checked."""
+    first = getattr(store.backend, "first_available_position", lambda: 1)()
+    position = first - 1
+    by_session: dict[str, list[RecordedEvent]] = {}
+    while True:
+        page = await store.read_all(after=position, limit=5000)
+        if not page:
+            break
+        for recorded in page:
+            if recorded.position != position + 1:
+                problems.append(f"store positions jump from {position} to {recorded.position}")
+                return by_session
+            position = recorded.position
+            by_session.setdefault(recorded.session_id, []).append(recorded)
+    if position != store.backend.last_position:
+        problems.append(f"read_all ended at position {position}, the store's last is {store.backend.last_position}")
+    return by_session
+
+
+# --------------------------------------------------------------------------- kill campaign (parent side)
+
+
+@dataclass
+class KillResult:
+    kills: int = 0
+    acks: int = 0
+    attempts: int = 0
+    killed_before_ready: int = 0
+    violations: list[str] = field(default_factory=list)
+    stats: dict[str, int] = field(default_factory=dict)
+
+
+def _spawn(path: str, seed: int, segment_bytes: int, tasks: int, forks: bool) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "sessiondb.testing._crashwork",
+            path,
+            str(seed),
+            "--segment-bytes",
+            str(segment_bytes),
+            "--tasks",
+            str(tasks),
+            *(["--forks"] if forks else []),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        bufsize=1,
+    )
+
+
+async def kill_campaign(
+    path: str | os.PathLike[str],
+    kills: int,
+    *,
+    seed: int = 0,
+    segment_bytes: int = 64 * 1024,
+    tasks: int = 24,
+    max_delay: float = 0.35,
+    ledger: Ledger | None = None,
+    progress: Callable[[int, KillResult], None] | None = None,
+    forks: bool = False,
+) -> KillResult:
+    """Start the workload child on ``path`` ``kills`` times, SIGKILL it at a random moment, check after each.
+
+    Every child continues the sessions the earlier ones left, so each check
+    covers everything acknowledged in every earlier run too.
+    """
+    rng = random.Random(seed)
+    ledger = ledger if ledger is not None else Ledger()
+    result = KillResult()
+    path = os.fspath(path)
+    loop = asyncio.get_running_loop()
+    for kill in range(kills):
+        child = _spawn(path, seed * 100_000 + kill, segment_bytes, tasks, forks)
+        lines: list[str] = []
+        ready = asyncio.Event()
+
+        def pump(child: subprocess.Popen[str] = child, lines: list[str] = lines, ready: asyncio.Event = ready) -> None:
+            # Drain the pipe continuously so the child never blocks on a full pipe.
+            assert child.stdout is not None
+            for line in child.stdout:
+                lines.append(line)
+                if line == "READY\n":
+                    loop.call_soon_threadsafe(ready.set)
+            loop.call_soon_threadsafe(ready.set)
+
+        reader = threading.Thread(target=pump, daemon=True)
+        reader.start()
+        if rng.random() < 0.15:
+            # Early: during interpreter start-up, or while the store recovers the previous crash.
+            await asyncio.sleep(rng.uniform(0.0, 0.3))
+            if not ready.is_set():
+                result.killed_before_ready += 1
+        else:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(ready.wait(), 30)
+            await asyncio.sleep(rng.uniform(0.0, max_delay))
+        exited = child.poll()
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+        await loop.run_in_executor(None, reader.join)
+        assert child.stderr is not None
+        errors = child.stderr.read()
+        child.stdout.close()  # type: ignore[union-attr]
+        child.stderr.close()
+        if exited is not None:
+            result.violations.append(f"kill {kill}: the child exited by itself ({exited}): {errors[-2000:]}")
+        result.kills += 1
+        before_acks, before_attempts = ledger.acks, ledger.attempts
+        for line in lines:
+            if line.endswith("\n"):  # a line cut by the kill was never a complete acknowledgement
+                ledger.feed(line)
+        result.acks += ledger.acks - before_acks
+        result.attempts += ledger.attempts - before_attempts
+        problems = await check_store(path, ledger, full=(kill == kills - 1 or kill % 10 == 9), stats=result.stats)
+        result.violations += [f"kill {kill}: {problem}" for problem in problems]
+        if progress is not None:
+            progress(kill, result)
+    return result
+
+
+# --------------------------------------------------------------------------- child process
+
+
+def eager_compaction() -> dict[str, Any]:
+    """``open_store`` options for storage compaction that snapshots and deletes segments all the time."""
+    try:
+        from .._compactor import CompactionSettings
+    except ImportError:  # an older sessiondb without a compactor
+        return {}
+    return {
+        "compaction": CompactionSettings(
+            background=False, min_tail_events=20, min_tail_bytes=16 * 1024, keep_segments=2
+        )
+    }
+
+
+async def _child(path: str, seed: int, segment_bytes: int, tasks: int, forks: bool) -> None:
+    from .._store import open_store
+
+    out = sys.stdout
+
+    def emit(line: str) -> None:
+        out.write(line + "\n")
+        out.flush()
+
+    store = open_store(path, segment_bytes=segment_bytes, **eager_compaction())
+    await store.start()
+    compactor = getattr(store, "compact", None)
+    emit("READY")
+    # A fork racing a compaction pass can lose the parent history the fork reads (a known compactor
+    # bug, see tests/reliability/test_compaction_race.py): with compaction on, forks only on request.
+    fork_rate = 0.04 if forks or compactor is None else 0.0
+    workload = Workload(store, seed, emit, tasks=tasks, fork_rate=fork_rate)
+    if compactor is not None:
+        # Storage compaction running beside the appenders, so kills land inside it too.
+        async def compact_forever() -> None:
+            while True:
+                await asyncio.sleep(0.02 + workload.rng.random() * 0.1)
+                try:
+                    await compactor()
+                except (StoreBrokenError, StoreClosedError):
+                    return
+
+        asyncio.get_running_loop().create_task(compact_forever())
+    await workload.run(steps=None)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="crash workload child: appends and prints acknowledgements")
+    parser.add_argument("path")
+    parser.add_argument("seed", type=int)
+    parser.add_argument("--segment-bytes", type=int, default=256 * 1024)
+    parser.add_argument("--tasks", type=int, default=24)
+    parser.add_argument("--forks", action="store_true", help="fork sessions even while compaction runs")
+    args = parser.parse_args(argv)
+    asyncio.run(_child(args.path, args.seed, args.segment_bytes, args.tasks, args.forks))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,86 @@
+"""The CLI against a real PostgreSQL store: reading, and ``tail`` following another process's appends."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+import sessiondb
+from sessiondb import Message
+
+from ._helpers import environment, run_in_process
+
+pytestmark = pytest.mark.postgres
+DSN_VARIABLE = "SESSIONDB_TEST_POSTGRES_DSN"
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    dsn = os.environ.get(DSN_VARIABLE)
+    if not dsn:
+        pytest.skip(f"set {DSN_VARIABLE}=postgresql://postgres@127.0.0.1:5432/test to run the PostgreSQL CLI tests")
+    schema = f"sdbcli_{uuid.uuid4().hex[:12]}"
+    separator = "&" if "?" in dsn else "?"
+    yield f"{dsn}{separator}schema={schema}"
+
+    async def drop() -> None:
+        import asyncpg
+
+        conn = await asyncpg.connect(dsn)
+        try:
+            await conn.execute(f"drop schema if exists {schema} cascade")
+        finally:
+            await conn.close()
+
+    asyncio.run(drop())
+
+
+async def _append(url: str, *texts: str) -> None:
+    async with sessiondb.open_store(url) as store:
+        if await store.backend.info("pg") is None:
+            await store.create_session(session_id="pg", model="m")
+        for text in texts:
+            await store.append("pg", Message.user(text))
+
+
+def test_ls_show_stats_on_postgres(pg_url: str) -> None:
+    asyncio.run(_append(pg_url, "hello"))
+    rows = json.loads(run_in_process("ls", pg_url, "--json").out)
+    assert [row["session_id"] for row in rows] == ["pg"]
+    assert "hello" in run_in_process("show", pg_url, "pg").out
+    stats = run_in_process("stats", pg_url)
+    assert stats.code == 0 and "segment" not in stats.out
+    missing = run_in_process("show", pg_url, "nope")
+    assert missing.code == 1 and "no session 'nope'" in missing.err
+
+
+def test_tail_follows_another_process_on_postgres(pg_url: str) -> None:
+    asyncio.run(_append(pg_url, "before"))
+    tail = subprocess.Popen(
+        [sys.executable, "-m", "sessiondb", "tail", pg_url, "pg", "-n", "1", "--json", "--count", "4"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=environment(),
+    )
+    try:
+        assert tail.stdout is not None and tail.stderr is not None
+        assert json.loads(tail.stdout.readline())["version"] == 2  # following now
+        asyncio.run(_append(pg_url, "a", "b", "c"))  # this process is not the tail's
+        lines = [json.loads(line) for line in tail.stdout.read().splitlines()]
+        assert [line["version"] for line in lines] == [3, 4, 5]
+        assert tail.wait(timeout=30) == 0, tail.stderr.read()
+    finally:
+        if tail.poll() is None:
+            tail.kill()
+            tail.wait()
+        assert tail.stdout is not None and tail.stderr is not None
+        tail.stdout.close()
+        tail.stderr.close()

@@ -1,0 +1,242 @@
+"""Store lifecycle: start, close (twice), use after close, pending appends at close, errors in the body, the lock."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import anyio
+import pytest
+
+import sessiondb
+from sessiondb import Message, StoreClosedError, StoreLockedError
+
+pytestmark = pytest.mark.anyio
+
+
+def _closed_calls(store: sessiondb.Store, sid: str) -> list[object]:
+    async def read() -> None:
+        [e async for e in store.read(sid)]
+
+    return [
+        store.create_session(),
+        store.append(sid, Message.user("x")),
+        store.record_prompt(sid, "p"),
+        store.record_compaction(sid, summary="s", removed_message_count=1),
+        store.load(sid),
+        store.session_info(sid),
+        store.list_sessions(),
+        store.read_all(),
+        store.fork(sid),
+        store.delete_session(sid),
+        read(),
+    ]
+
+
+@pytest.mark.parametrize("target", ["memory", "directory"])
+async def test_close_twice_and_use_after_close(tmp_path: Path, target: str) -> None:
+    store = sessiondb.open_store(":memory:" if target == "memory" else tmp_path / "s")
+    async with store:
+        sid = await store.create_session()
+        await store.append(sid, Message.user("a"))
+    assert store.closed
+    await store.aclose()  # closing again is fine
+    await store.aclose()
+    for call in _closed_calls(store, sid):
+        with pytest.raises(StoreClosedError, match="closed"):
+            await call  # type: ignore[misc]
+
+
+async def test_use_before_start() -> None:
+    store = sessiondb.open_store(":memory:")
+    with pytest.raises(StoreClosedError):
+        await store.create_session()
+    with pytest.raises(StoreClosedError):
+        await store.list_sessions()
+    await store.start()
+    try:
+        assert await store.create_session(session_id="ok") == "ok"
+    finally:
+        await store.aclose()
+
+
+async def test_appends_pending_at_close_are_committed(tmp_path: Path) -> None:
+    store = sessiondb.open_store(tmp_path / "s")
+    await store.start()
+    sid = await store.create_session()
+    tasks = [asyncio.ensure_future(store.append(sid, Message.user(str(i)))) for i in range(300)]
+    await asyncio.sleep(0)  # every task has queued its append; the writer has not run yet
+    assert store.statistics()["pending"] == 300
+    closing = asyncio.ensure_future(store.aclose())
+    await asyncio.sleep(0)
+    with pytest.raises(StoreClosedError):
+        await store.append(sid, Message.user("during close"))
+    await closing
+    assert [t.result() for t in tasks] == list(range(2, 302))
+    async with sessiondb.open_store(tmp_path / "s") as reopened:
+        assert [e.event.text async for e in reopened.read(sid, after=1)] == [str(i) for i in range(300)]  # type: ignore[union-attr]
+
+
+async def test_errors_in_the_body_propagate_unwrapped(tmp_path: Path) -> None:
+    with pytest.raises(ZeroDivisionError) as caught:
+        async with sessiondb.open_store(tmp_path / "s") as store:
+            sid = await store.create_session()
+            pending = asyncio.ensure_future(store.append(sid, Message.user("in flight")))
+            await asyncio.sleep(0)
+            1 / 0  # noqa: B018
+    assert type(caught.value) is ZeroDivisionError  # not an ExceptionGroup
+    assert store.closed and pending.result() == 2
+    with pytest.raises(sessiondb.SessionNotFoundError) as not_found:
+        async with sessiondb.open_store(tmp_path / "s") as store:
+            await store.load("nobody")
+    assert type(not_found.value) is sessiondb.SessionNotFoundError
+    # The store was closed on the way out: the lock is free and the append is there.
+    async with sessiondb.open_store(tmp_path / "s") as store:
+        assert (await store.load(sid)).messages == [Message.user("in flight")]
+
+
+async def test_cancelled_body_closes_the_store(tmp_path: Path) -> None:
+    with anyio.move_on_after(0.05) as scope:
+        async with sessiondb.open_store(tmp_path / "s") as store:
+            sid = await store.create_session()
+            while True:
+                await store.append(sid, Message.user("tick"))
+    assert scope.cancelled_caught and store.closed
+    async with sessiondb.open_store(tmp_path / "s") as store:
+        assert (await store.session_info(sid)).version >= 1
+
+
+async def test_second_instance_in_the_same_process_is_locked_out(tmp_path: Path) -> None:
+    async with sessiondb.open_store(tmp_path / "s") as first:
+        sid = await first.create_session()
+        with pytest.raises(StoreLockedError, match=f"pid {os.getpid()}") as caught:
+            async with sessiondb.open_store(tmp_path / "s"):
+                pass
+        assert str(tmp_path / "s") in str(caught.value)
+        # A read-only instance may look, but refuses writes without breaking anything.
+        async with sessiondb.open_store(tmp_path / "s", read_only=True) as reader:
+            assert (await reader.load(sid)).version == 1
+            with pytest.raises(sessiondb.InvalidInputError, match="read-only"):
+                await reader.append(sid, Message.user("no"))
+            assert not reader.broken
+        assert await first.append(sid, Message.user("still the owner")) == 2
+    async with sessiondb.open_store(tmp_path / "s") as again:  # released on close
+        assert (await again.session_info(sid)).version == 2
+
+
+HOLDER = textwrap.dedent(
+    """
+    import asyncio, sys
+    import sessiondb
+
+    async def main():
+        async with sessiondb.open_store(sys.argv[1]) as store:
+            await store.create_session(session_id="held")
+            print("ready", flush=True)
+            await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
+
+    asyncio.run(main())
+    """
+)
+
+OPENER = textwrap.dedent(
+    """
+    import asyncio, sys
+    import sessiondb
+
+    async def main():
+        try:
+            async with sessiondb.open_store(sys.argv[1]):
+                print("opened")
+        except sessiondb.StoreLockedError as exc:
+            print("locked:", exc)
+
+    asyncio.run(main())
+    """
+)
+
+
+def test_another_process_gets_store_locked_error(tmp_path: Path) -> None:
+    path = str(tmp_path / "s")
+    with subprocess.Popen(
+        [sys.executable, "-c", HOLDER, path], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    ) as holder:
+        assert holder.stdin is not None and holder.stdout is not None
+        try:
+            assert holder.stdout.readline().strip() == "ready"
+
+            async def try_open() -> None:
+                with pytest.raises(StoreLockedError, match=f"pid {holder.pid}"):
+                    async with sessiondb.open_store(path):
+                        pass
+
+            anyio.run(try_open)
+        finally:
+            holder.stdin.close()
+            assert holder.wait(timeout=30) == 0
+
+    async def check_and_hold() -> None:
+        async with sessiondb.open_store(path) as store:
+            assert (await store.session_info("held")).version == 1
+            # Now this process holds it: another process is refused at once.
+            result = subprocess.run(
+                [sys.executable, "-c", OPENER, path], capture_output=True, text=True, timeout=60, check=True
+            )
+            assert result.stdout.startswith("locked:") and f"pid {os.getpid()}" in result.stdout
+
+    anyio.run(check_and_hold)
+    result = subprocess.run(
+        [sys.executable, "-c", OPENER, path], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert result.stdout.strip() == "opened"
+
+
+def test_a_killed_owner_leaves_no_lock_behind(tmp_path: Path) -> None:
+    path = str(tmp_path / "s")
+    with subprocess.Popen(
+        [sys.executable, "-c", HOLDER, path], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    ) as holder:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "ready"
+        holder.kill()
+        holder.wait(timeout=30)
+
+    async def reopen() -> None:
+        async with sessiondb.open_store(path) as store:
+            assert (await store.session_info("held")).version == 1
+
+    anyio.run(reopen)
+
+
+async def test_a_second_aclose_returns_only_once_the_store_is_closed(tmp_path: Path) -> None:
+    store = sessiondb.open_store(tmp_path / "s")
+    await store.start()
+    sid = await store.create_session()
+    tasks = [asyncio.ensure_future(store.append(sid, Message.user(str(i)))) for i in range(100)]
+    await asyncio.sleep(0)
+    first = asyncio.ensure_future(store.aclose())
+    await asyncio.sleep(0)  # the first close is under way, flushing the queued appends
+    await store.aclose()
+    assert first.done() and all(t.done() for t in tasks)
+    async with sessiondb.open_store(tmp_path / "s") as again:  # the lock was released
+        assert (await again.session_info(sid)).version == 101
+
+
+async def test_appenders_blocked_at_close_get_store_closed_error(tmp_path: Path) -> None:
+    store = sessiondb.open_store(tmp_path / "s", max_pending=4)
+    await store.start()
+    sid = await store.create_session()
+    tasks = [asyncio.ensure_future(store.append(sid, Message.user(str(i)))) for i in range(50)]
+    await asyncio.sleep(0)  # four are queued, the rest wait for room
+    with anyio.fail_after(30):
+        await store.aclose()
+        results = await asyncio.gather(*tasks, return_exceptions=True)
+    versions = [r for r in results if isinstance(r, int)]
+    refused = [r for r in results if isinstance(r, StoreClosedError)]
+    assert len(versions) + len(refused) == 50 and len(versions) >= 4 and refused
+    async with sessiondb.open_store(tmp_path / "s") as again:
+        stored = [e.version async for e in again.read(sid, after=1)]
+    assert stored == sorted(versions)  # acknowledged ones are there; refused ones are not
