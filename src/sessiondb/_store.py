@@ -79,6 +79,14 @@ class Store:
         redact: Callable[[Event], Event] | None = None,
         compaction: CompactionSettings | None = None,
     ) -> None:
+        for name, value in (
+            ("max_pending", max_pending),
+            ("max_batch", max_batch),
+            ("max_events_per_append", max_events_per_append),
+        ):
+            _require_positive_option(name, value)
+        if type(projection_cache_size) is not int or projection_cache_size < 0:
+            raise InvalidInputError(f"projection_cache_size must be an int >= 0, got {projection_cache_size!r}")
         self.backend = backend
         self._compactor = Compactor(self, compaction if compaction is not None else CompactionSettings())
         self._max_events_per_append = max_events_per_append
@@ -647,12 +655,18 @@ def backend_for(
     )
 
 
+def _require_positive_option(name: str, value: object) -> None:
+    if type(value) is not int or value < 1:
+        raise InvalidInputError(f"{name} must be a positive int, got {value!r}")
+
+
 def open_store(
     target: str | os.PathLike[str] | Backend,
     *,
     segment_bytes: int = DEFAULT_SEGMENT_BYTES,
     max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES,
     max_pending: int = DEFAULT_MAX_PENDING,
+    max_batch: int = DEFAULT_MAX_BATCH,
     max_events_per_append: int = DEFAULT_MAX_EVENTS_PER_APPEND,
     read_only: bool = False,
     file_system: FileSystem | None = None,
@@ -660,6 +674,10 @@ def open_store(
     compaction: CompactionSettings | None = None,
 ) -> Store:
     """A store over a directory (created if missing), ``":memory:"``, or a PostgreSQL URL.
+
+    ``max_pending`` bounds the appends waiting for the writer (more wait for room,
+    first come first served); ``max_batch`` is how many appends one group commit
+    (one write and one fdatasync) takes at most.
 
     ``redact`` (off by default) rewrites each appended event before it is encoded,
     for example ``sessiondb.redact_api_keys``; what it removes is never stored.
@@ -669,6 +687,8 @@ def open_store(
     (``store = open_store(...); await store.start(); ...; await store.aclose()``
     works too, for servers whose lifespan is not one block.)
     """
+    _require_positive_option("segment_bytes", segment_bytes)
+    _require_positive_option("max_event_bytes", max_event_bytes)
     backend = backend_for(
         target,
         segment_bytes=segment_bytes,
@@ -679,6 +699,7 @@ def open_store(
     return Store(
         backend,
         max_pending=max_pending,
+        max_batch=max_batch,
         max_events_per_append=max_events_per_append,
         redact=redact,
         compaction=compaction,  # storage compaction settings (CompactionSettings); defaults when None

@@ -109,8 +109,12 @@ async def test_interleaved_writers_keep_their_own_order_and_positions_are_gaples
         assert await _read_everything(store, page=10_000) == everything
 
 
-async def test_max_batch_bounds_every_batch() -> None:
-    store = Store(sessiondb.LocalBackend("/:memory:", file_system=MemoryFileSystem()), max_batch=16)
+@pytest.mark.parametrize("through_open_store", [False, True])
+async def test_max_batch_bounds_every_batch(through_open_store: bool) -> None:
+    if through_open_store:
+        store = sessiondb.open_store(":memory:", max_batch=16)
+    else:
+        store = Store(sessiondb.LocalBackend("/:memory:", file_system=MemoryFileSystem()), max_batch=16)
     async with store:
         sids = [await store.create_session() for _ in range(10)]
         sizes: list[int] = []
@@ -118,6 +122,21 @@ async def test_max_batch_bounds_every_batch() -> None:
         await asyncio.gather(*(store.append(sids[i % 10], Message.user(str(i))) for i in range(500)))
         assert max(sizes) == 16 and sum(sizes) == 500 and store.statistics()["largest_batch"] == 16
         _check_store_wide_order(await _read_everything(store))
+
+
+@pytest.mark.parametrize(
+    ("option", "bad"),
+    [
+        ("max_batch", 0),
+        ("max_pending", -1),
+        ("max_events_per_append", 1.5),
+        ("segment_bytes", 0),
+        ("max_event_bytes", "1MB"),
+    ],
+)
+def test_bad_tuning_options_are_refused_at_open(option: str, bad: object) -> None:
+    with pytest.raises(sessiondb.InvalidInputError, match=f"{option} must be a positive int"):
+        sessiondb.open_store(":memory:", **{option: bad})  # type: ignore[arg-type]
 
 
 async def test_batch_listener_sees_committed_requests_and_can_be_removed() -> None:

@@ -453,9 +453,7 @@ class LocalBackend(LocalCompaction, Backend):
         assert request.event_ids is not None
         known = stream.event_ids or {}
         pending = in_batch or {}
-        found = [
-            known.get(event_id) or pending.get(event_id) for event_id in request.event_ids if event_id is not None
-        ]
+        found = [known.get(event_id) or pending.get(event_id) for event_id in request.event_ids if event_id is not None]
         if not found or all(version is None for version in found):
             return False
         if any(version is None for version in found):
