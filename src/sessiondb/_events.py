@@ -16,6 +16,7 @@ from ._errors import InvalidInputError
 Role = Literal["system", "user", "assistant", "tool"]
 ROLES: frozenset[str] = frozenset(("system", "user", "assistant", "tool"))
 _U32_MAX = 2**32 - 1
+_I64_MAX = 2**63 - 1
 
 
 def _require_str(owner: str, field: str, value: object) -> None:
@@ -28,7 +29,7 @@ def _require_optional_str(owner: str, field: str, value: object) -> None:
         raise InvalidInputError(f"{owner}.{field} must be a str or None, got {type(value).__name__}")
 
 
-def _require_count(owner: str, field: str, value: object, limit: int = 2**63 - 1) -> None:
+def _require_count(owner: str, field: str, value: object, limit: int = _I64_MAX) -> None:
     if type(value) is not int or not 0 <= value <= limit:
         raise InvalidInputError(f"{owner}.{field} must be an int in 0..{limit}, got {value!r}")
 
@@ -90,7 +91,7 @@ _BLOCK_TYPES = (Text, Thinking, ToolUse, ToolResult)
 
 
 class Usage(msgspec.Struct, frozen=True, gc=False):
-    """Token usage of one model call; ``+`` adds two."""
+    """Token usage: of one model call (in a Message: u32 per field) or a session's total (int64); ``+`` adds two."""
 
     input_tokens: int = 0
     output_tokens: int = 0
@@ -110,10 +111,10 @@ class Usage(msgspec.Struct, frozen=True, gc=False):
             and type(b) is int
             and type(c) is int
             and type(d) is int
-            and a >= 0
-            and b >= 0
-            and c >= 0
-            and d >= 0
+            and 0 <= a <= _I64_MAX
+            and 0 <= b <= _I64_MAX
+            and 0 <= c <= _I64_MAX
+            and 0 <= d <= _I64_MAX
         ):
             for field in self.__struct_fields__:
                 _require_count("Usage", field, getattr(self, field))
@@ -151,8 +152,20 @@ class Message(msgspec.Struct, frozen=True, gc=False, tag="message", tag_field="t
                 raise InvalidInputError(
                     f"Message.blocks may hold Text, Thinking, ToolUse and ToolResult, got {type(block).__name__}"
                 )
-        if self.usage is not None and not isinstance(self.usage, Usage):
-            raise InvalidInputError(f"Message.usage must be a Usage or None, got {type(self.usage).__name__}")
+        usage = self.usage
+        if usage is not None:
+            if not isinstance(usage, Usage):
+                raise InvalidInputError(f"Message.usage must be a Usage or None, got {type(usage).__name__}")
+            # One model call's usage is u32 per field, as in the reference format. Session totals
+            # (Usage too) may go past that, and stay exact in int64 for 2**31 such messages.
+            if (
+                usage.input_tokens > _U32_MAX
+                or usage.output_tokens > _U32_MAX
+                or usage.cache_creation_input_tokens > _U32_MAX
+                or usage.cache_read_input_tokens > _U32_MAX
+            ):
+                for field in Usage.__struct_fields__:
+                    _require_count("Message.usage", field, getattr(usage, field), _U32_MAX)
 
     @classmethod
     def user(cls, text: str) -> Message:

@@ -164,16 +164,10 @@ async def test_export_is_atomic_and_replaces_the_file(store: sessiondb.Store, tm
     assert sorted(p.name for p in target.parent.iterdir()) == ["s.jsonl"]  # no temp file left behind
 
 
-async def test_export_refuses_values_upstream_cannot_read_and_leaves_the_file(
-    store: sessiondb.Store, tmp_path: Path
-) -> None:
-    sid = await store.create_session()
-    await store.append(sid, Message.assistant("x", usage=Usage(2**32, 0, 0, 0)))
-    target = tmp_path / "s.jsonl"
-    target.write_bytes(b"keep\n")
+def test_usage_upstream_cannot_read_is_refused_before_it_is_stored() -> None:
+    """Upstream reads u32 token counts; a message whose usage does not fit is refused when built."""
     with pytest.raises(sessiondb.InvalidInputError, match="input_tokens"):
-        await sessiondb.export_claw_session(store, sid, target)
-    assert target.read_bytes() == b"keep\n"
+        Message.assistant("x", usage=Usage(2**32, 0, 0, 0))
 
 
 async def test_exported_sessions_import_into_another_store(store: sessiondb.Store, tmp_path: Path) -> None:

@@ -178,6 +178,32 @@ async def test_invalid_events_fail_when_built() -> None:
         Message("user", ["not a block"])  # type: ignore[list-item]
 
 
+def test_token_counts_have_bounds() -> None:
+    """One model call's usage is u32 per field (the reference format); any Usage fits in int64."""
+    u32 = 2**32 - 1
+    with pytest.raises(InvalidInputError, match=r"Usage\.output_tokens must be an int in 0\.\.9223372036854775807"):
+        sessiondb.Usage(0, 2**70)
+    with pytest.raises(
+        InvalidInputError, match=r"Message\.usage\.cache_read_input_tokens must be an int in 0\.\.4294967295"
+    ):  # noqa: E501
+        Message("assistant", [Text("x")], usage=sessiondb.Usage(cache_read_input_tokens=u32 + 1))
+    Message("assistant", [Text("x")], usage=sessiondb.Usage(u32, u32, u32, u32))  # the largest is fine
+    assert sessiondb.Usage(2**62).input_tokens == 2**62  # a session total may pass u32
+
+
+async def test_session_totals_past_u32_survive_compaction_and_reopen(tmp_path: Any) -> None:
+    """Totals past u32 compact, checkpoint and reopen (a per-message Usage(2**63 - 1) once broke close)."""
+    u32 = 2**32 - 1
+    biggest = Message("assistant", [Text("x")], usage=sessiondb.Usage(u32, u32, u32, u32))
+    async with sessiondb.open_store(tmp_path / "s") as store:
+        sid = await store.create_session()
+        await store.append(sid, *([biggest] * 5))
+        await store.compact()
+    async with sessiondb.open_store(tmp_path / "s") as store:
+        assert (await store.session_info(sid)).input_tokens == 5 * u32
+        assert (await store.load(sid)).usage.cache_read_input_tokens == 5 * u32
+
+
 @pytest.mark.parametrize("smuggled", ["a str", {"type": "text", "text": "a dict"}, None, Message.user("nested")])
 async def test_a_message_mutated_after_building_is_still_checked(store: Store, smuggled: Any) -> None:
     """Such a record would encode but never decode: the session would be unreadable for good."""
