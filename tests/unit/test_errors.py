@@ -185,7 +185,7 @@ def test_token_counts_have_bounds() -> None:
         sessiondb.Usage(0, 2**70)
     with pytest.raises(
         InvalidInputError, match=r"Message\.usage\.cache_read_input_tokens must be an int in 0\.\.4294967295"
-    ):  # noqa: E501
+    ):
         Message("assistant", [Text("x")], usage=sessiondb.Usage(cache_read_input_tokens=u32 + 1))
     Message("assistant", [Text("x")], usage=sessiondb.Usage(u32, u32, u32, u32))  # the largest is fine
     assert sessiondb.Usage(2**62).input_tokens == 2**62  # a session total may pass u32

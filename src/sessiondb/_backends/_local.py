@@ -252,15 +252,21 @@ class LocalBackend(LocalCompaction, Backend):
             )
         segment.frame_positions.append(first_position)
         segment.frame_offsets.append(offset)
+        # The payload's lines decode in one call; only a frame that fails is decoded record by
+        # record, to name the offset of the bad one (per-call overhead dominates small records).
+        try:
+            records = index_record_decoder.decode_lines(memoryview(data)[start:end])
+        except (msgspec.DecodeError, ValueError, RecursionError):  # RecursionError: absurd nesting
+            records = self._decode_frame_one_by_one(segment.path, data, start, end)
         high = segment.number << _OFFSET_BITS
-        decode = index_record_decoder.decode
         streams = self._streams
-        view = memoryview(data)
-        for line_offset, length in iter_lines(data, start, end):
-            try:
-                record = decode(view[line_offset : line_offset + length])
-            except (msgspec.DecodeError, ValueError, RecursionError) as exc:  # RecursionError: absurd nesting
-                raise CorruptionError(segment.path, line_offset, f"record does not decode ({exc})") from None
+        find = data.find
+        line_offset = start
+        for record in records:
+            newline = find(b"\n", line_offset, end)
+            if newline < 0:
+                raise CorruptionError(segment.path, line_offset, "frame payload does not end with a newline")
+            length = newline - line_offset
             if record.p != self._next_position:
                 raise CorruptionError(segment.path, line_offset, f"position {record.p}, expected {self._next_position}")
             self._next_position += 1
@@ -288,8 +294,36 @@ class LocalBackend(LocalCompaction, Backend):
                 if stream.event_ids is None:
                     stream.event_ids = {}
                 stream.event_ids[record.i] = record.v
-            if record.v > stream.info.version:  # not when a snapshot's summary already covers it
-                apply_to_info(stream.info, record.e, record.v, record.t)
+            info = stream.info
+            if record.v > info.version:  # not when a snapshot's summary already covers it
+                event = record.e
+                if event.type == "message":  # most events: folded inline, as apply_to_info would
+                    info.version = record.v
+                    info.updated_at_ms = record.t
+                    info.message_count += 1
+                    usage = event.usage
+                    if usage is not None:
+                        info.input_tokens += usage.input_tokens
+                        info.output_tokens += usage.output_tokens
+                        info.cache_creation_input_tokens += usage.cache_creation_input_tokens
+                        info.cache_read_input_tokens += usage.cache_read_input_tokens
+                else:
+                    apply_to_info(info, event, record.v, record.t)
+            line_offset = newline + 1
+        if line_offset != end:
+            raise CorruptionError(segment.path, line_offset, "frame payload holds more lines than records")
+
+    @staticmethod
+    def _decode_frame_one_by_one(path: str, data: bytes, start: int, end: int) -> list[Any]:
+        """Decode a frame's records one at a time, naming the offset of the first that fails."""
+        view = memoryview(data)
+        records = []
+        for line_offset, length in iter_lines(data, start, end):
+            try:
+                records.append(index_record_decoder.decode(view[line_offset : line_offset + length]))
+            except (msgspec.DecodeError, ValueError, RecursionError) as exc:
+                raise CorruptionError(path, line_offset, f"record does not decode ({exc})") from None
+        return records
 
     def _create_segment(self, number: int, first_position: int) -> None:
         name = segment_name(number)

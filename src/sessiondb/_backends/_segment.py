@@ -19,11 +19,11 @@ from __future__ import annotations
 import os
 import zlib
 from collections.abc import Iterator
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 
-from .._events import Event, Fork, Inherited, Usage
+from .._events import Event, Fork, Inherited
 
 SEGMENT_FORMAT = 1
 SEGMENT_SUFFIX = ".seg"
@@ -75,6 +75,18 @@ class ReadRecord(msgspec.Struct, gc=False):
     i: str | None = None
 
 
+_Count = Annotated[int, msgspec.Meta(ge=0, le=2**32 - 1)]
+
+
+class UsageView(msgspec.Struct, gc=False):
+    """One message's token usage as the recovery scan reads it: bounds checked while decoding."""
+
+    input_tokens: _Count = 0
+    output_tokens: _Count = 0
+    cache_creation_input_tokens: _Count = 0
+    cache_read_input_tokens: _Count = 0
+
+
 class EventView(msgspec.Struct, gc=False):
     """The few fields of an event that the index and session summaries need.
 
@@ -84,7 +96,7 @@ class EventView(msgspec.Struct, gc=False):
 
     type: str
     role: str | None = None
-    usage: Usage | None = None
+    usage: UsageView | None = None
     created_at_ms: int = 0
     model: str | None = None
     workspace_root: str | None = None
