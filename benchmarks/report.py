@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import statistics
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -460,7 +461,11 @@ def markdown(document: dict[str, Any]) -> tuple[str, dict[str, Any]]:
 
 
 def plots(document: dict[str, Any], out: Path, stem: str) -> list[Path]:
-    import matplotlib
+    try:
+        import matplotlib
+    except ImportError:  # a run outside `make bench`: the tables are still written
+        print("matplotlib is not installed (`make bench` installs it): no plots", file=sys.stderr)
+        return []
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
