@@ -62,7 +62,7 @@ async def kills(args: argparse.Namespace, root: Path, totals: Counter[str], viol
             tasks=args.tasks,
             ledger=Ledger(),
             progress=progress,
-            forks=args.forks_with_compaction,
+            forks=args.forks,
         )
         totals["kills"] += result.kills
         totals["acks"] += result.acks
@@ -174,9 +174,10 @@ async def main() -> int:
     parser.add_argument("--sweep-seeds", type=int, default=3)
     parser.add_argument("--kills-only", action="store_true")
     parser.add_argument(
-        "--forks-with-compaction",
-        action="store_true",
-        help="fork sessions while storage compaction runs (off: a known fork/compaction race)",
+        "--no-forks",
+        dest="forks",
+        action="store_false",
+        help="no forks in the killed workload (by default it forks sessions while compaction runs)",
     )
     parser.add_argument("--report-every", type=int, default=50)
     parser.add_argument("--keep", action="store_true", help="keep the store directories")
