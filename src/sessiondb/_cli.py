@@ -322,7 +322,9 @@ async def cmd_verify(args: argparse.Namespace, out: _Output) -> int:
     else:
         out.line(report.format())
     if not report.ok:
-        raise CommandError(f"store {args.store} is corrupt: {report.first_damage}")
+        fatal = report.first_fatal
+        verdict = "is corrupt" if fatal is not None and fatal.kind == "corruption" else "lost history"
+        raise CommandError(f"store {args.store} {verdict}: {fatal}")
     return 0
 
 
@@ -490,7 +492,10 @@ def build_parser() -> argparse.ArgumentParser:
     stats.add_argument("--json", action="store_true")
     stats.set_defaults(run=cmd_stats)
 
-    verify = sub.add_parser("verify", help="check every checksum and record; exit status 1 if corrupt")
+    verify = sub.add_parser(
+        "verify",
+        help="check every checksum and record, snapshots and checkpoint; exit status 1 if corrupt or history lost",
+    )
     verify.add_argument("store", metavar="STORE")
     verify.add_argument("--json", action="store_true")
     verify.set_defaults(run=cmd_verify)

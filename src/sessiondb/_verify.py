@@ -5,11 +5,21 @@ each problem with file and offset: a torn tail (cut on the next open, nothing
 acknowledged is in it) or corruption (open refuses the store). It checks more
 than open does: every record is fully decoded, not just its summary fields.
 
+It also checks the storage compactor's files with the engine's own readers:
+the index checkpoint (header, checksum, decode, the segments it covers) and
+every snapshot file (header, checksum, file name, payload decode). Open ignores
+such a file when it is damaged (``checkpoint_ignored``, ``snapshot_ignored``:
+nothing is lost, the log is scanned or replayed instead), except where
+retention already removed the segments a snapshot covers: then the snapshot was
+the only copy of that history (``history_lost``).
+
 ``repair_store`` keeps everything before the first damage: it cuts the damaged
 segment at the start of the damaged batch and moves every later segment aside,
 into ``<store>/repair-<time>/`` together with the bytes it cut, so nothing is
 destroyed. The report says exactly which sessions and versions were dropped.
-Afterwards the store opens.
+It moves ignored snapshot and checkpoint files aside too, and leaves a snapshot
+that holds lost history where it is (open does not need it gone). Afterwards
+the store opens.
 """
 
 from __future__ import annotations
@@ -23,6 +33,17 @@ import msgspec
 
 from ._backends._fs import FileSystem
 from ._backends._local import LOCK_NAME
+from ._backends._local_compaction import (
+    CHECKPOINT_NAME,
+    SNAPSHOT_PREFIX,
+    SNAPSHOT_SUFFIX,
+    Checkpoint,
+    FileDamage,
+    read_checkpoint_file,
+    read_snapshot_file,
+    snapshot_file_name,
+    verify_checkpoint_segments,
+)
 from ._backends._segment import (
     FRAME_PREFIX,
     SEGMENT_FORMAT,
@@ -34,18 +55,35 @@ from ._backends._segment import (
     segment_number,
 )
 from ._errors import InvalidInputError, SessionDBError, StoreLockedError
-from ._events import SessionStarted
+from ._events import SessionDeleted, SessionStarted
 from ._ids import validate_session_id
+from ._snapshots import SnapshotFormatError, decode_snapshot
+
+# What each kind of problem means (``VerifyReport.ok`` is false for the FATAL ones):
+#   torn_tail           the end of the last segment: the next open cuts it; nothing acknowledged is in it
+#   corruption          damage in the log: open refuses the store
+#   checkpoint_ignored  the index checkpoint is damaged or does not match the log: open scans the log instead
+#   snapshot_ignored    a snapshot file is damaged (or missing): open ignores it and replays the log
+#   history_lost        a damaged snapshot was the only copy of history retention removed from the log:
+#                       the store opens, but those versions (and the session's state) cannot be loaded
+SEGMENT_KINDS = ("torn_tail", "corruption")
+FATAL_KINDS = ("corruption", "history_lost")
 
 
 @dataclass
 class Problem:
-    """One finding: where, what, and whether open would cut it (``torn_tail``) or refuse (``corruption``)."""
+    """One finding: where, what, and what open does about it (``kind``: see ``SEGMENT_KINDS``, ``FATAL_KINDS``).
+
+    For snapshot files, ``session`` names the session when it is known and
+    ``lost`` the first and last version whose only copy the file was.
+    """
 
     path: str
     offset: int
-    kind: str  # "torn_tail" | "corruption"
+    kind: str  # "torn_tail" | "corruption" | "checkpoint_ignored" | "snapshot_ignored" | "history_lost"
     detail: str
+    session: str | None = None
+    lost: list[int] | None = None
 
     def __str__(self) -> str:
         return f"{self.kind} in {self.path} at byte offset {self.offset}: {self.detail}"
@@ -69,30 +107,70 @@ class VerifyReport:
     temp_files: list[str] = field(default_factory=list)
     sessions: int = 0
     events: int = 0  # events before the first problem (what open would recover, or repair keep)
+    snapshots: int = 0  # snapshot files checked
+    checkpoint: str = "none"  # "none" | "ok" | "ignored"
 
     @property
     def ok(self) -> bool:
-        """True when open would succeed (a torn tail is fine: open cuts it)."""
-        return not any(problem.kind == "corruption" for problem in self.problems)
+        """True when the store opens and nothing acknowledged is lost.
+
+        A torn tail is fine (open cuts it), and so is an ignored checkpoint or
+        snapshot (open scans or replays the log instead); corruption in the log
+        and a damaged snapshot holding history retention removed are not.
+        """
+        return not any(problem.kind in FATAL_KINDS for problem in self.problems)
 
     @property
     def first_damage(self) -> Problem | None:
-        return self.problems[0] if self.problems else None
+        """The first problem in the log (segments), where repair cuts; None if the log is whole."""
+        return next((problem for problem in self.problems if problem.kind in SEGMENT_KINDS), None)
+
+    @property
+    def first_fatal(self) -> Problem | None:
+        """The first problem that makes ``ok`` false."""
+        return next((problem for problem in self.problems if problem.kind in FATAL_KINDS), None)
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "ok": self.ok}
 
     def format(self) -> str:
         lines = [
-            f"store {self.path}: {len(self.segments)} segment(s), {self.events} event(s), {self.sessions} session(s)"
+            f"store {self.path}: {len(self.segments)} segment(s), {self.events} event(s), {self.sessions} session(s), "
+            f"{self.snapshots} snapshot(s), checkpoint {self.checkpoint}"
         ]
         lines += [f"  {problem}" for problem in self.problems]
-        lines += [f"  leftover temp file {name} (removed on open, never read)" for name in self.temp_files]
+        lines += [
+            f"  leftover temp file {name} ({_temp_file_origin(name)}; removed on open, never read)"
+            for name in self.temp_files
+        ]
+        kinds = {problem.kind for problem in self.problems}
         if self.ok:
-            lines.append("OK" + (" (open will cut the torn tail)" if self.problems else ""))
-        else:
+            notes = []
+            if "torn_tail" in kinds:
+                notes.append("open will cut the torn tail")
+            if kinds & {"checkpoint_ignored", "snapshot_ignored"}:
+                notes.append("open ignores the damaged snapshot/checkpoint files; `sessiondb repair` moves them aside")
+            lines.append("OK" + (f" ({'; '.join(notes)})" if notes else ""))
+        elif "corruption" in kinds:
             lines.append("CORRUPT: run `sessiondb repair` to keep everything before the first damage")
+        else:
+            lines.append(
+                "HISTORY LOST: the store opens, but the versions named above are gone (their segments were "
+                "removed by retention and their snapshot is damaged); loading those sessions fails"
+            )
         return "\n".join(lines)
+
+
+def _temp_file_origin(name: str) -> str:
+    """What an interrupted ``FileSystem.write_file_durably`` was writing (its temp file is ``<name>.tmp``)."""
+    target = name[: -len(".tmp")] if name.endswith(".tmp") else name
+    if target.startswith(SNAPSHOT_PREFIX) and target.endswith(SNAPSHOT_SUFFIX):
+        return "an interrupted snapshot write"
+    if target == CHECKPOINT_NAME:
+        return "an interrupted checkpoint write"
+    if segment_number(target) is not None:
+        return "an interrupted segment creation"
+    return "an interrupted write"
 
 
 @dataclass
@@ -108,16 +186,28 @@ class Dropped:
 
 
 @dataclass
+class MovedAside:
+    """A snapshot or checkpoint file repair moved into the repair directory (open ignored it anyway)."""
+
+    path: str
+    saved_as: str
+    reason: str
+
+
+@dataclass
 class RepairReport:
     path: str
     before: VerifyReport
     dropped: list[Dropped] = field(default_factory=list)
     saved_to: str | None = None
     kept_events: int = 0
+    moved: list[MovedAside] = field(default_factory=list)
+    # Damaged snapshots left in place: the only copy of history retention removed (kind ``history_lost``).
+    left: list[Problem] = field(default_factory=list)
 
     @property
     def changed(self) -> bool:
-        return bool(self.dropped)
+        return bool(self.dropped or self.moved)
 
     @property
     def dropped_events(self) -> int:
@@ -131,14 +221,23 @@ class RepairReport:
             "dropped_events": self.dropped_events,
             "saved_to": self.saved_to,
             "dropped": [asdict(d) for d in self.dropped],
+            "moved": [asdict(m) for m in self.moved],
+            "left": [asdict(p) for p in self.left],
             "problems": [asdict(p) for p in self.before.problems],
         }
 
     def format(self) -> str:
+        left = [
+            f"  {'left in place' if os.path.exists(p.path) else 'cannot restore'} {p.path}: {p.detail}"
+            for p in self.left
+        ]
         if not self.changed:
-            return f"store {self.path}: nothing to repair ({self.kept_events} event(s))"
-        lines = [f"store {self.path}: kept {self.kept_events} event(s) before the first damage"]
-        lines.append(f"  damage: {self.before.first_damage}")
+            return "\n".join([f"store {self.path}: nothing to repair ({self.kept_events} event(s))", *left])
+        if self.dropped:
+            lines = [f"store {self.path}: kept {self.kept_events} event(s) before the first damage"]
+            lines.append(f"  damage: {self.before.first_damage}")
+        else:
+            lines = [f"store {self.path}: the log is whole ({self.kept_events} event(s))"]
         for dropped in self.dropped:
             sessions = ", ".join(f"{sid} v{_ranges(versions)}" for sid, versions in sorted(dropped.versions.items()))
             lines.append(
@@ -146,7 +245,8 @@ class RepairReport:
                 f"({dropped.events} readable event(s){': ' + sessions if sessions else ''}); "
                 f"saved as {dropped.saved_as}"
             )
-        return "\n".join(lines)
+        lines += [f"  moved {moved.path} aside ({moved.reason}); saved as {moved.saved_as}" for moved in self.moved]
+        return "\n".join([*lines, *left])
 
 
 def _ranges(values: list[int]) -> str:
@@ -173,11 +273,16 @@ class _Walk:
         # True when storage-compaction retention removed the oldest segments: sessions may then
         # start mid-history (their snapshots hold the rest).
         self.pruned = False
+        # session -> (version of its first event in the log, that event if it is the session's start)
+        self.firsts: dict[str, tuple[int, SessionStarted | None]] = {}
+        self.deleted: set[str] = set()
 
 
 def _check_records(walk: _Walk, path: str, data: bytes, start: int, end: int, first: int, count: int) -> str | None:
     """Fully decode one frame's records against the walk; None if good, else why (nothing is applied then)."""
     heads: dict[str, int] = {}
+    firsts: dict[str, tuple[int, SessionStarted | None]] = {}
+    deleted: set[str] = set()
     position = walk.next_position
     if first != position:
         return f"frame starts at position {first}, expected {position}"
@@ -203,14 +308,19 @@ def _check_records(walk: _Walk, path: str, data: bytes, start: int, end: int, fi
                 validate_session_id(record.s)
             except InvalidInputError as exc:
                 return f"record at offset {offset}: {exc}"
+            firsts[record.s] = (record.v, event if isinstance(event, SessionStarted) else None)
         elif record.v != head + 1:
             return f"record at offset {offset}: session {record.s!r} version {record.v}, expected {head + 1}"
+        if isinstance(record.e, SessionDeleted):
+            deleted.add(record.s)
         heads[record.s] = record.v
         position += 1
         records += 1
     if records != count:
         return f"frame declares {count} records but holds {records}"
     walk.heads.update(heads)
+    walk.firsts.update(firsts)
+    walk.deleted.update(deleted)
     walk.next_position = position
     walk.events += records
     return None
@@ -246,7 +356,172 @@ def verify_store(path: str | os.PathLike[str]) -> VerifyReport:
             break
     report.events = walk.events
     report.sessions = len(walk.heads)
+    _verify_storage_files(root, names, numbers, walk, report)
     return report
+
+
+_INFINITE = 1 << 62
+
+
+def _verify_storage_files(root: str, names: list[str], numbers: list[int], walk: _Walk, report: VerifyReport) -> None:
+    """Check the checkpoint and every snapshot file with the engine's own readers; classify what open ignores."""
+    fs = FileSystem()
+    checkpoint: Checkpoint | None = None
+    if CHECKPOINT_NAME in names:
+        path = os.path.join(root, CHECKPOINT_NAME)
+        offset = 0
+        try:
+            checkpoint = read_checkpoint_file(fs.read_file(path))
+            verify_checkpoint_segments(fs, root, checkpoint, numbers, {})
+        except FileDamage as exc:
+            checkpoint, offset, reason = None, exc.offset, f"damaged: {exc}"
+        except (OSError, ValueError) as exc:
+            checkpoint, reason = None, f"does not match the log: {exc}"
+        report.checkpoint = "ok" if checkpoint is not None else "ignored"
+        if checkpoint is None:
+            report.problems.append(
+                Problem(path, offset, "checkpoint_ignored", f"{reason}; open ignores it and scans the whole log")
+            )
+    # Every snapshot file: readable ones by session, the others with why, by the identity their name gives.
+    valid: dict[str, set[int]] = {}
+    damaged: list[tuple[str, int, str, str | None, int]] = []  # (name, offset, reason, session, version)
+    by_hash: dict[str, str] = {}
+    for name in names:
+        if not (name.startswith(SNAPSHOT_PREFIX) and name.endswith(SNAPSHOT_SUFFIX)):
+            continue
+        report.snapshots += 1
+        name_version = name[len(SNAPSHOT_PREFIX) : -len(SNAPSHOT_SUFFIX)].rpartition("-")[2]
+        version = int(name_version) if name_version.isdigit() else 0
+        try:
+            blob = fs.read_file(os.path.join(root, name))
+            header, payload = read_snapshot_file(blob)
+        except FileDamage as exc:
+            damaged.append((name, exc.offset, str(exc), None, version))
+            continue
+        except OSError as exc:
+            damaged.append((name, 0, f"cannot be read ({exc})", None, version))
+            continue
+        if snapshot_file_name(header.session, header.version) != name:
+            damaged.append(
+                (
+                    name,
+                    0,
+                    f"header says session {header.session!r} version {header.version}, which is not this file's name",
+                    None,
+                    version,
+                )
+            )
+            continue
+        try:
+            decode_snapshot(payload)
+        except SnapshotFormatError as exc:
+            damaged.append((name, len(blob) - len(payload), str(exc), header.session, header.version))
+            continue
+        valid.setdefault(header.session, set()).add(header.version)
+    # The sessions a damaged file can belong to: the log's, the checkpoint's and the readable snapshots'.
+    known = set(walk.firsts) | set(valid)
+    deleted = set(walk.deleted)
+    if checkpoint is not None:
+        for stream in checkpoint.streams:
+            known.add(stream.info.session_id)
+            if stream.info.deleted:
+                deleted.add(stream.info.session_id)
+        # A snapshot the checkpoint lists must exist: open trusts the list and would try to read it.
+        for session_id, entries in [(sid, [entry]) for sid, entry in checkpoint.snapshots.items()] + list(
+            checkpoint.older_snapshots.items()
+        ):
+            for version, _size in entries:
+                name = snapshot_file_name(session_id, version)
+                if name not in names:
+                    damaged.append((name, 0, "is missing: the checkpoint lists it", session_id, version))
+    for session_id in known:
+        by_hash[_name_hash(session_id)] = session_id
+    all_versions: dict[str, set[int]] = {sid: set(versions) for sid, versions in valid.items()}
+    resolved: list[tuple[str, int, str, str | None, int]] = []
+    for name, offset, reason, named, version in damaged:
+        owner = named if named is not None else by_hash.get(name[len(SNAPSHOT_PREFIX) :].rpartition("-")[0])
+        if owner is not None:
+            all_versions.setdefault(owner, set()).add(version)
+        resolved.append((name, offset, reason, owner, version))
+    for name, offset, reason, owner, version in sorted(resolved, key=lambda item: item[0]):
+        kind, note, lost = _classify_snapshot(walk, deleted, valid, all_versions, owner, version)
+        what = f"session {owner!r} version {version}" if owner is not None else f"version {version}"
+        report.problems.append(
+            Problem(os.path.join(root, name), offset, kind, f"snapshot of {what}: {reason}; {note}", owner, lost)
+        )
+
+
+def _name_hash(session_id: str) -> str:
+    """The part of a snapshot file name that stands for the session (the engine's naming)."""
+    return snapshot_file_name(session_id, 0)[len(SNAPSHOT_PREFIX) :].rpartition("-")[0]
+
+
+def _removed_through(walk: _Walk, session_id: str, depth: int = 0) -> int:
+    """Versions 1..N of the session are no longer in the log (0: its whole history is; _INFINITE: none is)."""
+    first = walk.firsts.get(session_id)
+    if first is None:
+        return _INFINITE if walk.pruned else 0
+    version, started = first
+    if started is None:
+        return version - 1
+    fork = started.fork
+    if fork is None or depth > 1000:
+        return 0
+    parent = _removed_through(walk, fork.parent_session_id, depth + 1)
+    return min(parent, fork.parent_version)
+
+
+def _classify_snapshot(
+    walk: _Walk,
+    deleted: set[str],
+    valid: dict[str, set[int]],
+    all_versions: dict[str, set[int]],
+    session_id: str | None,
+    version: int,
+) -> tuple[str, str, list[int] | None]:
+    """(kind, what it means, lost versions) for an unusable snapshot of ``session_id`` at ``version``."""
+    harmless = "open ignores it and replays the log"
+    if session_id is None:
+        if not walk.pruned:
+            return "snapshot_ignored", f"no session in the log has this name; {harmless}", None
+        return (
+            "history_lost",
+            "its session is unknown (not in the retained log nor in any readable snapshot or checkpoint): if it "
+            "was a live session whose every event retention removed, this file was its only copy",
+            None,
+        )
+    if session_id in deleted:
+        return "snapshot_ignored", "the session is deleted; the next compaction pass removes its snapshots", None
+    removed = _removed_through(walk, session_id)
+    if removed == 0:
+        return "snapshot_ignored", f"the session's history is still in the log; {harmless}", None
+    if removed == _INFINITE:  # every event of the session was removed: only snapshots hold it
+        removed = max(all_versions.get(session_id, {version}))
+    readable = valid.get(session_id, set())
+    if version < removed and any(other >= removed for other in readable):
+        return (
+            "snapshot_ignored",
+            f"the log after it was removed, so nothing reads it; the snapshot at version "
+            f"{min(other for other in readable if other >= removed)} holds the removed history",
+            None,
+        )
+    cover = [other for other in readable if min(removed, version) <= other <= version and other != version]
+    if cover:
+        return (
+            "snapshot_ignored",
+            f"the snapshot at version {max(cover)} and the log after it hold the same history; {harmless} "
+            "(`sessiondb repair` moves it aside, so open starts from that one)",
+            None,
+        )
+    below = [other for other in readable if other < min(removed, version)]
+    first_lost = max(below) + 1 if below else 1
+    last_lost = min(removed, version)
+    return (
+        "history_lost",
+        f"it was the only copy of versions {first_lost}-{last_lost}, whose segments retention removed: "
+        f"load({session_id!r}) fails with HistoryUnavailableError",
+        [first_lost, last_lost],
+    )
 
 
 def _verify_segment(
@@ -319,64 +594,130 @@ def repair_store(path: str | os.PathLike[str], *, file_system: FileSystem | None
 
     Takes the store's lock (``StoreLockedError`` if a process has it open).
     A torn tail counts as damage too (repair cuts it as open would).
+
+    Then the compactor's files: an ignored checkpoint and every ignored snapshot
+    are moved aside (open would not use them; the log holds their history), and
+    with them a checkpoint that lists a snapshot moved aside or missing (it
+    would make the engine trust a snapshot that is not there; without it open
+    rebuilds the list from the files). A damaged snapshot that is the only copy
+    of history retention removed (``history_lost``) is left where it is and
+    reported in ``left``: open never needs it gone, and it is all there is.
     """
     fs = file_system if file_system is not None else FileSystem()
     root = os.path.abspath(os.fspath(path))
     before = verify_store(root)
     report = RepairReport(root, before, kept_events=before.events)
-    damage = before.first_damage
     try:
         lock = fs.lock(os.path.join(root, LOCK_NAME))
     except BlockingIOError:
         raise StoreLockedError(f"store {root} is open in another process; close it before repairing") from None
     try:
-        if damage is None:
+        if not before.problems:
             return report
         # Verify again under the lock: the store may have changed since.
         before = report.before = verify_store(root)
-        damage = before.first_damage
-        if damage is None:
-            return report
         report.kept_events = before.events
-        saved = os.path.join(root, time.strftime("repair-%Y%m%dT%H%M%SZ", time.gmtime()))
-        suffix = 0
-        while fs.exists(saved + (f"-{suffix}" if suffix else "")):
-            suffix += 1
-        saved += f"-{suffix}" if suffix else ""
-        fs.makedirs(saved)
-        fs.fsync_directory(root)
-        report.saved_to = saved
-        damaged_name = os.path.basename(damage.path)
-        names = [summary.name for summary in before.segments]
-        later = names[names.index(damaged_name) + 1 :]
-        # 1. Save a copy of the bytes that will be cut, durably, before changing anything.
-        data = fs.read_file(damage.path)
-        tail_name = f"{damaged_name}.from-{damage.offset}" if damage.offset else damaged_name
-        if damage.offset:
-            fs.write_file_durably(saved, tail_name, data[damage.offset :])
-        events, versions = _readable_events(data, damage.offset)
-        report.dropped.append(
-            Dropped(damage.path, damage.offset, len(data), os.path.join(saved, tail_name), events, versions)
-        )
-        for name in later:
-            later_path = os.path.join(root, name)
-            later_data = fs.read_file(later_path)
-            events, versions = _readable_events(later_data, 0)
-            report.dropped.append(Dropped(later_path, 0, len(later_data), os.path.join(saved, name), events, versions))
-        # 2. Move later segments aside (newest first, so a crash midway still leaves a prefix), then cut.
-        for name in reversed(later):
-            fs.rename(os.path.join(root, name), os.path.join(saved, name))
-            fs.fsync_directory(saved)
-            fs.fsync_directory(root)
-        if damage.offset == 0:
-            fs.rename(damage.path, os.path.join(saved, damaged_name))
-            fs.fsync_directory(saved)
-            fs.fsync_directory(root)
-        else:
-            fs.truncate(damage.path, damage.offset)
+        current = before
+        if before.first_damage is not None:
+            _repair_log(fs, root, before, report)
+            current = verify_store(root)  # what the cut log leaves: the checkpoint may no longer match it
+        _repair_storage_files(fs, root, current, report)
         return report
     finally:
         fs.unlock(lock)
 
 
-__all__ = ["Dropped", "Problem", "RepairReport", "SegmentSummary", "VerifyReport", "repair_store", "verify_store"]
+def _saved_directory(fs: FileSystem, root: str, report: RepairReport) -> str:
+    """``<store>/repair-<UTC time>/``, created (durably) on first use."""
+    if report.saved_to is not None:
+        return report.saved_to
+    saved = os.path.join(root, time.strftime("repair-%Y%m%dT%H%M%SZ", time.gmtime()))
+    suffix = 0
+    while fs.exists(saved + (f"-{suffix}" if suffix else "")):
+        suffix += 1
+    saved += f"-{suffix}" if suffix else ""
+    fs.makedirs(saved)
+    fs.fsync_directory(root)
+    report.saved_to = saved
+    return saved
+
+
+def _move_aside(fs: FileSystem, root: str, saved: str, name: str) -> str:
+    """Rename ``root/name`` into ``saved`` and make both directory entries durable."""
+    target = os.path.join(saved, name)
+    fs.rename(os.path.join(root, name), target)
+    fs.fsync_directory(saved)
+    fs.fsync_directory(root)
+    return target
+
+
+def _repair_log(fs: FileSystem, root: str, before: VerifyReport, report: RepairReport) -> None:
+    """Cut the damaged segment at the damaged batch and move every later segment aside."""
+    damage = before.first_damage
+    assert damage is not None
+    saved = _saved_directory(fs, root, report)
+    damaged_name = os.path.basename(damage.path)
+    names = [summary.name for summary in before.segments]
+    later = names[names.index(damaged_name) + 1 :]
+    # 1. Save a copy of the bytes that will be cut, durably, before changing anything.
+    data = fs.read_file(damage.path)
+    tail_name = f"{damaged_name}.from-{damage.offset}" if damage.offset else damaged_name
+    if damage.offset:
+        fs.write_file_durably(saved, tail_name, data[damage.offset :])
+    events, versions = _readable_events(data, damage.offset)
+    report.dropped.append(
+        Dropped(damage.path, damage.offset, len(data), os.path.join(saved, tail_name), events, versions)
+    )
+    for name in later:
+        later_path = os.path.join(root, name)
+        later_data = fs.read_file(later_path)
+        events, versions = _readable_events(later_data, 0)
+        report.dropped.append(Dropped(later_path, 0, len(later_data), os.path.join(saved, name), events, versions))
+    # 2. Move later segments aside (newest first, so a crash midway still leaves a prefix), then cut.
+    for name in reversed(later):
+        _move_aside(fs, root, saved, name)
+    if damage.offset == 0:
+        _move_aside(fs, root, saved, damaged_name)
+    else:
+        fs.truncate(damage.path, damage.offset)
+
+
+def _repair_storage_files(fs: FileSystem, root: str, current: VerifyReport, report: RepairReport) -> None:
+    """Move ignored snapshot and checkpoint files aside; leave (and report) snapshots holding lost history."""
+    snapshots = [p for p in current.problems if p.kind in ("snapshot_ignored", "history_lost")]
+    report.left = [p for p in snapshots if p.kind == "history_lost"]
+    checkpoint_reason = next(
+        (f"open ignores it: {p.detail}" for p in current.problems if p.kind == "checkpoint_ignored"), None
+    )
+    for problem in snapshots:
+        if problem.kind != "snapshot_ignored":
+            continue
+        if checkpoint_reason is None and current.checkpoint == "ok":
+            # The checkpoint lists the session's snapshots: once one is gone it would trust a missing file.
+            checkpoint_reason = "it lists a snapshot that is damaged or missing; open rebuilds the list from the files"
+        name = os.path.basename(problem.path)
+        if not fs.exists(problem.path):
+            continue  # listed by the checkpoint but missing: moving the checkpoint aside is the repair
+        saved = _saved_directory(fs, root, report)
+        report.moved.append(MovedAside(problem.path, _move_aside(fs, root, saved, name), problem.detail))
+    if checkpoint_reason is not None and fs.exists(os.path.join(root, CHECKPOINT_NAME)):
+        saved = _saved_directory(fs, root, report)
+        report.moved.append(
+            MovedAside(
+                os.path.join(root, CHECKPOINT_NAME), _move_aside(fs, root, saved, CHECKPOINT_NAME), checkpoint_reason
+            )
+        )
+
+
+__all__ = [
+    "FATAL_KINDS",
+    "SEGMENT_KINDS",
+    "Dropped",
+    "MovedAside",
+    "Problem",
+    "RepairReport",
+    "SegmentSummary",
+    "VerifyReport",
+    "repair_store",
+    "verify_store",
+]

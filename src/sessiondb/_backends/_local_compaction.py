@@ -533,45 +533,10 @@ class LocalCompaction:
         return covered + 1
 
     def _read_checkpoint(self, path: str) -> Checkpoint:
-        blob = self.fs.read_file(path)
-        newline = blob.find(b"\n", 0, 512)
-        if newline < 0:
-            raise ValueError("checkpoint header is missing")
-        header = _checkpoint_header_decoder.decode(blob[:newline])
-        if header.sessiondb != "checkpoint" or header.format != CHECKPOINT_FORMAT:
-            raise ValueError(f"checkpoint format {header.format} is not {CHECKPOINT_FORMAT}")
-        payload = memoryview(blob)[newline + 1 :]
-        if len(payload) != header.bytes or zlib.crc32(payload) != header.crc:
-            raise ValueError("checkpoint checksum mismatch")
-        return _checkpoint_decoder.decode(payload)
+        return read_checkpoint_file(self.fs.read_file(path))
 
     def _verify_checkpoint(self, checkpoint: Checkpoint, numbers: list[int]) -> int:
-        listed = [ck.number for ck in checkpoint.segments]
-        if not listed or listed != list(range(listed[0], listed[0] + len(listed))):
-            raise ValueError("checkpoint segment list has gaps")
-        on_disk = [n for n in numbers if n >= listed[0]]
-        if on_disk[: len(listed)] != listed:
-            raise ValueError("a segment the checkpoint covers is missing")
-        fs = self.fs
-        for ck in checkpoint.segments:
-            size = fs.size(os.path.join(self.path, segment_name(ck.number)))
-            if size < ck.size:
-                raise ValueError(f"segment {ck.number} is shorter than the checkpoint says")
-            if ck.number != listed[-1] and size != ck.size:
-                raise ValueError(f"sealed segment {ck.number} changed size since the checkpoint")
-        for ck in checkpoint.segments:
-            # Trust, but verify: one sequential read and CRC per segment (~0.1 s per 200 MB) instead of a
-            # decode of every record; any damage sends open back to the full scan, which reports it.
-            fd = fs.open_read(os.path.join(self.path, segment_name(ck.number)))
-            try:
-                crc = _file_crc(fs, fd, ck.size)
-            finally:
-                fs.close(fd)
-            if crc != ck.crc:
-                raise ValueError(f"segment {ck.number} does not match the checkpoint's checksum")
-            if ck.number != listed[-1]:
-                self._sealed_crcs[ck.number] = (ck.size, crc)
-        return len(listed) - 1  # the last one is scanned on from its checkpointed end
+        return verify_checkpoint_segments(self.fs, self.path, checkpoint, numbers, self._sealed_crcs)
 
     def _continue_segment(self, number: int, last: bool) -> tuple[str, int, int, str] | None:
         """Scan the checkpoint's newest segment from where the checkpoint ends (torn tail as usual)."""
@@ -729,18 +694,95 @@ def _applied_end(fs: Any, fd: int, segment: Any, frames: int) -> int:
     return int(offset + newline + 1 + header.bytes)
 
 
-def _parse_snapshot_file(blob: bytes) -> tuple[SnapshotFileHeader, bytes] | None:
+class FileDamage(ValueError):
+    """Why a snapshot or checkpoint file cannot be used, and the byte offset where it shows (for verify)."""
+
+    def __init__(self, offset: int, reason: str) -> None:
+        super().__init__(reason)
+        self.offset = offset
+
+
+def read_checkpoint_file(blob: bytes) -> Checkpoint:
+    """Decode a checkpoint file after checking its header and checksum (``FileDamage`` if it cannot be used)."""
+    newline = blob.find(b"\n", 0, 512)
+    if newline < 0:
+        raise FileDamage(0, "checkpoint header is missing")
+    try:
+        header = _checkpoint_header_decoder.decode(blob[:newline])
+    except msgspec.DecodeError as exc:
+        raise FileDamage(0, str(exc)) from None
+    if header.sessiondb != "checkpoint" or header.format != CHECKPOINT_FORMAT:
+        raise FileDamage(0, f"checkpoint format {header.format} is not {CHECKPOINT_FORMAT}")
+    payload = memoryview(blob)[newline + 1 :]
+    if len(payload) != header.bytes or zlib.crc32(payload) != header.crc:
+        raise FileDamage(newline + 1, "checkpoint checksum mismatch")
+    try:
+        return _checkpoint_decoder.decode(payload)
+    except msgspec.DecodeError as exc:
+        raise FileDamage(newline + 1, str(exc)) from None
+
+
+def verify_checkpoint_segments(
+    fs: Any, directory: str, checkpoint: Checkpoint, numbers: list[int], sealed_crcs: dict[int, tuple[int, int]]
+) -> int:
+    """Check the segments a checkpoint covers against ``numbers`` on disk (``ValueError`` saying why not).
+
+    Returns how many of them it covers whole; fills ``sealed_crcs`` with the sealed ones' (size, CRC32).
+    """
+    listed = [ck.number for ck in checkpoint.segments]
+    if not listed or listed != list(range(listed[0], listed[0] + len(listed))):
+        raise ValueError("checkpoint segment list has gaps")
+    on_disk = [n for n in numbers if n >= listed[0]]
+    if on_disk[: len(listed)] != listed:
+        raise ValueError("a segment the checkpoint covers is missing")
+    for ck in checkpoint.segments:
+        size = fs.size(os.path.join(directory, segment_name(ck.number)))
+        if size < ck.size:
+            raise ValueError(f"segment {ck.number} is shorter than the checkpoint says")
+        if ck.number != listed[-1] and size != ck.size:
+            raise ValueError(f"sealed segment {ck.number} changed size since the checkpoint")
+    for ck in checkpoint.segments:
+        # Trust, but verify: one sequential read and CRC per segment (~0.1 s per 200 MB) instead of a
+        # decode of every record; any damage sends open back to the full scan, which reports it.
+        fd = fs.open_read(os.path.join(directory, segment_name(ck.number)))
+        try:
+            crc = _file_crc(fs, fd, ck.size)
+        finally:
+            fs.close(fd)
+        if crc != ck.crc:
+            raise ValueError(f"segment {ck.number} does not match the checkpoint's checksum")
+        if ck.number != listed[-1]:
+            sealed_crcs[ck.number] = (ck.size, crc)
+    return len(listed) - 1  # the last one is scanned on from its checkpointed end
+
+
+def read_snapshot_file(blob: bytes) -> tuple[SnapshotFileHeader, bytes]:
+    """The header and payload of a snapshot file whose checksum holds (``FileDamage`` if it cannot be used)."""
     newline = blob.find(b"\n", 0, 2048)
     if newline < 0:
-        return None
+        raise FileDamage(0, "snapshot header is missing")
     try:
         header = _snapshot_header_decoder.decode(blob[:newline])
-    except (msgspec.DecodeError, ValueError):
-        return None
+    except (msgspec.DecodeError, ValueError) as exc:
+        raise FileDamage(0, f"snapshot header does not decode ({exc})") from None
     payload = blob[newline + 1 :]
-    if header.sessiondb != "snapshot" or len(payload) != header.bytes or zlib.crc32(payload) != header.crc:
-        return None
+    if header.sessiondb != "snapshot":
+        raise FileDamage(0, f"not a snapshot header ({header.sessiondb!r})")
+    if len(payload) != header.bytes:
+        raise FileDamage(
+            newline + 1 + min(len(payload), header.bytes),
+            f"payload is {len(payload)} bytes, the header says {header.bytes}",
+        )
+    if zlib.crc32(payload) != header.crc:
+        raise FileDamage(newline + 1, "snapshot checksum mismatch")
     return header, payload
+
+
+def _parse_snapshot_file(blob: bytes) -> tuple[SnapshotFileHeader, bytes] | None:
+    try:
+        return read_snapshot_file(blob)
+    except FileDamage:
+        return None
 
 
 def read_snapshot_headers(
@@ -768,4 +810,14 @@ def read_snapshot_headers(
     return newest, older
 
 
-__all__ = ["CHECKPOINT_NAME", "LocalCompaction", "array", "read_snapshot_headers", "snapshot_file_name"]
+__all__ = [
+    "CHECKPOINT_NAME",
+    "FileDamage",
+    "LocalCompaction",
+    "array",
+    "read_checkpoint_file",
+    "read_snapshot_file",
+    "read_snapshot_headers",
+    "snapshot_file_name",
+    "verify_checkpoint_segments",
+]
