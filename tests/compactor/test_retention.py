@@ -231,3 +231,36 @@ async def test_background_pass_failure_is_recorded_and_retried(tmp_path: Path) -
             await sessiondb_sleep(0.02)
         assert store.statistics()["snapshots_written"] >= 1
         assert (await store.project(sid, "bad")).n == 12
+
+
+async def test_a_damaged_snapshot_never_becomes_the_only_copy(tmp_path: Path) -> None:
+    """Retention reads back the snapshots that replace the history it deletes.
+
+    A snapshot damaged on disk after it was written (here: one flipped byte) is
+    forgotten, the segments it would replace stay, and the next pass writes a new
+    snapshot before deleting them. Without the read-back, the pass deleted the
+    segments and the session's early history was lost for good.
+    """
+    path = tmp_path / "s"
+    async with sessiondb.open_store(path, segment_bytes=1024, compaction=_settings(keep_segments=None)) as store:
+        await _fill(store, 3, 30)
+        await store.compact()  # snapshots written; retention off, so nothing deleted
+        before = await _states(store)
+    snapshots = sorted(p for p in path.iterdir() if p.suffix == ".snap")
+    assert snapshots, sorted(os.listdir(path))
+    victim = snapshots[0]
+    data = bytearray(victim.read_bytes())
+    data[-5] ^= 0x20  # in the payload, under the header's checksum
+    victim.write_bytes(bytes(data))
+    first_segment = _segments(path)[0]
+
+    async with sessiondb.open_store(path, segment_bytes=1024, compaction=_settings(keep_segments=1)) as store:
+        await store.compact()
+        assert first_segment in _segments(path)  # the history the damaged snapshot covers is still here
+        assert store.statistics()["snapshots_damaged"] >= 1
+        assert await _states(store) == before
+        await store.compact()  # a new snapshot first, then the segments go
+        assert first_segment not in _segments(path)
+        assert await _states(store) == before
+    async with sessiondb.open_store(path) as store:
+        assert await _states(store) == before

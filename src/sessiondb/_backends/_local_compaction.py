@@ -290,6 +290,15 @@ class LocalCompaction:
         return self._unmet_needs(candidates)
 
     def _unmet_needs(self, candidates: list[_Segment]) -> dict[str, int]:
+        snapshots = self._snapshot_map
+        return {
+            session_id: needed
+            for session_id, needed in self._needed_versions(candidates).items()
+            if snapshots.get(session_id, (0, 0))[0] < needed
+        }
+
+    def _needed_versions(self, candidates: list[_Segment]) -> dict[str, int]:
+        """Per live session, the version a snapshot must reach before ``candidates`` can be deleted."""
         if not candidates:
             return {}
         limit = (candidates[-1].number + 1) << _OFFSET_BITS
@@ -307,9 +316,31 @@ class LocalCompaction:
             if stream.base and _ancestor_pruned(streams, stream, in_candidates):
                 # A fork reads its parent's events unless its own snapshot covers the inherited history.
                 needed = max(needed, stream.base + 1 if len(stream.locations) else stream.base)
-            if needed and self._snapshot_map.get(session_id, (0, 0))[0] < needed:
+            if needed:
                 needs[session_id] = needed
         return needs
+
+    def _damaged_covering_snapshots(self, candidates: list[_Segment]) -> list[str]:
+        """Sessions whose snapshot that replaces history in ``candidates`` does not read back whole.
+
+        Run before deleting segments: a snapshot damaged since it was written (a bad
+        sector, a stray write) must not become the only copy of the history it covers.
+        """
+        damaged = []
+        for session_id in self._needed_versions(candidates):
+            known = self._snapshot_map.get(session_id)
+            if known is not None and self._read_snapshot_sync(session_id, known[0]) is None:
+                damaged.append(session_id)
+        return damaged
+
+    def _forget_snapshot(self, session_id: str) -> None:
+        """Stop counting on a session's newest snapshot; its newest older one (if any) takes its place."""
+        self._snapshot_map.pop(session_id, None)
+        older = self._snapshot_older.get(session_id)
+        if older:
+            newest = max(older)
+            older.remove(newest)
+            self._snapshot_map[session_id] = newest
 
     # ------------------------------------------------------------------ one storage pass
 
@@ -325,6 +356,17 @@ class LocalCompaction:
         candidates = self._retention_candidates(settings.keep_segments, settings.keep_seconds)
         while candidates and self._unmet_needs(candidates):
             candidates.pop()  # retention deletes a prefix only: stop before the first still-needed segment
+        while candidates:
+            # Read back the snapshots that will replace the history about to go. One that fails is
+            # forgotten (an older one may stand in, and is read back in turn): its segments stay,
+            # and the next pass writes that session a new snapshot.
+            damaged = await anyio.to_thread.run_sync(self._damaged_covering_snapshots, candidates)
+            if not damaged:
+                break
+            for session_id in damaged:
+                self._forget_snapshot(session_id)
+            while candidates and self._unmet_needs(candidates):
+                candidates.pop()
         removed = {segment.number for segment in candidates}
         # Marked removed first (readers get HistoryUnavailableError from now on), so the checkpoint
         # leaves them out and snapshot pruning sees what history remains.
