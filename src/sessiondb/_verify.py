@@ -417,6 +417,21 @@ def _verify_storage_files(root: str, names: list[str], numbers: list[int], walk:
         except SnapshotFormatError as exc:
             damaged.append((name, len(blob) - len(payload), str(exc), header.session, header.version))
             continue
+        head = walk.heads.get(header.session)
+        if head is not None and header.version > head:
+            # Left by a log cut short (repair, or an older copy restored): it describes events this
+            # store does not have. Open forgets it; repair moves it aside.
+            report.problems.append(
+                Problem(
+                    os.path.join(root, name),
+                    0,
+                    "snapshot_ignored",
+                    f"snapshot of session {header.session!r} version {header.version} is ahead of the log, "
+                    f"which ends at version {head}; open ignores it",
+                    header.session,
+                )
+            )
+            continue
         valid.setdefault(header.session, set()).add(header.version)
     # The sessions a damaged file can belong to: the log's, the checkpoint's and the readable snapshots'.
     known = set(walk.firsts) | set(valid)

@@ -194,6 +194,7 @@ class LocalBackend(LocalCompaction, Backend):
             if cut is not None:
                 truncated.append(cut)
         self._adopt_snapshot_only_sessions()  # sessions whose every event retention removed
+        self._forget_snapshots_ahead_of_log()  # a log cut by repair: its snapshots may describe lost events
         if not self._segments and not self.read_only:
             self._create_segment(1, 1)
         if self._segments and not self.read_only:

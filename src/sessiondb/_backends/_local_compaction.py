@@ -652,6 +652,33 @@ class LocalCompaction:
             self._streams[session_id] = _Stream(info, version)
             self._history_floor[session_id] = version + 1
 
+    def _forget_snapshots_ahead_of_log(self) -> None:
+        """Forget snapshots of versions the log does not hold.
+
+        Only a log cut short on purpose (``repair``, or an older copy restored) leaves
+        them: acknowledged events are never lost otherwise. Such a snapshot describes
+        events that are not in this store; trusted, it would stand in for whatever
+        later appends write at those versions.
+        """
+        ahead = []
+        for session_id, newest in list(self._snapshot_map.items()):
+            stream = self._streams.get(session_id)
+            if stream is None:
+                continue
+            head = stream.base + len(stream.locations)
+            if newest[0] <= head:
+                continue
+            ahead.append(session_id)
+            del self._snapshot_map[session_id]
+            usable = [entry for entry in self._snapshot_older.pop(session_id, []) if entry[0] <= head]
+            if usable:
+                usable.sort()
+                self._snapshot_map[session_id] = usable.pop()
+                if usable:
+                    self._snapshot_older[session_id] = usable
+        if ahead:
+            self.recovery = {**self.recovery, "snapshots_ahead_of_log": sorted(ahead)}
+
     def check_history(self, session_id: str, stream: _Stream, first_index: int) -> None:
         """Raise HistoryUnavailableError when a read starting at ``first_index`` needs removed history."""
         floor = self._history_floor.get(session_id)
