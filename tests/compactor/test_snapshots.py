@@ -197,3 +197,32 @@ async def test_fast_replay_equals_event_by_event_fold(tmp_path_factory: pytest.T
     assert replay_session(sid, events) == one_by_one
     half = len(events) // 2
     assert replay_session(sid, events[half:], replay_session(sid, events[:half])) == one_by_one
+
+
+async def test_a_damaged_newest_snapshot_falls_back_to_the_older_one(tmp_path: Path) -> None:
+    path = tmp_path / "s"
+    async with sessiondb.open_store(path, compaction=EAGER) as store:
+        sid = await store.create_session()
+        for i in range(50):
+            await store.append(sid, Message.user(f"m{i}"))
+        await store.compact()  # snapshot at version 51
+        for i in range(50, 100):
+            await store.append(sid, Message.user(f"m{i}"))
+        await store.compact()  # snapshot at version 101; the one at 51 stays (its tail is retained)
+        assert sorted(v for v, _ in store.backend._snapshot_older[sid]) == [51]  # type: ignore[attr-defined]
+        expected = await store.load(sid)
+    newest = max(path.glob("snapshot-*.snap"))
+    data = bytearray(newest.read_bytes())
+    data[-10] ^= 0x01
+    newest.write_bytes(bytes(data))
+    async with sessiondb.open_store(path, compaction=EAGER) as store:
+        reads: list[int] = []
+        original = store.backend.read_session
+
+        async def spy(session_id: str, after: int, up_to: int | None) -> list[RecordedEvent]:
+            reads.append(after)
+            return await original(session_id, after, up_to)
+
+        store.backend.read_session = spy  # type: ignore[method-assign]
+        assert await store.load(sid) == expected
+        assert reads == [51]  # from the older snapshot, not from the start of the log

@@ -169,17 +169,23 @@ class LocalCompaction:
         return True
 
     async def read_snapshot(self, session_id: str, max_version: int) -> tuple[int, bytes] | None:
+        """The newest readable snapshot at a version <= ``max_version``.
+
+        One that fails its checksum is skipped for the next older one, which leaves
+        a longer tail to replay but may still avoid history retention removed.
+        """
         known = self._snapshot_map.get(session_id)
         if known is None:
             return None
-        if known[0] > max_version:
-            older = [entry for entry in self._snapshot_older.get(session_id, ()) if entry[0] <= max_version]
-            if not older:
-                return None
-            known = max(older)
-        if known[1] > _INLINE_SNAPSHOT_BYTES:
-            return await anyio.to_thread.run_sync(self._read_snapshot_sync, session_id, known[0])
-        return self._read_snapshot_sync(session_id, known[0])
+        entries = [known, *self._snapshot_older.get(session_id, ())]
+        for version, size in sorted((entry for entry in entries if entry[0] <= max_version), reverse=True):
+            if size > _INLINE_SNAPSHOT_BYTES:
+                found = await anyio.to_thread.run_sync(self._read_snapshot_sync, session_id, version)
+            else:
+                found = self._read_snapshot_sync(session_id, version)
+            if found is not None:
+                return found
+        return None
 
     def _read_snapshot_sync(self, session_id: str, version: int) -> tuple[int, bytes] | None:
         path = os.path.join(self.path, snapshot_file_name(session_id, version))
