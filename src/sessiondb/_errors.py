@@ -113,6 +113,16 @@ class DiskFullError(StoreBrokenError):
     """The disk holding the store is full (ENOSPC)."""
 
 
+def refused_because_broken(cause: BaseException) -> StoreBrokenError:
+    """The error for an operation refused because the store broke with ``cause``.
+
+    The same class as the failure (a ``DiskFullError`` stays one, so callers can
+    tell "free space" from "reopen"), a fresh instance with the same message.
+    """
+    kind = type(cause) if isinstance(cause, StoreBrokenError) else StoreBrokenError
+    return kind(str(cause))
+
+
 class StoreLockedError(SessionDBError):
     """Another process has the store directory open for writing."""
 

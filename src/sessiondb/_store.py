@@ -21,8 +21,8 @@ from ._errors import (
     ConflictError,
     InvalidInputError,
     SessionNotFoundError,
-    StoreBrokenError,
     StoreClosedError,
+    refused_because_broken,
 )
 from ._events import (
     Compacted,
@@ -147,7 +147,7 @@ class Store:
         if self._closed or not self._open:
             raise StoreClosedError("the store is closed; open it again with sessiondb.open_store()")
         if self._writer.broken is not None:
-            raise StoreBrokenError(str(self._writer.broken))
+            raise refused_because_broken(self._writer.broken) from self._writer.broken
 
     @property
     def closed(self) -> bool:

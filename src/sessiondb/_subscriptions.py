@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import _store
 from ._backends._base import AppendRequest
-from ._errors import InvalidInputError, SessionNotFoundError, StoreBrokenError, StoreClosedError
+from ._errors import InvalidInputError, SessionNotFoundError, StoreClosedError, refused_because_broken
 from ._events import RecordedEvent, SessionDeleted
 from ._ids import validate_session_id
 
@@ -315,7 +315,7 @@ class Subscription:
             if hub.ended:
                 broken = self._store._writer.broken
                 if broken is not None:
-                    raise StoreBrokenError(str(broken)) from broken
+                    raise refused_because_broken(broken) from broken
                 raise StopAsyncIteration
             self._wakeup.clear()
             await self._wakeup.wait()

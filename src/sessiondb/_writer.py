@@ -13,7 +13,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 
 from ._backends._base import AppendRequest, Backend
-from ._errors import StoreBrokenError, StoreClosedError
+from ._errors import StoreBrokenError, StoreClosedError, refused_because_broken
 
 BatchListener = Callable[[Sequence[AppendRequest]], None]
 
@@ -37,7 +37,7 @@ class Writer:
     def submit(self, request: AppendRequest) -> asyncio.Future[AppendRequest]:
         """Queue ``request``; the caller must have checked ``has_space`` (no await in between)."""
         if self.broken is not None:
-            raise StoreBrokenError(str(self.broken)) from self.broken
+            raise refused_because_broken(self.broken) from self.broken
         if self._closing:
             raise StoreClosedError("the store is closing; no more appends are accepted")
         future: asyncio.Future[AppendRequest] = asyncio.get_running_loop().create_future()

@@ -133,8 +133,11 @@ async def test_enospc_message_names_the_path(tmp_path: Path) -> None:
         with pytest.raises(DiskFullError) as caught:
             await store.append(sid, Message.user("x"))
         assert str(path) in str(caught.value) and "full" in str(caught.value)
-        with pytest.raises(StoreBrokenError):
+        # Every later refusal keeps the class: "free space" is still the answer, not just "reopen".
+        with pytest.raises(DiskFullError, match="full"):
             await store.append(sid, Message.user("y"))
+        with pytest.raises(DiskFullError, match="full"):
+            await store.create_session()
     assert fs.count("fdatasync") == 1  # the create_session batch; the failed write is never synced
 
 
