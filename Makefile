@@ -36,7 +36,7 @@ bench: $(VENV)/.bench-installed
 	$(PY) -m benchmarks
 
 crash: $(STAMP)
-	$(PY) scripts/crash_campaign.py --kills 1000
+	$(PY) scripts/crash_campaign.py --kills 1000 --sweep-seeds 2
 
 soak: $(STAMP)
 	$(PY) scripts/soak.py
