@@ -48,6 +48,8 @@ from ._subscriptions import DEFAULT_BUFFER_EVENTS, Subscription, subscribe_every
 from ._writer import Writer
 
 DEFAULT_MAX_PENDING = 16_384
+DEFAULT_FILE_MODE = FileSystem.file_mode
+DEFAULT_DIR_MODE = FileSystem.dir_mode
 # Appends per batch: large enough to amortise the fsync, small enough that one
 # batch's appenders run while the next is synced. MAX_BATCH env var for experiments.
 DEFAULT_MAX_BATCH = int(os.environ.get("SESSIONDB_MAX_BATCH", "512"))
@@ -633,8 +635,14 @@ def backend_for(
     max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES,
     read_only: bool = False,
     file_system: FileSystem | None = None,
+    file_mode: int = DEFAULT_FILE_MODE,
+    dir_mode: int = DEFAULT_DIR_MODE,
 ) -> Backend:
     """The backend a target names: a directory, ``":memory:"``, a PostgreSQL URL or a Backend."""
+    _check_modes(file_mode, dir_mode)
+    custom_modes = (file_mode, dir_mode) != (DEFAULT_FILE_MODE, DEFAULT_DIR_MODE)
+    if custom_modes and (isinstance(target, Backend) or os.fspath(target) == ":memory:" or _is_url(target)):
+        raise InvalidInputError("file_mode and dir_mode apply to a store directory only")
     if isinstance(target, Backend):
         return target
     text = os.fspath(target)
@@ -646,6 +654,9 @@ def backend_for(
         from ._backends._postgres import PostgresBackend
 
         return PostgresBackend(text, max_event_bytes=max_event_bytes)
+    if custom_modes:
+        file_system = file_system if file_system is not None else FileSystem()
+        file_system.file_mode, file_system.dir_mode = file_mode, dir_mode
     return LocalBackend(
         text,
         segment_bytes=segment_bytes,
@@ -653,6 +664,18 @@ def backend_for(
         read_only=read_only,
         file_system=file_system,
     )
+
+
+def _is_url(target: object) -> bool:
+    return isinstance(target, str) and target.startswith(("postgresql://", "postgres://"))
+
+
+def _check_modes(file_mode: object, dir_mode: object) -> None:
+    """The store's own process must read and write its files and list its directory."""
+    if type(file_mode) is not int or not 0 <= file_mode <= 0o777 or file_mode & 0o600 != 0o600:
+        raise InvalidInputError(f"file_mode must be an int in 0o600..0o777 that keeps 0o600, got {file_mode!r}")
+    if type(dir_mode) is not int or not 0 <= dir_mode <= 0o777 or dir_mode & 0o700 != 0o700:
+        raise InvalidInputError(f"dir_mode must be an int in 0o700..0o777 that keeps 0o700, got {dir_mode!r}")
 
 
 def _require_positive_option(name: str, value: object) -> None:
@@ -672,8 +695,14 @@ def open_store(
     file_system: FileSystem | None = None,
     redact: Callable[[Event], Event] | None = None,
     compaction: CompactionSettings | None = None,
+    file_mode: int = DEFAULT_FILE_MODE,
+    dir_mode: int = DEFAULT_DIR_MODE,
 ) -> Store:
     """A store over a directory (created if missing), ``":memory:"``, or a PostgreSQL URL.
+
+    Files are created ``0600`` and directories ``0700`` (owner only: transcripts hold
+    secrets); ``file_mode`` / ``dir_mode`` widen that, e.g. ``0o640`` / ``0o750`` for a
+    group of readers (the process umask still applies).
 
     ``max_pending`` bounds the appends waiting for the writer (more wait for room,
     first come first served); ``max_batch`` is how many appends one group commit
@@ -695,6 +724,8 @@ def open_store(
         max_event_bytes=max_event_bytes,
         read_only=read_only,
         file_system=file_system,
+        file_mode=file_mode,
+        dir_mode=dir_mode,
     )
     return Store(
         backend,

@@ -63,6 +63,51 @@ async def test_store_directory_is_0700_and_files_0600(tmp_path: Path) -> None:
         assert _mode(file) == 0o600, file
 
 
+async def test_modes_can_be_widened_on_request(tmp_path: Path) -> None:
+    """``file_mode`` / ``dir_mode``: for a group that must read the transcripts (umask still applies)."""
+    old = os.umask(0o022)
+    try:
+        path = tmp_path / "store"
+        async with sessiondb.open_store(path, segment_bytes=1024, file_mode=0o640, dir_mode=0o750) as store:
+            sid = await store.create_session()
+            for i in range(20):
+                await store.append(sid, Message.user(f"shared transcript {i} " + "x" * 100))
+            await store.compact()
+    finally:
+        os.umask(old)
+    assert _mode(path) == 0o750
+    files = [f for f in path.iterdir() if f.name != "LOCK"]
+    assert sum(1 for f in files if f.suffix == ".seg") >= 3 and (path / "CHECKPOINT").exists()
+    for file in files:
+        assert _mode(file) == 0o640, file
+    # Defaults again on the next open: a reopened store writes owner-only files.
+    async with sessiondb.open_store(path, segment_bytes=1024) as store:
+        for i in range(20):
+            await store.append(sid, Message.user(f"private {i} " + "x" * 100))
+    newest = max(p for p in path.iterdir() if p.suffix == ".seg")
+    assert _mode(newest) == 0o600
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"file_mode": 0o400}, "file_mode"),
+        ({"file_mode": 0o1600}, "file_mode"),
+        ({"dir_mode": 0o600}, "dir_mode"),
+        ({"dir_mode": "0755"}, "dir_mode"),
+    ],
+)
+def test_modes_that_would_lock_the_store_out_are_refused(tmp_path: Path, options: dict[str, object], message: str) -> None:
+    with pytest.raises(InvalidInputError, match=message):
+        sessiondb.open_store(tmp_path / "s", **options)  # type: ignore[arg-type]
+    assert not (tmp_path / "s").exists()
+
+
+def test_modes_apply_to_directories_only() -> None:
+    with pytest.raises(InvalidInputError, match="store directory only"):
+        sessiondb.open_store(":memory:", file_mode=0o640)
+
+
 async def test_repair_output_is_private(tmp_path: Path) -> None:
     path = tmp_path / "store"
     async with sessiondb.open_store(path, segment_bytes=1024) as store:
