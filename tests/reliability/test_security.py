@@ -97,7 +97,9 @@ async def test_modes_can_be_widened_on_request(tmp_path: Path) -> None:
         ({"dir_mode": "0755"}, "dir_mode"),
     ],
 )
-def test_modes_that_would_lock_the_store_out_are_refused(tmp_path: Path, options: dict[str, object], message: str) -> None:
+def test_modes_that_would_lock_the_store_out_are_refused(
+    tmp_path: Path, options: dict[str, object], message: str
+) -> None:
     with pytest.raises(InvalidInputError, match=message):
         sessiondb.open_store(tmp_path / "s", **options)  # type: ignore[arg-type]
     assert not (tmp_path / "s").exists()
