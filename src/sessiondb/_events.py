@@ -7,7 +7,7 @@ both when a user builds an event and when a stored one is decoded.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
 
@@ -196,7 +196,7 @@ class Fork(msgspec.Struct, frozen=True, gc=False):
 
     parent_session_id: str
     branch_name: str | None = None
-    parent_version: int = 0
+    parent_version: Annotated[int, msgspec.Meta(ge=0, le=_I64_MAX)] = 0  # checked when decoded
 
 
 class Inherited(msgspec.Struct, frozen=True, gc=False):

@@ -304,6 +304,15 @@ def _check_records(walk: _Walk, path: str, data: bytes, start: int, end: int, fi
                 start_version = event.fork.parent_version + 1 if event.fork is not None else 1
                 if record.v != start_version:
                     return f"record at offset {offset}: session {record.s!r} starts at version {record.v}"
+                if event.fork is not None and not walk.pruned:
+                    # A fork is made of a session already in the log, at a version it had reached.
+                    parent = event.fork.parent_session_id
+                    parent_head = heads.get(parent, walk.heads.get(parent))
+                    if parent_head is None or event.fork.parent_version > parent_head:
+                        return (
+                            f"record at offset {offset}: fork {record.s!r} of {parent!r} at version "
+                            f"{event.fork.parent_version}, which the log does not hold"
+                        )
             try:
                 validate_session_id(record.s)
             except InvalidInputError as exc:

@@ -298,6 +298,38 @@ def test_hostile_segment_files(data: bytes) -> None:
     _run_open(data)
 
 
+def _crafted_segment(*records: bytes) -> bytes:
+    """A well-formed segment (header, one checksummed frame) holding ``records``."""
+    payload = b"".join(record + b"\n" for record in records)
+    header = b'{"sessiondb":"segment","format":1,"segment":1,"first_position":1}\n'
+    frame = b'{"batch":%d,"bytes":%d,"crc":%d,"first":1}\n' % (len(records), len(payload), zlib.crc32(payload))
+    return header + frame + payload
+
+
+_START = b'"e":{"type":"session_started","created_at_ms":1'
+
+
+@pytest.mark.parametrize(
+    "record",
+    [
+        # Found by the 30,000-input run: a start at version 2**64 set the index's base, and the
+        # checkpoint written on close overflowed (OverflowError, not a SessionDBError).
+        b'{"s":"victim","v":18446744073709551616,"p":1,"t":1,' + _START + b"}}",
+        b'{"s":"victim","v":5,"p":1,"t":1,' + _START + b"}}",  # a plain session starts at 1
+        b'{"s":"victim","v":1,"p":1,"t":18446744073709551617,' + _START + b"}}",
+        b'{"s":"victim","v":1,"p":18446744073709551617,"t":1,' + _START + b"}}",
+        # Forks of a session the log does not hold, or at a version it never reached.
+        b'{"s":"victim","v":4,"p":1,"t":1,' + _START + b',"fork":{"parent_session_id":"x","parent_version":3}}}',
+        b'{"s":"victim","v":9223372036854775807,"p":1,"t":1,'
+        + _START
+        + b',"fork":{"parent_session_id":"x","parent_version":9223372036854775806}}}',
+    ],
+)
+def test_crafted_versions_and_numbers(record: bytes) -> None:
+    """Refused with a SessionDBError (open or load), verify calls it damage, and repair leaves a store that loads."""
+    _run_open(_crafted_segment(record))
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(3600)
 @settings(LONG, max_examples=30_000)

@@ -283,7 +283,15 @@ class LocalBackend(LocalCompaction, Backend):
                     # Allowed only where retention removed the start (raises CorruptionError otherwise).
                     stream = streams[record.s] = self._adopt_pruned_stream(record, segment.path, line_offset)
                 else:
-                    stream = streams[record.s] = _Stream(SessionInfo(record.s), record.v - 1)
+                    fork = record.e.fork
+                    base = fork.parent_version if fork is not None else 0
+                    if record.v != base + 1:  # a crafted or damaged start must not set the stream's base
+                        raise CorruptionError(
+                            segment.path,
+                            line_offset,
+                            f"session {record.s!r} starts at version {record.v}, expected {base + 1}",
+                        )
+                    stream = streams[record.s] = _Stream(SessionInfo(record.s), base)
             expected = stream.base + len(stream.locations) + 1
             if record.v != expected:
                 raise CorruptionError(

@@ -64,13 +64,16 @@ class WriteRecord(msgspec.Struct, gc=False, omit_defaults=True):
     i: str | None = None
 
 
+_Int64 = Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)]
+
+
 class ReadRecord(msgspec.Struct, gc=False):
     """A record as read back for replay: the event decoded into its typed struct."""
 
     s: str
-    v: int
-    p: int
-    t: int
+    v: _Int64
+    p: _Int64
+    t: _Int64
     e: Event
     i: str | None = None
 
@@ -107,10 +110,12 @@ class EventView(msgspec.Struct, gc=False):
 
 
 class IndexRecord(msgspec.Struct, gc=False):
+    """A record as the recovery scan reads it; numbers bounded so a crafted file cannot overflow the index."""
+
     s: str
-    v: int
-    p: int
-    t: int
+    v: _Int64
+    p: _Int64
+    t: _Int64
     e: EventView
     i: str | None = None
 
