@@ -44,7 +44,7 @@ import msgspec
 
 import sessiondb
 from sessiondb import CompactionSettings, Message, Usage
-from sessiondb._backends._segment import ReadRecord
+from sessiondb._backends.local._format import ReadRecord
 
 MANUAL = CompactionSettings(background=False)  # default thresholds and retention; passes on demand
 
@@ -91,11 +91,11 @@ async def bench_load(root: Path, scale: int) -> dict[str, Any]:
         await _fill_session(store, sid, events - 1)
     async with sessiondb.open_store(path, compaction=MANUAL) as store:
         backend = store.backend
-        stream = backend._streams[sid]  # type: ignore[attr-defined]
+        stream = backend.index.streams[sid]  # type: ignore[attr-defined]
         # The same record bytes the load reads, gathered once (reading them is not part of the decode).
         lines = []
         for location, length in zip(stream.locations, stream.lengths, strict=True):
-            segment = backend._segment_by_number(location >> 40)  # type: ignore[attr-defined]
+            segment = backend.segments.by_number(location >> 40)  # type: ignore[attr-defined]
             with open(segment.path, "rb") as handle:
                 handle.seek(location & ((1 << 40) - 1))
                 lines.append(handle.read(length))
@@ -178,7 +178,7 @@ async def main():
     sessions = len(await store.list_sessions())
     # VmHWM, not ru_maxrss: Linux carries ru_maxrss over from the (large) parent across fork+exec.
     rss = next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM:"))
-    store.backend._checkpoint_on_close = False  # measure only; leave the directory as it is
+    store.backend.checkpoints.on_close = False  # measure only; leave the directory as it is
     await store.aclose()
     print(json.dumps({"open_s": elapsed, "peak_rss_mib": rss / 1024, "sessions": sessions,
                       "from_checkpoint": stats["opened_from_checkpoint"], "events": stats["last_position"]}))

@@ -38,7 +38,7 @@ import asyncpg
 
 import sessiondb
 from sessiondb import Message, Usage
-from sessiondb._backends._postgres import PostgresBackend
+from sessiondb._backends.postgres import PostgresBackend
 
 DEFAULT_DSN = os.environ.get("SESSIONDB_TEST_POSTGRES_DSN", "postgresql://postgres@127.0.0.1:5432/test")
 BENCH_DATABASE = "sessiondb_bench"

@@ -10,7 +10,7 @@
 
 from ._backends._base import Backend, SessionInfo
 from ._backends._fs import FileSystem
-from ._backends._local import LocalBackend
+from ._backends.local import LocalBackend
 from ._compactor import CompactionSettings
 from ._conversation import TokenThresholdPolicy, plan_compaction, summarize_messages
 from ._errors import (

@@ -18,10 +18,16 @@ from typing import TYPE_CHECKING, Any
 import anyio
 
 from ._backends._base import SessionInfo, apply_to_info
+from ._backends._snapshot_payload import (
+    SnapshotFormatError,
+    SnapshotPayload,
+    decode_projection_state,
+    decode_snapshot,
+    encode_snapshot,
+)
 from ._errors import HistoryUnavailableError, SessionNotFoundError, StoreBrokenError
 from ._gcpause import gc_paused
 from ._projection import Projection, Session, replay_session
-from ._snapshots import SnapshotFormatError, SnapshotPayload, decode_projection_state, decode_snapshot, encode_snapshot
 
 if TYPE_CHECKING:
     from ._events import RecordedEvent

@@ -13,8 +13,9 @@ import anyio
 
 from ._backends._base import AppendRequest, Backend, SessionInfo
 from ._backends._fs import FileSystem
-from ._backends._local import DEFAULT_MAX_EVENT_BYTES, DEFAULT_SEGMENT_BYTES, LocalBackend
 from ._backends._memory import MemoryFileSystem
+from ._backends._snapshot_payload import SnapshotPayload, decode_projection_state
+from ._backends.local import DEFAULT_MAX_EVENT_BYTES, DEFAULT_SEGMENT_BYTES, LocalBackend
 from ._compactor import CompactionSettings, Compactor, decode_or_none
 from ._conversation import TokenThresholdPolicy, local_summary, plan_compaction
 from ._errors import (
@@ -43,7 +44,6 @@ from ._events import (
 from ._gcpause import gc_paused
 from ._ids import generate_session_id, now_ms, validate_session_id
 from ._projection import Projection, Session, is_continuation_message, replay_session
-from ._snapshots import SnapshotPayload, decode_projection_state
 from ._subscriptions import DEFAULT_BUFFER_EVENTS, Subscription, subscribe_every_session, subscribe_session
 from ._writer import Writer
 
@@ -651,7 +651,7 @@ def backend_for(
             "/:memory:", segment_bytes=segment_bytes, max_event_bytes=max_event_bytes, file_system=MemoryFileSystem()
         )
     if text.startswith(("postgresql://", "postgres://")):
-        from ._backends._postgres import PostgresBackend
+        from ._backends.postgres import PostgresBackend
 
         return PostgresBackend(text, max_event_bytes=max_event_bytes)
     if custom_modes:

@@ -13,7 +13,7 @@ import sys
 
 import sessiondb
 from sessiondb import ConflictError, Message
-from sessiondb._backends._postgres import PostgresBackend
+from sessiondb._backends.postgres import PostgresBackend
 
 
 async def main(dsn: str, schema: str, worker: int, sessions: int, appends: int, seed: int) -> None:

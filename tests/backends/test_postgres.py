@@ -14,8 +14,8 @@ import pytest
 
 import sessiondb
 from sessiondb import BackendUnavailableError, ConflictError, Message, SchemaVersionError
-from sessiondb._backends._pg_schema import MIGRATIONS, POSITION_SHIFT, SCHEMA_VERSION
-from sessiondb._backends._postgres import PostgresBackend
+from sessiondb._backends.postgres import PostgresBackend
+from sessiondb._backends.postgres._schema import MIGRATIONS, POSITION_SHIFT, SCHEMA_VERSION
 
 pytestmark = [pytest.mark.anyio, pytest.mark.postgres]
 
@@ -459,7 +459,7 @@ async def test_subscribe_all_does_not_skip_another_writers_late_commit(pg_dsn: s
     import msgspec
 
     from sessiondb._backends._base import AppendRequest
-    from sessiondb._backends._pg_batch import build_batch
+    from sessiondb._backends.postgres._batch import build_batch
 
     async with sessiondb.open_store(_backend(pg_dsn, pg_schema)) as ours:
         if not hasattr(ours, "subscribe_all"):

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from sessiondb._backends._postgres import PostgresBackend
+from sessiondb._backends.postgres import PostgresBackend
 from sessiondb.testing import BackendConformance, BackendFactory
 
 pytestmark = pytest.mark.postgres

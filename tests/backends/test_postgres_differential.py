@@ -16,7 +16,7 @@ import pytest
 from sessiondb import Compacted, Custom, LocalBackend, Message, SessionDeleted, SessionStarted, Usage
 from sessiondb._backends._base import AppendRequest
 from sessiondb._backends._memory import MemoryFileSystem
-from sessiondb._backends._postgres import PostgresBackend
+from sessiondb._backends.postgres import PostgresBackend
 
 pytestmark = [pytest.mark.anyio, pytest.mark.postgres]
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import sessiondb
 from sessiondb import Compacted, Message, Text, Thinking, ToolUse, Usage
-from sessiondb._cli import main
+from sessiondb.cli import main
 
 SRC = str(Path(sessiondb.__file__).resolve().parent.parent)
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 import sessiondb
-from sessiondb._cli_progress import Progress
+from sessiondb.cli._progress import Progress
 
 from ._helpers import FakeTTY, build_sample_store, run_in_process, run_subprocess
 

@@ -11,7 +11,7 @@ import threading
 from pathlib import Path
 
 import sessiondb
-from sessiondb._cli_tail import LogFollower
+from sessiondb.cli._tail import LogFollower
 
 from ._helpers import build_sample_store, environment, run_in_process
 
@@ -126,7 +126,7 @@ def test_tail_in_process_while_a_writer_appends(tmp_path: Path) -> None:
         thread = threading.Thread(
             target=lambda: result.setdefault(
                 "code",
-                sessiondb._cli.main(
+                sessiondb.cli.main(
                     ["tail", str(store), "live", "-n", "1", "--count", "4", "--interval", "0.02"],
                     stdout=out,  # type: ignore[arg-type]
                     stderr=io.StringIO(),

@@ -9,7 +9,7 @@ import pytest
 
 import sessiondb
 from sessiondb import CompactionSettings, HistoryUnavailableError, Message
-from sessiondb._backends._local_compaction import CHECKPOINT_NAME
+from sessiondb._backends.local._checkpoint import CHECKPOINT_NAME
 
 pytestmark = pytest.mark.anyio
 

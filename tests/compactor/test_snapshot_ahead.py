@@ -12,8 +12,8 @@ import pytest
 
 import sessiondb
 from sessiondb import CompactionSettings, Message
-from sessiondb._backends._segment import scan_segment
-from sessiondb._verify import repair_store, verify_store
+from sessiondb._backends.local import repair_store, verify_store
+from sessiondb._backends.local._format import scan_segment
 
 pytestmark = pytest.mark.anyio
 

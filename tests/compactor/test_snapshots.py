@@ -209,7 +209,7 @@ async def test_a_damaged_newest_snapshot_falls_back_to_the_older_one(tmp_path: P
         for i in range(50, 100):
             await store.append(sid, Message.user(f"m{i}"))
         await store.compact()  # snapshot at version 101; the one at 51 stays (its tail is retained)
-        assert sorted(v for v, _ in store.backend._snapshot_older[sid]) == [51]  # type: ignore[attr-defined]
+        assert sorted(v for v, _ in store.backend.snapshots.older[sid]) == [51]  # type: ignore[attr-defined]
         expected = await store.load(sid)
     newest = max(path.glob("snapshot-*.snap"))
     data = bytearray(newest.read_bytes())

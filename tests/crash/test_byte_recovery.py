@@ -16,7 +16,7 @@ import pytest
 
 import sessiondb
 from sessiondb import CorruptionError, Message, Text, ToolUse, Usage
-from sessiondb._backends._segment import scan_segment, segment_name
+from sessiondb._backends.local._format import scan_segment, segment_name
 
 pytestmark = pytest.mark.anyio
 

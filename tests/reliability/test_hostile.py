@@ -23,14 +23,14 @@ from hypothesis import strategies as st
 
 import sessiondb
 from sessiondb import Compacted, Custom, Message, PromptRecorded, SessionDBError, Text, ToolResult, ToolUse
-from sessiondb._backends._segment import (
+from sessiondb._backends.local import repair_store, verify_store
+from sessiondb._backends.local._format import (
     encode_segment_header,
     index_record_decoder,
     iter_lines,
     read_record_decoder,
     scan_segment,
 )
-from sessiondb._verify import repair_store, verify_store
 
 FAST = settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
 LONG = settings(max_examples=25_000, deadline=None, suppress_health_check=list(HealthCheck))

@@ -11,7 +11,7 @@ import pytest
 
 import sessiondb
 from sessiondb import CorruptionError, Message, Usage
-from sessiondb._backends._segment import scan_segment
+from sessiondb._backends.local._format import scan_segment
 
 pytestmark = pytest.mark.anyio
 

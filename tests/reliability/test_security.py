@@ -24,7 +24,7 @@ from sessiondb import (
     ToolUse,
     redact_api_keys,
 )
-from sessiondb._verify import repair_store
+from sessiondb._backends.local import repair_store
 
 pytestmark = pytest.mark.anyio
 

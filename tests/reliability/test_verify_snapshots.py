@@ -24,9 +24,10 @@ import pytest
 import sessiondb
 from sessiondb import HistoryUnavailableError, Message
 from sessiondb._backends._fs import FileSystem
-from sessiondb._backends._local_compaction import CHECKPOINT_NAME, snapshot_file_name
-from sessiondb._cli import main as cli_main
-from sessiondb._verify import Problem, VerifyReport, repair_store, verify_store
+from sessiondb._backends.local import Problem, VerifyReport, repair_store, verify_store
+from sessiondb._backends.local._checkpoint import CHECKPOINT_NAME
+from sessiondb._backends.local._snapshot_files import snapshot_file_name
+from sessiondb.cli import main as cli_main
 from sessiondb.testing._crashwork import eager_compaction
 
 pytestmark = pytest.mark.anyio

@@ -14,7 +14,7 @@ import pytest
 
 import sessiondb
 from sessiondb import CorruptionError, Message
-from sessiondb._backends._segment import scan_segment
+from sessiondb._backends.local._format import scan_segment
 
 pytestmark = pytest.mark.anyio
 

@@ -10,8 +10,8 @@ from typing import Any, TextIO
 
 import msgspec
 
-from ._backends._base import SessionInfo
-from ._events import (
+from .._backends._base import SessionInfo
+from .._events import (
     Compacted,
     Custom,
     Message,
@@ -25,7 +25,7 @@ from ._events import (
     ToolUse,
     Usage,
 )
-from ._projection import Session
+from .._projection import Session
 
 # Lines of a tool result (or tool input) shown before the rest is folded, unless --full.
 FOLD_LINES = 12

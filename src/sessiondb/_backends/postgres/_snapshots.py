@@ -15,7 +15,7 @@ from __future__ import annotations
 import zlib
 from typing import Any
 
-from .._events import SessionDeleted
+from ..._events import SessionDeleted
 
 
 class PostgresSnapshots:

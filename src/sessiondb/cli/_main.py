@@ -14,12 +14,18 @@ from typing import Any, TextIO
 import anyio
 import msgspec
 
-from ._backends._base import AppendRequest
-from ._backends._local import LocalBackend
-from ._backends._local_compaction import CHECKPOINT_NAME, SNAPSHOT_PREFIX, SNAPSHOT_SUFFIX
-from ._backends._segment import segment_number
-from ._cli_progress import Progress
-from ._cli_render import (
+from .._backends._base import AppendRequest
+from .._backends.local import LocalBackend, repair_store, verify_store
+from .._backends.local._checkpoint import CHECKPOINT_NAME
+from .._backends.local._format import segment_number
+from .._backends.local._snapshot_files import SNAPSHOT_PREFIX, SNAPSHOT_SUFFIX
+from .._errors import SessionDBError, SessionExistsError, SessionNotFoundError
+from .._events import RecordedEvent, SessionDeleted
+from .._interop import ClawImportReport, export_claw_session, import_claw_files
+from .._interop._claw_store import select_files
+from .._store import Store, open_store
+from ._progress import Progress
+from ._render import (
     SESSION_HEADER,
     Style,
     event_json,
@@ -33,13 +39,7 @@ from ._cli_render import (
     session_rows,
     table,
 )
-from ._cli_tail import LogFollower
-from ._errors import SessionDBError, SessionExistsError, SessionNotFoundError
-from ._events import RecordedEvent, SessionDeleted
-from ._interop import ClawImportReport, export_claw_session, import_claw_files
-from ._interop._claw_store import select_files
-from ._store import Store, open_store
-from ._verify import repair_store, verify_store
+from ._tail import LogFollower
 
 PROG = "sessiondb"
 # Seconds between looks at the files when following a store another process writes.
@@ -197,7 +197,7 @@ async def cmd_tail(args: argparse.Namespace, out: _Output) -> int:
             after = max(0, backend.last_position - args.lines)
             recent = await store.read_all(after=after, limit=args.lines) if args.lines else []
         # Where the read-only open's view of the log ends: following starts there.
-        last_segment = backend._segments[-1]
+        last_segment = backend.segments.active
         follower = LogFollower(path, last_segment.number, last_segment.size, backend.last_position + 1)
     for event in recent:
         if emit(event):

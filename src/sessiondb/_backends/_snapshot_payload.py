@@ -12,8 +12,8 @@ from typing import Any
 
 import msgspec
 
-from ._backends._base import SessionInfo
-from ._projection import Projection, Session
+from .._projection import Projection, Session
+from ._base import SessionInfo
 
 SNAPSHOT_FORMAT = 1
 

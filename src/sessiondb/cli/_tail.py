@@ -10,9 +10,15 @@ from __future__ import annotations
 
 import os
 
-from ._backends._segment import _parse_frame, iter_lines, read_record_decoder, segment_header_decoder, segment_name
-from ._errors import SessionDBError
-from ._events import RecordedEvent
+from .._backends.local._format import (
+    _parse_frame,
+    iter_lines,
+    read_record_decoder,
+    segment_header_decoder,
+    segment_name,
+)
+from .._errors import SessionDBError
+from .._events import RecordedEvent
 
 
 class LogFollower:

@@ -23,7 +23,7 @@ from typing import Annotated, Any
 
 import msgspec
 
-from .._events import Event, Fork, Inherited
+from ..._events import Event, Fork, Inherited
 
 SEGMENT_FORMAT = 1
 SEGMENT_SUFFIX = ".seg"

@@ -12,10 +12,10 @@ from typing import Any
 
 import msgspec
 
-from .._errors import ConflictError, EventTooLargeError, InvalidInputError, SessionExistsError, SessionNotFoundError
-from .._events import Compacted, Message, SessionDeleted, SessionStarted
-from ._base import AppendRequest, SessionInfo, apply_to_info
-from ._pg_schema import CONFLICT, DUPLICATE, EXISTS, NOT_FOUND, OK, PARTIAL_RETRY
+from ..._errors import ConflictError, EventTooLargeError, InvalidInputError, SessionExistsError, SessionNotFoundError
+from ..._events import Compacted, Message, SessionDeleted, SessionStarted
+from .._base import AppendRequest, SessionInfo, apply_to_info
+from ._schema import CONFLICT, DUPLICATE, EXISTS, NOT_FOUND, OK, PARTIAL_RETRY
 
 _INT4_MAX = 2**31 - 1
 _FLAG_DELETED = 1

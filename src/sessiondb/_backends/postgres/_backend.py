@@ -18,11 +18,11 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import msgspec
 
-from .._errors import BackendUnavailableError, SchemaVersionError, SessionNotFoundError
-from .._events import Event, Fork, RecordedEvent
-from ._base import AppendRequest, Backend, SessionInfo
-from ._pg_batch import BatchArrays, apply_outcomes, build_batch, placeholders, split_batch
-from ._pg_schema import (
+from ..._errors import BackendUnavailableError, SchemaVersionError, SessionNotFoundError
+from ..._events import Event, Fork, RecordedEvent
+from .._base import AppendRequest, Backend, SessionInfo
+from ._batch import BatchArrays, apply_outcomes, build_batch, placeholders, split_batch
+from ._schema import (
     MAX_EVENTS_PER_TRANSACTION,
     MIGRATION_LOCK_KEY,
     MIGRATIONS,
@@ -30,7 +30,7 @@ from ._pg_schema import (
     SCHEMA_VERSION,
     check_schema_name,
 )
-from ._pg_snapshots import PostgresSnapshots
+from ._snapshots import PostgresSnapshots
 
 # asyncpg ships no type information: its objects are typed loosely here.
 _Connection = Any

@@ -1,0 +1,315 @@
+"""``LocalBackend``: the one object that wires the local backend's parts together.
+
+Every session's events share one log, so a batch of appends from a thousand
+sessions costs one write and one fdatasync. The parts, each owning its state:
+
+- ``SegmentSet`` (``_segments.py``): the segment files, the active one, rolling, read fds;
+- ``Index`` (``_index.py``): per session, its summary and where each event lies;
+- ``plan_batch`` (``_planner.py``): checks and encodes a batch against the index;
+- ``Reader`` (``_reader.py``): reads events back by session or by position;
+- ``SnapshotFiles``, ``Checkpointer``, ``Retention`` (compaction's storage side);
+- ``Recovery`` (``_recovery.py``): rebuilds the index and segment set on open.
+
+This class holds the lifecycle (lock, open, close), the commit path (plan on the
+loop, one thread hop to write and sync, then the index learns the batch) and the
+``Backend`` methods, each delegating to the part that owns the state.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import anyio
+
+from ..._errors import (
+    DiskFullError,
+    HistoryUnavailableError,
+    InvalidInputError,
+    SessionDBError,
+    SessionNotFoundError,
+    StoreBrokenError,
+    StoreLockedError,
+)
+from ..._events import RecordedEvent
+from ..._gcpause import gc_paused
+from .._base import AppendRequest, Backend, SessionInfo
+from .._fs import FileSystem
+from ._checkpoint import Checkpointer
+from ._index import Index
+from ._planner import plan_batch
+from ._reader import Reader
+from ._recovery import Recovery
+from ._retention import Retention
+from ._segments import SegmentSet
+from ._snapshot_files import SnapshotFiles
+
+DEFAULT_SEGMENT_BYTES = 64 * 1024 * 1024
+DEFAULT_MAX_EVENT_BYTES = 16 * 1024 * 1024
+LOCK_NAME = "LOCK"
+# Sessions with more events than this are decoded in a worker thread.
+_THREAD_READ_THRESHOLD = 512
+
+
+class LocalBackend(Backend):
+    """Sessions in a directory on the local file system (the embedded default)."""
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        segment_bytes: int = DEFAULT_SEGMENT_BYTES,
+        max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES,
+        read_only: bool = False,
+        file_system: FileSystem | None = None,
+    ) -> None:
+        self.path = os.path.abspath(os.fspath(path))
+        self.segment_bytes = segment_bytes
+        self.max_event_bytes = max_event_bytes
+        self.read_only = read_only
+        self.fs = file_system if file_system is not None else FileSystem()
+        self._lock_fd: int | None = None
+        self._broken: StoreBrokenError | None = None
+        self._closed = False
+        # The parts. Each owns its state; the ones below take the ones above as collaborators.
+        self.index = Index()
+        self.segments = SegmentSet(self.path, self.fs, segment_bytes)
+        self.snapshots = SnapshotFiles(self.path, self.fs)
+        self.checkpoints = Checkpointer(self.path, self.fs, self.index, self.segments, self.snapshots)
+        self.retention = Retention(self.path, self.fs, self.index, self.segments, self.snapshots, self.checkpoints)
+        self._reader = Reader(self.segments, self.fs)
+        self._recovery = Recovery(
+            self.path, self.fs, read_only, self.index, self.segments, self.snapshots, self.checkpoints
+        )
+        # A record of a session with no start is allowed only where retention removed the start.
+        self.index.on_headless = self._recovery.adopt_pruned_stream
+
+    @property
+    def recovery(self) -> dict[str, Any]:
+        """What the last open did: temp files removed, torn tails cut, stale segments removed, …"""
+        return self._recovery.report
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def open(self) -> None:
+        try:
+            await anyio.to_thread.run_sync(self._open_sync)
+        except OSError as exc:
+            # An I/O error while recovering is reported like one while writing (a
+            # full disk as DiskFullError naming the path), not as a bare OSError.
+            raise _open_error(exc, self.path) from exc
+
+    def _open_sync(self) -> None:
+        fs = self.fs
+        if self.read_only:
+            if not os.path.isdir(self.path):
+                raise SessionDBError(f"no store at {self.path}: the directory does not exist")
+        elif fs.makedirs(self.path):
+            fs.fsync_directory(os.path.dirname(self.path))
+        if not self.read_only:
+            try:
+                self._lock_fd = fs.lock(os.path.join(self.path, LOCK_NAME))
+            except BlockingIOError:
+                raise StoreLockedError(
+                    f"store {self.path} is open for writing in another process ({self._lock_owner()}); "
+                    "close it there, or open this one read-only"
+                ) from None
+        try:
+            with gc_paused():
+                self._recovery.run()
+                if not self.segments.segments and not self.read_only:
+                    self.segments.create(1, 1)
+                if self.segments.segments and not self.read_only:
+                    self.segments.open_active()
+        except BaseException:
+            self._release()
+            raise
+
+    def _lock_owner(self) -> str:
+        try:
+            pid = self.fs.read_file(os.path.join(self.path, LOCK_NAME)).decode().strip()
+        except OSError:
+            return "pid unknown"
+        return f"pid {pid}" if pid else "pid unknown"
+
+    async def aclose(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self.segments.bury()
+            # The next open then scans nothing.
+            self.checkpoints.close(self.read_only, self._broken is not None)
+        finally:
+            self._release()
+
+    def _release(self) -> None:
+        self.segments.release()
+        if self._lock_fd is not None:
+            self.fs.unlock(self._lock_fd)
+            self._lock_fd = None
+
+    # ------------------------------------------------------------------ writing
+
+    async def commit(self, batch: Sequence[AppendRequest]) -> None:
+        if self._broken is not None:
+            raise self._broken
+        if self.read_only:
+            # Each refused append fails alone: raising here would mark the store broken.
+            for request in batch:
+                request.error = InvalidInputError(
+                    f"store {self.path} was opened read-only; open it for writing to append to "
+                    f"session {request.session_id!r}"
+                )
+            return
+        plan = plan_batch(self.index, batch, self.max_event_bytes)
+        if not plan.frame.count:
+            return
+        data, header_length = plan.frame.finish()
+        # Once bytes may be on disk the index must learn where they are, so a
+        # cancellation must not interrupt between the write and the bookkeeping.
+        with anyio.CancelScope(shield=True):
+            try:
+                segment, offset = await anyio.to_thread.run_sync(
+                    self.segments.write_frame, data, plan.frame.first_position
+                )
+            except BaseException as exc:
+                self._broken = _broken_error(exc, self.segments.active.path)
+                raise self._broken from exc
+            self.index.apply(plan, segment, offset + header_length, len(data))
+
+    # ------------------------------------------------------------------ reading
+
+    async def info(self, session_id: str) -> SessionInfo | None:
+        stream = self.index.streams.get(session_id)
+        return stream.info.copy() if stream is not None else None
+
+    async def list_sessions(self) -> list[SessionInfo]:
+        return [s.info.copy() for s in self.index.streams.values() if not s.info.deleted]
+
+    @property
+    def last_position(self) -> int:
+        return self.index.next_position - 1
+
+    async def read_session(self, session_id: str, after_version: int, up_to_version: int | None) -> list[RecordedEvent]:
+        stream = self.index.streams.get(session_id)
+        if stream is None:
+            raise SessionNotFoundError(session_id)
+        first = max(after_version - stream.base, 0)
+        last = (
+            len(stream.locations) if up_to_version is None else min(up_to_version - stream.base, len(stream.locations))
+        )
+        if last <= first:
+            return []
+        # HistoryUnavailableError where retention removed it.
+        self.index.check_history(session_id, stream, first, self.segments)
+        locations = stream.locations[first:last]
+        lengths = stream.lengths[first:last]
+        if last - first > _THREAD_READ_THRESHOLD:
+            return await anyio.to_thread.run_sync(self._reader.read_locations_paused, locations, lengths)
+        return self._reader.read_locations(locations, lengths)
+
+    async def read_all(self, after_position: int, limit: int) -> list[RecordedEvent]:
+        if after_position >= self.last_position or limit <= 0:
+            return []
+        first_available = self.first_available_position()
+        if after_position + 1 < first_available:
+            raise HistoryUnavailableError(
+                f"positions {after_position + 1}..{first_available - 1} of store {self.path} were removed by "
+                f"retention; read from after={first_available - 1}"
+            )
+        return await anyio.to_thread.run_sync(self._reader.read_all_sync, after_position, limit, self.last_position)
+
+    def first_available_position(self) -> int:
+        return self.segments.first_available_position(self.index.next_position)
+
+    # ------------------------------------------------------------------ snapshots and storage compaction
+
+    @property
+    def supports_snapshots(self) -> bool:
+        return not self.read_only
+
+    async def write_snapshot(self, session_id: str, version: int, data: bytes) -> bool:
+        if self.read_only:
+            return False
+        if self._broken is not None:
+            raise self._broken
+        await self.snapshots.write(session_id, version, data)
+        return True
+
+    async def read_snapshot(self, session_id: str, max_version: int) -> tuple[int, bytes] | None:
+        return await self.snapshots.read(session_id, max_version)
+
+    def snapshot_versions(self) -> dict[str, tuple[int, int]]:
+        return self.snapshots.versions()
+
+    def snapshot_candidates(self, min_events: int, min_bytes: int, state_ratio: float) -> list[tuple[str, int]]:
+        return self.snapshots.candidates(self.index, min_events, min_bytes, state_ratio)
+
+    def retention_needs(self, keep_segments: int, keep_seconds: float | None) -> dict[str, int]:
+        return self.retention.needs(keep_segments, keep_seconds)
+
+    async def compact_storage(self, settings: Any) -> dict[str, Any]:
+        """Delete covered sealed segments (after a checkpoint that no longer lists them) and checkpoint."""
+        if self.read_only or self._broken is not None:
+            return {}
+        return await self.retention.run_pass(settings)
+
+    async def write_checkpoint(self, exclude: set[int] | None = None) -> int:
+        return await self.checkpoints.write(exclude)
+
+    # ------------------------------------------------------------------ statistics
+
+    def statistics(self) -> dict[str, Any]:
+        segments = self.segments
+        live = segments.live()
+        index = self.index
+        return {
+            "batches": index.batches,
+            "events": index.events,
+            "bytes_written": index.bytes_written,
+            "segments_created": segments.segments_created,
+            "sessions": sum(1 for s in index.streams.values() if not s.info.deleted),
+            "last_position": self.last_position,
+            **self.snapshots.stats,
+            **self.checkpoints.stats,
+            "segments_deleted": segments.segments_deleted,
+            "bytes_reclaimed": self.retention.bytes_reclaimed,
+            # Counted without the segments retention removed.
+            "segments": len(live),
+            "segments_sealed": (segments.segments[-1].number - 1) if segments.segments else 0,
+            "log_bytes": sum(s.size for s in live),
+            "snapshots": len(self.snapshots.newest),
+            "snapshot_bytes": sum(size for _, size in self.snapshots.newest.values()),
+            "first_available_position": self.first_available_position(),
+        }
+
+
+def _open_error(exc: OSError, path: str) -> StoreBrokenError:
+    where = exc.filename if isinstance(exc.filename, str) else path
+    if exc.errno == errno.ENOSPC:
+        return DiskFullError(
+            f"the disk holding {where} is full, so store {path} could not be opened; free space and retry"
+        )
+    return StoreBrokenError(
+        f"opening store {path} failed at {where} ({exc.strerror or exc!r}); fix the cause and open it again"
+    )
+
+
+def _broken_error(exc: BaseException, path: str) -> StoreBrokenError:
+    if isinstance(exc, StoreBrokenError):
+        return exc
+    if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+        return DiskFullError(
+            f"the disk holding {path} is full; nothing after the last acknowledged append was kept. "
+            "Free space, then reopen the store"
+        )
+    return StoreBrokenError(
+        f"writing {path} failed ({exc!r}); the store refuses writes until it is reopened, "
+        "which recovers everything that was acknowledged"
+    )
+
+
+__all__ = ["DEFAULT_MAX_EVENT_BYTES", "DEFAULT_SEGMENT_BYTES", "LOCK_NAME", "LocalBackend"]

@@ -1,0 +1,241 @@
+"""Snapshot files of the local backend: one checksummed file per (session, version), and what is known of them.
+
+``SnapshotFiles`` owns the map of each session's newest snapshot and the older
+ones kept for time travel, and writes, reads, prunes and deletes the files.
+A file is written tmp -> fsync -> rename -> fsync directory; one that fails its
+checksum is skipped (an older one, or the log, stands in), never trusted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import zlib
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import msgspec
+
+from .._fs import FileSystem
+
+if TYPE_CHECKING:
+    from ._index import Index
+
+SNAPSHOT_PREFIX = "snapshot-"
+SNAPSHOT_SUFFIX = ".snap"
+# Snapshots at most this large are read on the event loop; larger ones in a worker thread.
+_INLINE_SNAPSHOT_BYTES = 256 * 1024
+
+
+class SnapshotFileHeader(msgspec.Struct, gc=False):
+    sessiondb: str
+    format: int
+    session: str
+    version: int
+    bytes: int
+    crc: int
+
+
+_json = msgspec.json.Encoder()
+_snapshot_header_decoder = msgspec.json.Decoder(SnapshotFileHeader)
+
+
+def snapshot_file_name(session_id: str, version: int) -> str:
+    # Hashed: a session id may hold characters (or ".tmp") that must not shape file names.
+    return f"{SNAPSHOT_PREFIX}{hashlib.sha256(session_id.encode()).hexdigest()[:40]}-{version:012d}{SNAPSHOT_SUFFIX}"
+
+
+class SnapshotFiles:
+    """The snapshot files of one store directory: newest and older (version, bytes) per session."""
+
+    def __init__(self, directory: str, fs: FileSystem) -> None:
+        self.directory = directory
+        self.fs = fs
+        # session -> (version, bytes) of its newest snapshot, and of older ones kept for time travel.
+        self.newest: dict[str, tuple[int, int]] = {}
+        self.older: dict[str, list[tuple[int, int]]] = {}
+        self.stats: dict[str, Any] = {"snapshots_written": 0, "snapshot_bytes_written": 0, "snapshots_deleted": 0}
+
+    def load_headers(self, names: list[str]) -> None:
+        """Learn the snapshots from the files themselves (an open without a usable checkpoint)."""
+        self.newest, self.older = read_snapshot_headers(self.fs, self.directory, names)
+
+    async def write(self, session_id: str, version: int, data: bytes) -> None:
+        header = SnapshotFileHeader("snapshot", 1, session_id, version, len(data), zlib.crc32(data))
+        blob = b"".join((_json.encode(header), b"\n", data))
+        name = snapshot_file_name(session_id, version)
+        await anyio.to_thread.run_sync(self.fs.write_file_durably, self.directory, name, blob)
+        current = self.newest.get(session_id)
+        if current is None or current[0] < version:
+            self.newest[session_id] = (version, len(blob))
+            if current is not None:
+                # The older one stays while the log after it is retained: it serves time travel.
+                self.older.setdefault(session_id, []).append(current)
+        self.stats["snapshots_written"] += 1
+        self.stats["snapshot_bytes_written"] += len(blob)
+
+    async def read(self, session_id: str, max_version: int) -> tuple[int, bytes] | None:
+        """The newest readable snapshot at a version <= ``max_version``.
+
+        One that fails its checksum is skipped for the next older one, which leaves
+        a longer tail to replay but may still avoid history retention removed.
+        """
+        known = self.newest.get(session_id)
+        if known is None:
+            return None
+        entries = [known, *self.older.get(session_id, ())]
+        for version, size in sorted((entry for entry in entries if entry[0] <= max_version), reverse=True):
+            if size > _INLINE_SNAPSHOT_BYTES:
+                found = await anyio.to_thread.run_sync(self.read_sync, session_id, version)
+            else:
+                found = self.read_sync(session_id, version)
+            if found is not None:
+                return found
+        return None
+
+    def read_sync(self, session_id: str, version: int) -> tuple[int, bytes] | None:
+        path = os.path.join(self.directory, snapshot_file_name(session_id, version))
+        try:
+            blob = self.fs.read_file(path)
+        except FileNotFoundError:
+            return None
+        parsed = _parse_snapshot_file(blob)
+        if parsed is None or parsed[0].session != session_id or parsed[0].version != version:
+            self.stats["snapshots_damaged"] = self.stats.get("snapshots_damaged", 0) + 1
+            return None
+        return parsed[0].version, parsed[1]
+
+    def versions(self) -> dict[str, tuple[int, int]]:
+        return dict(self.newest)
+
+    def delete_sync(self, session_id: str, entries: list[tuple[int, int]]) -> int:
+        """Unlink the given snapshot files of a session; return the bytes freed."""
+        freed = 0
+        for version, size in entries:
+            try:
+                self.fs.unlink(os.path.join(self.directory, snapshot_file_name(session_id, version)))
+            except FileNotFoundError:
+                continue
+            self.stats["snapshots_deleted"] += 1
+            freed += size
+        return freed
+
+    def prune(self, index: Index, first_live_number: int) -> list[tuple[str, list[tuple[int, int]]]]:
+        """Snapshot files nothing can use any more; dropped from the maps (unlink them after a checkpoint).
+
+        All of a deleted session's; and older snapshots of a live one whose tail
+        retention removed (they could only serve time travel the log no longer backs).
+        """
+        doomed: list[tuple[str, list[tuple[int, int]]]] = []
+        for session_id in list(self.newest):
+            stream = index.streams.get(session_id)
+            if stream is None or stream.info.deleted:
+                entries = [self.newest.pop(session_id), *self.older.pop(session_id, [])]
+                doomed.append((session_id, entries))
+                continue
+            older = self.older.get(session_id)
+            if not older:
+                continue
+            available = index.first_available_version(session_id, stream, first_live_number)
+            useless = [entry for entry in older if entry[0] < available - 1]
+            if useless:
+                self.older[session_id] = [entry for entry in older if entry[0] >= available - 1]
+                doomed.append((session_id, useless))
+        return doomed
+
+    def candidates(self, index: Index, min_events: int, min_bytes: int, state_ratio: float) -> list[tuple[str, int]]:
+        """Sessions whose unsnapshotted tail is worth a snapshot: (session id, tail bytes).
+
+        A tail qualifies when it has ``min_events`` events or ``min_bytes`` bytes
+        AND at least ``state_ratio`` times the bytes of the session's current
+        snapshot: so a large state is never rewritten for a small tail, and the
+        snapshot bytes written stay within a constant factor of the bytes appended.
+        """
+        out: list[tuple[str, int]] = []
+        for session_id, stream in index.streams.items():
+            if stream.info.deleted:
+                continue
+            known = self.newest.get(session_id)
+            snapshot_version, snapshot_bytes = known if known is not None else (0, 0)
+            first = max(snapshot_version - stream.base, 0)
+            tail_events = len(stream.locations) - first
+            if tail_events <= 0 or (tail_events < min_events and tail_events * 64 < min_bytes):
+                continue  # cheap rejection before summing lengths (records are >= 64 bytes)
+            tail_bytes = sum(stream.lengths[first:]) if first else sum(stream.lengths)
+            if tail_events < min_events and tail_bytes < min_bytes:
+                continue
+            if tail_bytes < snapshot_bytes * state_ratio:
+                continue
+            out.append((session_id, tail_bytes))
+        return out
+
+    def forget(self, session_id: str) -> None:
+        """Stop counting on a session's newest snapshot; its newest older one (if any) takes its place."""
+        self.newest.pop(session_id, None)
+        older = self.older.get(session_id)
+        if older:
+            newest = max(older)
+            older.remove(newest)
+            self.newest[session_id] = newest
+
+
+class FileDamage(ValueError):
+    """Why a snapshot or checkpoint file cannot be used, and the byte offset where it shows (for verify)."""
+
+    def __init__(self, offset: int, reason: str) -> None:
+        super().__init__(reason)
+        self.offset = offset
+
+
+def read_snapshot_file(blob: bytes) -> tuple[SnapshotFileHeader, bytes]:
+    """The header and payload of a snapshot file whose checksum holds (``FileDamage`` if it cannot be used)."""
+    newline = blob.find(b"\n", 0, 2048)
+    if newline < 0:
+        raise FileDamage(0, "snapshot header is missing")
+    try:
+        header = _snapshot_header_decoder.decode(blob[:newline])
+    except (msgspec.DecodeError, ValueError) as exc:
+        raise FileDamage(0, f"snapshot header does not decode ({exc})") from None
+    payload = blob[newline + 1 :]
+    if header.sessiondb != "snapshot":
+        raise FileDamage(0, f"not a snapshot header ({header.sessiondb!r})")
+    if len(payload) != header.bytes:
+        raise FileDamage(
+            newline + 1 + min(len(payload), header.bytes),
+            f"payload is {len(payload)} bytes, the header says {header.bytes}",
+        )
+    if zlib.crc32(payload) != header.crc:
+        raise FileDamage(newline + 1, "snapshot checksum mismatch")
+    return header, payload
+
+
+def _parse_snapshot_file(blob: bytes) -> tuple[SnapshotFileHeader, bytes] | None:
+    try:
+        return read_snapshot_file(blob)
+    except FileDamage:
+        return None
+
+
+def read_snapshot_headers(
+    fs: Any, directory: str, names: list[str]
+) -> tuple[dict[str, tuple[int, int]], dict[str, list[tuple[int, int]]]]:
+    """The newest and older (version, bytes) snapshots of each session, from the files (open without checkpoint)."""
+    found: dict[str, list[tuple[int, int]]] = {}
+    for name in names:
+        if not (name.startswith(SNAPSHOT_PREFIX) and name.endswith(SNAPSHOT_SUFFIX)):
+            continue
+        try:
+            blob = fs.read_file(os.path.join(directory, name))
+        except OSError:
+            continue
+        parsed = _parse_snapshot_file(blob)
+        if parsed is not None and snapshot_file_name(parsed[0].session, parsed[0].version) == name:
+            found.setdefault(parsed[0].session, []).append((parsed[0].version, len(blob)))
+    newest: dict[str, tuple[int, int]] = {}
+    older: dict[str, list[tuple[int, int]]] = {}
+    for session_id, entries in found.items():
+        entries.sort()
+        newest[session_id] = entries[-1]
+        if len(entries) > 1:
+            older[session_id] = entries[:-1]
+    return newest, older
