@@ -13,11 +13,11 @@ import asyncio
 import contextlib
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import anyio
 
-from ._backends._base import SessionInfo, apply_to_info
+from ._backends._base import Backend, SessionInfo, apply_to_info
 from ._backends._snapshot_payload import (
     SnapshotFormatError,
     SnapshotPayload,
@@ -31,7 +31,24 @@ from ._projection import Projection, Session, replay_session
 
 if TYPE_CHECKING:
     from ._events import RecordedEvent
-    from ._store import Store
+
+
+class CompactorHost(Protocol):
+    """What the compactor uses of its ``Store``: a protocol, so this module need not import the store."""
+
+    @property
+    def backend(self) -> Backend: ...
+
+    @property
+    def _projections(self) -> dict[str, Projection[Any]]: ...
+
+    def _check_open(self) -> None: ...
+
+    async def _info(self, session_id: str) -> SessionInfo: ...
+
+    async def _snapshot_for(self, info: SessionInfo, version: int) -> SnapshotPayload | None: ...
+
+    async def _events(self, info: SessionInfo, after: int, up_to: int) -> list[RecordedEvent]: ...
 
 
 @dataclass(frozen=True)
@@ -76,7 +93,7 @@ _NO_RETENTION = 1 << 62
 class Compactor:
     """Runs compaction passes for one store, in the background and on demand."""
 
-    def __init__(self, store: Store, settings: CompactionSettings) -> None:
+    def __init__(self, store: CompactorHost, settings: CompactionSettings) -> None:
         self.store = store
         self.settings = settings
         self._lock = asyncio.Lock()

@@ -11,7 +11,7 @@ from typing import Any
 
 import anyio
 
-from ._backends._base import AppendRequest, Backend, SessionInfo
+from ._backends._base import AppendRequest, Backend, SessionInfo, recorded_events
 from ._backends._fs import FileSystem
 from ._backends._memory import MemoryFileSystem
 from ._backends._snapshot_payload import SnapshotPayload, decode_projection_state
@@ -581,25 +581,6 @@ class Store:
     async def compaction_due(self, session_id: str, policy: TokenThresholdPolicy | None = None) -> bool:
         """Whether the live context's recorded input tokens reached the policy's threshold (100,000)."""
         return (policy or TokenThresholdPolicy()).due(await self.load(session_id))
-
-
-def recorded_events(request: AppendRequest) -> list[RecordedEvent]:
-    """The RecordedEvents of a committed request (built once, on first use)."""
-    if request.recorded is None:
-        first_version = request.version - len(request.events) + 1
-        ids = request.event_ids
-        request.recorded = [
-            RecordedEvent(
-                request.session_id,
-                first_version + index,
-                request.first_position + index,
-                request.timestamp_ms,
-                event,
-                ids[index] if ids else None,
-            )
-            for index, event in enumerate(request.events)
-        ]
-    return request.recorded
 
 
 def _check_message(message: Message) -> None:

@@ -26,17 +26,16 @@ from __future__ import annotations
 import asyncio
 import weakref
 from collections import deque
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, Protocol
 
-from . import _store
-from ._backends._base import AppendRequest
+from ._backends._base import AppendRequest, Backend, SessionInfo, recorded_events
 from ._errors import InvalidInputError, SessionNotFoundError, StoreClosedError, refused_because_broken
 from ._events import RecordedEvent, SessionDeleted
 from ._ids import validate_session_id
 
 if TYPE_CHECKING:
-    from ._store import Store
+    from ._writer import Writer
 
 DEFAULT_BUFFER_EVENTS = 4_096
 # Events per catch-up read from the log: the first read after (re)joining is small, so a
@@ -48,13 +47,35 @@ _READ_SLOTS = 4
 # Seconds one wake-up hint call may wait before the poller asks again.
 _HINT_TIMEOUT = 1.0
 
-_hubs: weakref.WeakKeyDictionary[Store, _Hub] = weakref.WeakKeyDictionary()
+
+class SubscriptionSource(Protocol):
+    """What subscriptions use of their ``Store``: a protocol, so this module need not import the store."""
+
+    @property
+    def backend(self) -> Backend: ...
+
+    @property
+    def _writer(self) -> Writer: ...
+
+    @property
+    def _writer_task(self) -> asyncio.Task[None] | None: ...
+
+    def _check_readable(self) -> None: ...
+
+    def add_batch_listener(self, listener: Callable[[Sequence[AppendRequest]], None]) -> Callable[[], None]: ...
+
+    async def read_all(self, *, after: int = ..., limit: int = ...) -> list[RecordedEvent]: ...
+
+    async def _events(self, info: SessionInfo, after: int, up_to: int) -> list[RecordedEvent]: ...
+
+
+_hubs: weakref.WeakKeyDictionary[SubscriptionSource, _Hub] = weakref.WeakKeyDictionary()
 
 
 class _Hub:
     """One per store: a single batch listener fanning durable batches out to subscribers."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: SubscriptionSource) -> None:
         # The backend, not the store: the hub must not keep its (weakly keyed) store alive.
         self.backend = store.backend
         self.by_session: dict[str, weakref.WeakSet[Subscription]] = {}
@@ -158,7 +179,7 @@ class _Hub:
                     subscriber._fall_back()
 
 
-def _hub_for(store: Store) -> _Hub:
+def _hub_for(store: SubscriptionSource) -> _Hub:
     hub = _hubs.get(store)
     if hub is None:
         hub = _hubs[store] = _Hub(store)
@@ -178,7 +199,7 @@ class Subscription:
     pass it as ``after`` to resume.
     """
 
-    def __init__(self, store: Store, session_id: str | None, after: int, buffer_size: int) -> None:
+    def __init__(self, store: SubscriptionSource, session_id: str | None, after: int, buffer_size: int) -> None:
         if type(after) is not int or after < 0:
             raise InvalidInputError(f"after must be a non-negative int, got {after!r}")
         if type(buffer_size) is not int or buffer_size < 1:
@@ -264,7 +285,7 @@ class Subscription:
                 raise StopAsyncIteration
             if self._requests:
                 request = self._requests.pop()
-                self._current, self._index = _store.recorded_events(request), 0
+                self._current, self._index = recorded_events(request), 0
                 continue
             hub = self._hub
             if hub is None:
@@ -307,7 +328,7 @@ class Subscription:
                 item, count = items.popleft()
                 self._count -= count
                 if isinstance(item, AppendRequest):
-                    self._current, self._index = _store.recorded_events(item), 0
+                    self._current, self._index = recorded_events(item), 0
                 else:
                     # Reversed so that pop() takes them in order; failed and retried ones carry no events.
                     self._requests = [r for r in reversed(item) if r.error is None and not r.duplicate]
@@ -362,13 +383,15 @@ class Subscription:
 
 
 def subscribe_session(
-    store: Store, session_id: str, *, after: int = 0, buffer_size: int = DEFAULT_BUFFER_EVENTS
+    store: SubscriptionSource, session_id: str, *, after: int = 0, buffer_size: int = DEFAULT_BUFFER_EVENTS
 ) -> Subscription:
     """A subscription to one session's events with version > ``after``."""
     return Subscription(store, validate_session_id(session_id), after, buffer_size)
 
 
-def subscribe_every_session(store: Store, *, after: int = 0, buffer_size: int = DEFAULT_BUFFER_EVENTS) -> Subscription:
+def subscribe_every_session(
+    store: SubscriptionSource, *, after: int = 0, buffer_size: int = DEFAULT_BUFFER_EVENTS
+) -> Subscription:
     """A subscription to every session's events with store-wide position > ``after``."""
     return Subscription(store, None, after, buffer_size)
 

@@ -173,6 +173,25 @@ class AppendRequest:
         self.recorded: list[RecordedEvent] | None = None
 
 
+def recorded_events(request: AppendRequest) -> list[RecordedEvent]:
+    """The RecordedEvents of a committed request (built once, on first use)."""
+    if request.recorded is None:
+        first_version = request.version - len(request.events) + 1
+        ids = request.event_ids
+        request.recorded = [
+            RecordedEvent(
+                request.session_id,
+                first_version + index,
+                request.first_position + index,
+                request.timestamp_ms,
+                event,
+                ids[index] if ids else None,
+            )
+            for index, event in enumerate(request.events)
+        ]
+    return request.recorded
+
+
 class Backend(abc.ABC):
     """Durable storage of session event streams. One instance per open store."""
 

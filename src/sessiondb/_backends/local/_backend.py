@@ -178,7 +178,7 @@ class LocalBackend(Backend):
             except BaseException as exc:
                 self._broken = _broken_error(exc, self.segments.active.path)
                 raise self._broken from exc
-            self.index.apply(plan, segment, offset + header_length, len(data))
+            self.index.apply(plan.frame, plan.admitted, plan.new_streams, segment, offset + header_length, len(data))
 
     # ------------------------------------------------------------------ reading
 

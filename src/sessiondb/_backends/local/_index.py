@@ -20,11 +20,10 @@ import msgspec
 from ..._errors import CorruptionError, HistoryUnavailableError, InvalidInputError
 from ..._events import Message
 from ..._ids import validate_session_id
-from .._base import SessionInfo, apply_to_info
-from ._format import index_record_decoder, iter_lines
+from .._base import AppendRequest, SessionInfo, apply_to_info
+from ._format import FrameBuilder, index_record_decoder, iter_lines
 
 if TYPE_CHECKING:
-    from ._planner import Planned
     from ._segments import Segment, SegmentSet
 
 OFFSET_BITS = 40
@@ -158,16 +157,26 @@ class Index:
 
     # ------------------------------------------------------------------ learning a batch this process wrote
 
-    def apply(self, plan: Planned, segment: Segment, offset: int, size: int) -> None:
-        """Record where the batch's events landed; ``offset`` is where its records start."""
-        frame = plan.frame
+    def apply(
+        self,
+        frame: FrameBuilder,
+        admitted: list[tuple[AppendRequest, Stream]],
+        new_streams: dict[str, Stream],
+        segment: Segment,
+        offset: int,
+        size: int,
+    ) -> None:
+        """Record where a planned batch's events landed; ``offset`` is where its records start.
+
+        ``admitted`` and ``new_streams`` come from ``plan_batch``; ``size`` is the whole frame's.
+        """
         spans = frame.spans
-        self.streams.update(plan.new_streams)
+        self.streams.update(new_streams)
         segment.frame_positions.append(frame.first_position)
         segment.frame_offsets.append(offset - (size - len(frame.payload)))
         high = segment.number << OFFSET_BITS
         span_index = 0
-        for request, stream in plan.admitted:
+        for request, stream in admitted:
             locations = stream.locations
             lengths = stream.lengths
             info = stream.info
