@@ -1,0 +1,160 @@
+"""The commands that check or change a store: verify, repair, compact, export, import."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+from collections.abc import Callable, Sequence
+from typing import Any, TextIO
+
+import anyio
+import msgspec
+
+from .._backends._base import AppendRequest
+from .._backends.local import repair_store, verify_store
+from .._errors import SessionExistsError
+from .._interop import ClawImportReport, export_claw_session, import_claw_files
+from .._interop._claw_store import select_files
+from ._context import (
+    CommandError,
+    _existing_store,
+    _Output,
+    _reading,
+    _session_info,
+    _writing,
+)
+from ._progress import Progress
+from ._render import (
+    format_bytes,
+    format_count,
+)
+
+
+async def _with_ticker(label: str, function: Callable[[], Any], stream: TextIO) -> Any:
+    """Run blocking ``function`` in a thread with an elapsed-time indicator (work of unknown size)."""
+    with Progress(label, None, stream=stream) as progress:
+        if not progress.enabled:
+            return await anyio.to_thread.run_sync(function)
+        task = asyncio.ensure_future(anyio.to_thread.run_sync(function))
+        while not task.done():
+            progress.advance(0)
+            await asyncio.wait({task}, timeout=0.1)
+        return task.result()
+
+
+async def cmd_verify(args: argparse.Namespace, out: _Output) -> int:
+    path = _existing_store(args.store)
+    report = await _with_ticker("verifying", lambda: verify_store(path), out.stderr)
+    if args.json:
+        out.json(report.to_dict())
+    else:
+        out.line(report.format())
+    if not report.ok:
+        fatal = report.first_fatal
+        verdict = "is corrupt" if fatal is not None and fatal.kind == "corruption" else "lost history"
+        raise CommandError(f"store {args.store} {verdict}: {fatal}")
+    return 0
+
+
+async def cmd_repair(args: argparse.Namespace, out: _Output) -> int:
+    path = _existing_store(args.store)
+    report = await _with_ticker("repairing", lambda: repair_store(path), out.stderr)
+    if args.json:
+        out.json(report.to_dict())
+    else:
+        out.line(report.format())
+    return 0
+
+
+async def cmd_compact(args: argparse.Namespace, out: _Output) -> int:
+    async with _writing(args.store) as store:
+        with Progress("compacting", None, stream=out.stderr):
+            result = await store.compact()
+        statistics = store.statistics()
+    if args.json:
+        out.json({"result": result, "statistics": statistics})
+        return 0
+    seconds = float(result.get("seconds", 0.0))
+    out.line(
+        f"compacted store {args.store} in {seconds:.2f} s: "
+        f"{format_count(int(result.get('snapshots_written', 0)))} snapshot(s) written, "
+        f"{format_count(int(result.get('segments_deleted', 0)))} segment(s) deleted, "
+        f"{format_bytes(int(result.get('bytes_reclaimed', 0)))} reclaimed"
+    )
+    out.line(
+        f"now {format_bytes(statistics.get('log_bytes', 0))} in {statistics.get('segments', 0)} segment(s), "
+        f"{format_count(statistics.get('snapshots', 0))} snapshot(s)"
+    )
+    return 0
+
+
+async def cmd_export(args: argparse.Namespace, out: _Output) -> int:
+    async with _reading(args.store) as store:
+        if args.all:
+            if args.at is not None:
+                raise CommandError("--at needs one session, not --all")
+            directory = args.session  # with --all the one positional argument is the directory
+            if args.file is not None:
+                raise CommandError("export --all takes one directory: sessiondb export STORE --all DIRECTORY")
+            sessions = await store.list_sessions()
+            if os.path.exists(directory) and not os.path.isdir(directory):
+                raise CommandError(f"{directory} is a file; export --all needs a directory")
+            with Progress("exporting", len(sessions), unit="sessions", stream=out.stderr) as progress:
+                for info in sessions:
+                    await export_claw_session(
+                        store, info.session_id, os.path.join(directory, f"{info.session_id}.jsonl")
+                    )
+                    progress.advance()
+            out.note(f"exported {len(sessions)} session(s) to {directory}")
+            return 0
+        if args.file is None:
+            raise CommandError("export needs a session and a file: sessiondb export STORE SESSION FILE")
+        await _session_info(store, args)
+        parent = os.path.dirname(os.path.abspath(args.file))
+        if not os.path.isdir(parent):
+            raise CommandError(f"cannot write {args.file}: directory {parent} does not exist")
+        written = await export_claw_session(store, args.session, args.file, at_version=args.at)
+    out.note(f"exported session {args.session} to {written}")
+    return 0
+
+
+async def cmd_import(args: argparse.Namespace, out: _Output) -> int:
+    total = len(await anyio.to_thread.run_sync(select_files, args.files, ClawImportReport()))
+    progress = Progress("importing", total, unit="sessions", stream=out.stderr)
+
+    def count_created(batch: Sequence[AppendRequest]) -> None:
+        progress.advance(sum(1 for request in batch if request.creates and request.error is None))
+
+    async with _writing(args.store, create=True) as store:
+        store.add_batch_listener(count_created)
+        with progress:
+            try:
+                report = await import_claw_files(
+                    store,
+                    *args.files,
+                    skip_bad_lines=args.skip_bad_lines,
+                    if_exists="skip" if args.skip_existing else "error",
+                )
+            except SessionExistsError as exc:
+                raise CommandError(
+                    f"session {exc.session_id!r} is already in store {args.store}; nothing was imported "
+                    "(--skip-existing imports the others)"
+                ) from None
+    if args.json:
+        out.json(
+            {
+                "imported": [msgspec.to_builtins(vars(item)) for item in report.imported],
+                "skipped_lines": [msgspec.to_builtins(vars(item)) for item in report.skipped_lines],
+                "superseded": report.superseded,
+                "skipped_sessions": report.skipped_sessions,
+                "ignored_files": report.ignored_files,
+                "notes": report.notes,
+            }
+        )
+    else:
+        out.line(str(report))
+    return 0
+
+
+# ---------------------------------------------------------------- parsing and errors
