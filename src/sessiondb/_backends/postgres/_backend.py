@@ -62,7 +62,7 @@ def _info_from_row(row: Any) -> SessionInfo:
     )  # fmt: skip
 
 
-class PostgresBackend(PostgresSnapshots, Backend):
+class PostgresBackend(Backend):
     """Sessions in a PostgreSQL database (one schema per store), for many processes and hosts."""
 
     def __init__(
@@ -124,8 +124,8 @@ class PostgresBackend(PostgresSnapshots, Backend):
             "snapshots_damaged": 0,
             "events_deleted": 0,
         }
-        self._snapshot_map: dict[str, tuple[int, int]] = {}
-        self._tails: dict[str, list[int]] = {}
+        # Snapshots and storage compaction: a part of its own, over this backend's read pool.
+        self.snapshots = PostgresSnapshots(self.schema, self._read, self.prune_batch_outcomes, self._stats)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -140,7 +140,7 @@ class PostgresBackend(PostgresSnapshots, Backend):
         try:
             self._writer = await self._connect()
             await self._migrate(self._writer)
-            await self._load_snapshot_map(self._writer)
+            await self.snapshots.load_snapshot_map(self._writer)
             self._pool = await asyncpg.create_pool(
                 self.dsn,
                 min_size=1,
@@ -271,7 +271,7 @@ class PostgresBackend(PostgresSnapshots, Backend):
             break
         codes, versions, base = row[0], row[1], row[2]
         last = apply_outcomes(arrays, codes, versions, base)
-        self._note_committed(arrays)
+        self.snapshots.note_committed(arrays)
         self._stats["transactions"] += 1
         self._stats["appends"] += len(arrays.sent)
         if last:
@@ -542,6 +542,30 @@ class PostgresBackend(PostgresSnapshots, Backend):
 
     def statistics(self) -> dict[str, Any]:
         return {**self._stats, "last_position": self._last_position, "schema": self.schema}
+
+    # ------------------------------------------------------------------ snapshots and storage compaction
+
+    @property
+    def supports_snapshots(self) -> bool:
+        return True
+
+    async def write_snapshot(self, session_id: str, version: int, data: bytes) -> bool:
+        return await self.snapshots.write_snapshot(session_id, version, data)
+
+    async def read_snapshot(self, session_id: str, max_version: int) -> tuple[int, bytes] | None:
+        return await self.snapshots.read_snapshot(session_id, max_version)
+
+    def snapshot_versions(self) -> dict[str, tuple[int, int]]:
+        return self.snapshots.snapshot_versions()
+
+    def snapshot_candidates(self, min_events: int, min_bytes: int, state_ratio: float) -> list[tuple[str, int]]:
+        return self.snapshots.snapshot_candidates(min_events, min_bytes, state_ratio)
+
+    def retention_needs(self, keep_segments: int, keep_seconds: float | None) -> dict[str, int]:
+        return self.snapshots.retention_needs(keep_segments, keep_seconds)
+
+    async def compact_storage(self, settings: Any) -> dict[str, Any]:
+        return await self.snapshots.compact_storage(settings)
 
 
 async def _durable_commits(conn: _Connection) -> None:

@@ -1,4 +1,4 @@
-"""Snapshots and storage compaction for the PostgreSQL backend (a mixin of ``PostgresBackend``).
+"""Snapshots and storage compaction for the PostgreSQL backend (a part ``PostgresBackend`` holds).
 
 A snapshot is one row per session (the newest replaces older ones), with a
 CRC32 of its bytes so a damaged one is never trusted. ``snapshot_versions``
@@ -13,21 +13,35 @@ at worst makes a compactor write one again.
 from __future__ import annotations
 
 import zlib
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from ..._events import SessionDeleted
 
 
 class PostgresSnapshots:
-    """Snapshot storage and compaction over the backend's read pool."""
+    """Snapshot storage and compaction over the backend's read pool.
 
-    schema: str
-    _snapshot_map: dict[str, tuple[int, int]]
-    _stats: dict[str, int]
-    # session id -> [version, events, bytes] appended by this process since its last snapshot
-    _tails: dict[str, list[int]]
+    ``read`` runs one operation on a pooled connection (``PostgresBackend._read``);
+    ``prune_batch_outcomes`` is the backend's; ``stats`` is the backend's counter dict.
+    """
 
-    def _note_committed(self, arrays: Any) -> None:
+    def __init__(
+        self,
+        schema: str,
+        read: Callable[[Callable[[Any], Awaitable[Any]]], Awaitable[Any]],
+        prune_batch_outcomes: Callable[[], Awaitable[int]],
+        stats: dict[str, int],
+    ) -> None:
+        self.schema = schema
+        self._read = read
+        self.prune_batch_outcomes = prune_batch_outcomes
+        self._stats = stats
+        self._snapshot_map: dict[str, tuple[int, int]] = {}
+        # session id -> [version, events, bytes] appended by this process since its last snapshot
+        self._tails: dict[str, list[int]] = {}
+
+    def note_committed(self, arrays: Any) -> None:
         """Count what the batch added to each session's unsnapshotted tail."""
         tails = self._tails
         for request, size in zip(arrays.sent, arrays.sizes, strict=True):
@@ -58,16 +72,9 @@ class PostgresSnapshots:
         """Nothing: a live session's history is never removed here, so no snapshot is needed first."""
         return {}
 
-    async def _read(self, operation: Any) -> Any:  # provided by PostgresBackend
-        raise NotImplementedError
-
-    async def _load_snapshot_map(self, conn: Any) -> None:
+    async def load_snapshot_map(self, conn: Any) -> None:
         rows = await conn.fetch(f"select session_id, version, length(data) from {self.schema}.snapshots")
         self._snapshot_map = {row[0]: (row[1], row[2]) for row in rows}
-
-    @property
-    def supports_snapshots(self) -> bool:
-        return True
 
     async def write_snapshot(self, session_id: str, version: int, data: bytes) -> bool:
         # Never replace a newer snapshot (another process may have written one).
@@ -140,6 +147,3 @@ class PostgresSnapshots:
         self._stats["events_deleted"] += counters["events_deleted"]
         counters["batch_outcomes_deleted"] = await self.prune_batch_outcomes()
         return counters
-
-    async def prune_batch_outcomes(self) -> int:  # provided by PostgresBackend
-        raise NotImplementedError
