@@ -1,4 +1,10 @@
-"""Store: the public API over a backend: lifecycle, append, read, load, fork, projections."""
+"""Store: the public API over a backend: lifecycle, append, read, load, fork, projections.
+
+Larger than the ~400-line aim: ``Store`` is the one facade users call, and each of
+its public methods is short (validate, then delegate to the writer, the backend,
+the compactor or the subscriptions, which live in their own modules). Splitting the
+class itself would spread one public type across files.
+"""
 
 from __future__ import annotations
 

@@ -5,6 +5,9 @@ that parses whole as one JSON object holding ``messages`` is a legacy session
 object, anything else is JSONL. Writing produces upstream's snapshot order:
 ``session_meta``, optional ``compaction``, every ``prompt_history``, every
 ``message``, each line in the dialect of ``_dialect``, ending with ``\\n``.
+
+Larger than the ~400-line aim: reading and writing the format are mirror images
+kept side by side so a field added to one is added to the other.
 """
 
 from __future__ import annotations

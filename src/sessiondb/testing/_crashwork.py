@@ -13,6 +13,10 @@ its version and content); recovered => attempted; versions gapless from 1;
 multi-event appends whole or absent; forks point where they were made;
 positions gapless store-wide; ``load`` replays every session; the store
 accepts appends again.
+
+Larger than the ~400-line aim: the workload and its checker share the ledger
+format and are read together when a crash run fails (the crash tests and
+scripts/crash_campaign.py import both).
 """
 
 from __future__ import annotations

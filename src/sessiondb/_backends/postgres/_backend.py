@@ -4,6 +4,11 @@ A batch from the writer becomes one call of the ``append_batch`` function: one
 round trip, one transaction, whatever the number of appends and sessions. The
 database checks expected versions and event ids per append, so a stale append
 fails alone. asyncpg is imported here only, when this backend is used.
+
+Larger than the ~400-line aim: the commit path (connection loss, resolving
+whether a batch committed, resubmitting) and the pools it shares with reads and
+the notify/listen wake-ups are one piece of connection state; snapshots, batch
+arrays and the schema live in their own modules.
 """
 
 from __future__ import annotations
