@@ -142,7 +142,14 @@ class Compactor:
     async def run_pass(self) -> dict[str, Any]:
         """One compaction pass now; returns what it did."""
         async with self._lock:
-            return await self._pass()
+            backend = self.store.backend
+            # One process at a time compacts a store (the others skip their pass).
+            if not await backend.begin_maintenance():
+                return {"snapshots_written": 0, "skipped": "another process is compacting this store"}
+            try:
+                return await self._pass()
+            finally:
+                backend.end_maintenance()
 
     async def _pass(self) -> dict[str, Any]:
         started = time.perf_counter()

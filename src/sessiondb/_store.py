@@ -26,6 +26,7 @@ from ._compactor import CompactionSettings, Compactor, decode_or_none
 from ._conversation import TokenThresholdPolicy, local_summary, plan_compaction
 from ._errors import (
     ConflictError,
+    HistoryUnavailableError,
     InvalidInputError,
     SessionNotFoundError,
     StoreClosedError,
@@ -420,13 +421,25 @@ class Store:
         """The session's state: the Session projection of its events (up to ``at_version``)."""
         info = await self._info(session_id)
         version = info.version if at_version is None else self._check_version(info, at_version)
-        # From the newest snapshot at or below the version (if any), replaying only the tail after it.
-        payload = await self._snapshot_for(info, version)
-        after = payload.version if payload is not None else 0
-        events = await self._events(info, after, version)
+        try:
+            payload, events = await self._replay_inputs(info, version)
+        except HistoryUnavailableError:
+            # Another process's retention may have removed segments after writing snapshots
+            # this process has not seen yet: learn them, then try once more.
+            if not await self.backend.resync():
+                raise
+            payload, events = await self._replay_inputs(info, version)
         with gc_paused():
             session = replay_session(session_id, events, payload.session if payload is not None else None)
         return session
+
+    async def _replay_inputs(
+        self, info: SessionInfo, version: int
+    ) -> tuple[SnapshotPayload | None, list[RecordedEvent]]:
+        """The newest snapshot at or below ``version`` (if any) and the events after it up to ``version``."""
+        payload = await self._snapshot_for(info, version)
+        after = payload.version if payload is not None else 0
+        return payload, await self._events(info, after, version)
 
     async def _snapshot_for(self, info: SessionInfo, version: int) -> SnapshotPayload | None:
         """The newest snapshot to start a replay of ``info``'s session at ``version`` from.

@@ -316,9 +316,9 @@ class Subscription:
                 self._catching_up = True
                 continue
             items = self._items
-            if items and self._session_id is None and hub._hint is not None:
-                # A shared backend (PostgreSQL): another process may still commit an event
-                # with an older position than this batch. Own batches are only a wake-up;
+            if items and self._session_id is None and hub.backend.has_other_writers:
+                # A log other processes append to (PostgreSQL, or a directory several processes
+                # write): a batch of another may hold older positions than this one's. Own batches are only a wake-up;
                 # delivery goes through read_all, which never passes a late commit.
                 items.clear()
                 self._count = 0

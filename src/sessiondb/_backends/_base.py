@@ -237,6 +237,31 @@ class Backend(abc.ABC):
         """Backend-specific figures for ``Store.statistics()``."""
         return {}
 
+    # ------------------------------------------------------------ other processes
+    # A backend whose log other processes (or hosts) append to says so, so that
+    # subscribers order deliveries by reading the log rather than this process's batches.
+
+    @property
+    def has_other_writers(self) -> bool:
+        """True when events may be appended by other processes too (so far as this one knows)."""
+        return False
+
+    async def resync(self) -> bool:
+        """Relearn what another process's compaction changed (after ``HistoryUnavailableError``); True if any."""
+        return False
+
+    async def begin_maintenance(self) -> bool:
+        """Take the right to run a compaction pass now; False when another process is running one."""
+        return True
+
+    def end_maintenance(self) -> None:
+        """Give back what ``begin_maintenance`` took."""
+        return None
+
+    def abandon(self) -> None:
+        """In a child made by ``fork()``: drop resources without closing what the parent still uses."""
+        return None
+
     # ------------------------------------------------------------ snapshots (storage compaction)
     # Optional: a backend that keeps no snapshots inherits these defaults, and the
     # store then replays every load from the log, which is always correct.

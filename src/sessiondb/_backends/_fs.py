@@ -111,6 +111,31 @@ class FileSystem:
         finally:
             os.close(fd)
 
+    # ------------------------------------------------------------------ locks shared between processes
+
+    def open_lock(self, path: str) -> int:
+        """Open (creating) a lock file; lock it with ``flock``."""
+        return os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, self.file_mode)
+
+    def flock(self, fd: int, *, exclusive: bool, blocking: bool) -> None:
+        """Lock ``fd`` shared or exclusive; without ``blocking``, raise BlockingIOError if it is held.
+
+        flock belongs to the open file description and is released by the kernel
+        when the last descriptor of it closes, so a process killed by SIGKILL
+        releases its locks at once.
+        """
+        operation = fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH
+        if not blocking:
+            operation |= fcntl.LOCK_NB
+        fcntl.flock(fd, operation)
+
+    def funlock(self, fd: int) -> None:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+
+    def fstat_size(self, fd: int) -> int:
+        """The current size of an open file (what other processes appended included)."""
+        return os.fstat(fd).st_size
+
     def write_file_durably(self, directory: str, name: str, data: bytes) -> None:
         """Write ``directory/name`` atomically: tmp, fsync, rename, fsync the directory."""
         target = os.path.join(directory, name)

@@ -100,3 +100,17 @@ class MemoryFileSystem(FileSystem):
 
     def unlock(self, fd: int) -> None:
         self.close(fd)
+
+    # One instance serves one store: nothing to exclude, so locks are descriptors and no more.
+    def open_lock(self, path: str) -> int:
+        self.files.setdefault(path, bytearray())
+        return self._fd(path)
+
+    def flock(self, fd: int, *, exclusive: bool, blocking: bool) -> None:
+        self._handles[fd]
+
+    def funlock(self, fd: int) -> None:
+        self._handles[fd]
+
+    def fstat_size(self, fd: int) -> int:
+        return len(self._file(self._handles[fd]))

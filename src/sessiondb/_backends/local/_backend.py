@@ -17,6 +17,7 @@ loop, one thread hop to write and sync, then the index learns the batch) and the
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import os
 from collections.abc import Sequence
@@ -38,19 +39,23 @@ from ..._gcpause import gc_paused
 from .._base import AppendRequest, Backend, SessionInfo
 from .._fs import FileSystem
 from ._checkpoint import Checkpointer
+from ._follower import LogFollower
 from ._index import Index
+from ._locks import STORE_LOCK, StoreLocks, warn_if_network_file_system
 from ._planner import plan_batch
 from ._reader import Reader
 from ._recovery import Recovery
 from ._retention import Retention
-from ._segments import SegmentSet
+from ._segments import Segment, SegmentSet
 from ._snapshot_files import SnapshotFiles
 
 DEFAULT_SEGMENT_BYTES = 64 * 1024 * 1024
 DEFAULT_MAX_EVENT_BYTES = 16 * 1024 * 1024
-LOCK_NAME = "LOCK"
+LOCK_NAME = STORE_LOCK
 # Sessions with more events than this are decoded in a worker thread.
 _THREAD_READ_THRESHOLD = 512
+# Seconds between looks at the log's end while subscribers wait for other processes' events.
+_FOLLOW_POLL_SECONDS = 0.005
 
 
 class LocalBackend(Backend):
@@ -70,7 +75,7 @@ class LocalBackend(Backend):
         self.max_event_bytes = max_event_bytes
         self.read_only = read_only
         self.fs = file_system if file_system is not None else FileSystem()
-        self._lock_fd: int | None = None
+        self.locks = StoreLocks(self.path, self.fs)
         self._broken: StoreBrokenError | None = None
         self._closed = False
         # The parts. Each owns its state; the ones below take the ones above as collaborators.
@@ -80,6 +85,12 @@ class LocalBackend(Backend):
         self.checkpoints = Checkpointer(self.path, self.fs, self.index, self.segments, self.snapshots)
         self.retention = Retention(self.path, self.fs, self.index, self.segments, self.snapshots, self.checkpoints)
         self._reader = Reader(self.segments, self.fs)
+        self._follower = LogFollower(self.fs, self.index, self.segments)
+        # Cleared while this process's batch is written but not yet in the index: a read
+        # that finds the log grown waits for it, so it never takes its own frame for another's.
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._foreign_reported = 0  # foreign records the subscription hint has announced
         self._recovery = Recovery(
             self.path, self.fs, read_only, self.index, self.segments, self.snapshots, self.checkpoints
         )
@@ -109,16 +120,25 @@ class LocalBackend(Backend):
         elif fs.makedirs(self.path):
             fs.fsync_directory(os.path.dirname(self.path))
         if not self.read_only:
+            warn_if_network_file_system(self.path)
             try:
-                self._lock_fd = fs.lock(os.path.join(self.path, LOCK_NAME))
+                self.locks.open_shared()
             except BlockingIOError:
+                self.locks.close()
                 raise StoreLockedError(
-                    f"store {self.path} is open for writing in another process ({self._lock_owner()}); "
-                    "close it there, or open this one read-only"
+                    f"store {self.path} is held exclusively by a maintenance command in another process "
+                    "(sessiondb repair); wait for it to finish, or open this one read-only"
                 ) from None
+            # Recovery may cut a torn tail and remove temp files: only the write lock's holder may.
+            self.locks.wait_write()
         try:
             with gc_paused():
-                self._recovery.run()
+                # Other processes' snapshot and checkpoint temp files are theirs while they compact.
+                compacting = not self.read_only and self.locks.try_compact()
+                try:
+                    self._recovery.run(remove_compaction_temps=compacting)
+                finally:
+                    self.locks.release_compact()
                 if not self.segments.segments and not self.read_only:
                     self.segments.create(1, 1)
                 if self.segments.segments and not self.read_only:
@@ -126,13 +146,8 @@ class LocalBackend(Backend):
         except BaseException:
             self._release()
             raise
-
-    def _lock_owner(self) -> str:
-        try:
-            pid = self.fs.read_file(os.path.join(self.path, LOCK_NAME)).decode().strip()
-        except OSError:
-            return "pid unknown"
-        return f"pid {pid}" if pid else "pid unknown"
+        finally:
+            self.locks.release_write()
 
     async def aclose(self) -> None:
         if self._closed:
@@ -140,16 +155,27 @@ class LocalBackend(Backend):
         self._closed = True
         try:
             self.segments.bury()
-            # The next open then scans nothing.
-            self.checkpoints.close(self.read_only, self._broken is not None)
+            # The next open then scans nothing. One process at a time writes checkpoints, and
+            # only one that knows the whole log and every snapshot file as they are now.
+            if not self.read_only and self._broken is None and self.locks.try_compact():
+                try:
+                    self._follower.catch_up(locked=False)
+                    self._resync_directory()
+                    self.checkpoints.close(self.read_only, self._broken is not None)
+                finally:
+                    self.locks.release_compact()
         finally:
             self._release()
 
     def _release(self) -> None:
         self.segments.release()
-        if self._lock_fd is not None:
-            self.fs.unlock(self._lock_fd)
-            self._lock_fd = None
+        self.locks.close()
+
+    def abandon(self) -> None:
+        """In a child made by ``fork()``: drop every descriptor without unlocking (the locks are the parent's)."""
+        self._closed = True
+        self.locks.abandon()
+        self.segments.abandon()
 
     # ------------------------------------------------------------------ writing
 
@@ -164,29 +190,126 @@ class LocalBackend(Backend):
                     f"session {request.session_id!r}"
                 )
             return
+        # A lock taken must be released, and once bytes may be on disk the index must learn
+        # where they are: nothing from taking the write lock to the bookkeeping is cancellable.
+        with anyio.CancelScope(shield=True):
+            if not self.locks.try_write():
+                await anyio.to_thread.run_sync(self.locks.wait_write)
+            try:
+                await self._commit_locked(batch)
+            finally:
+                self.locks.release_write()
+
+    async def _commit_locked(self, batch: Sequence[AppendRequest]) -> None:
+        """Under the write lock: catch up on other processes' frames, plan against the current heads, write."""
+        try:
+            self._follower.catch_up(locked=True)
+            self.segments.follow_active()
+        except (OSError, SessionDBError) as exc:
+            self._broken = _broken_error(exc, self.segments.active.path)
+            raise self._broken from exc
         plan = plan_batch(self.index, batch, self.max_event_bytes)
         if not plan.frame.count:
             return
         data, header_length = plan.frame.finish()
-        # Once bytes may be on disk the index must learn where they are, so a
-        # cancellation must not interrupt between the write and the bookkeeping.
-        with anyio.CancelScope(shield=True):
+        self._idle.clear()
+        try:
             try:
                 segment, offset = await anyio.to_thread.run_sync(
-                    self.segments.write_frame, data, plan.frame.first_position
+                    self._write_and_unlock, data, plan.frame.first_position
                 )
             except BaseException as exc:
                 self._broken = _broken_error(exc, self.segments.active.path)
                 raise self._broken from exc
             self.index.apply(plan.frame, plan.admitted, plan.new_streams, segment, offset + header_length, len(data))
+        finally:
+            self._idle.set()
+
+    def _write_and_unlock(self, data: bytes, first_position: int) -> tuple[Segment, int]:
+        """In a worker thread: write and fdatasync the frame, then let the next process write at once."""
+        try:
+            return self.segments.write_frame(data, first_position)
+        finally:
+            self.locks.release_write()
+
+    # ------------------------------------------------------------------ following other processes
+
+    async def _refresh(self) -> None:
+        """Make a read current: learn what other processes appended before it started."""
+        if self._closed:
+            return
+        follower = self._follower
+        try:
+            if not follower.advanced():
+                return
+            await self._idle.wait()  # this process's own batch in flight is not another's
+            follower.catch_up(locked=False)
+        except OSError as exc:
+            raise _read_error(exc, self.path) from exc
+
+    @property
+    def has_other_writers(self) -> bool:
+        """True once this process has seen events that another process appended."""
+        return self._follower.foreign_records > 0
+
+    async def wait_for_new_events(self, after_position: int, timeout: float) -> int:
+        """Subscription hint: the newest position, once events of other processes arrive (or at ``timeout``).
+
+        Polls the log's end every few milliseconds (an ``fstat`` and a ``stat``); this
+        process's own batches reach subscribers through the batch listener instead.
+        """
+        deadline = anyio.current_time() + timeout
+        while True:
+            await self._refresh()
+            learned = self._follower.foreign_records
+            if learned != self._foreign_reported:
+                self._foreign_reported = learned
+                return max(self.last_position, after_position + 1)
+            if anyio.current_time() >= deadline or self._closed:
+                return after_position
+            await anyio.sleep(_FOLLOW_POLL_SECONDS)
+
+    def _resync_directory(self) -> bool:
+        """Learn what other processes' compaction changed: snapshot files, and segments retention removed."""
+        names = self.fs.listdir(self.path)
+        changed = self.snapshots.resync(names)
+        present = set(names)
+        for segment in self.segments.segments[:-1]:
+            if segment.number not in self.segments.removed and os.path.basename(segment.path) not in present:
+                self.segments.forget_removed(segment)
+                changed = True
+        return changed
+
+    async def resync(self) -> bool:
+        """After ``HistoryUnavailableError``: learn other processes' snapshots and removals; True if any."""
+        if self._closed:
+            return False
+        return await anyio.to_thread.run_sync(self._resync_directory)
+
+    async def begin_maintenance(self) -> bool:
+        """Take the compaction lock for a pass (False when another process holds it) and look around first."""
+        if self.read_only or self._closed or not self.locks.try_compact():
+            return False
+        try:
+            await self._refresh()
+            await anyio.to_thread.run_sync(self._resync_directory)
+        except BaseException:
+            self.locks.release_compact()
+            raise
+        return True
+
+    def end_maintenance(self) -> None:
+        self.locks.release_compact()
 
     # ------------------------------------------------------------------ reading
 
     async def info(self, session_id: str) -> SessionInfo | None:
+        await self._refresh()
         stream = self.index.streams.get(session_id)
         return stream.info.copy() if stream is not None else None
 
     async def list_sessions(self) -> list[SessionInfo]:
+        await self._refresh()
         return [s.info.copy() for s in self.index.streams.values() if not s.info.deleted]
 
     @property
@@ -194,6 +317,7 @@ class LocalBackend(Backend):
         return self.index.next_position - 1
 
     async def read_session(self, session_id: str, after_version: int, up_to_version: int | None) -> list[RecordedEvent]:
+        await self._refresh()
         stream = self.index.streams.get(session_id)
         if stream is None:
             raise SessionNotFoundError(session_id)
@@ -212,6 +336,7 @@ class LocalBackend(Backend):
         return self._reader.read_locations(locations, lengths)
 
     async def read_all(self, after_position: int, limit: int) -> list[RecordedEvent]:
+        await self._refresh()
         if after_position >= self.last_position or limit <= 0:
             return []
         first_available = self.first_available_position()
@@ -255,7 +380,14 @@ class LocalBackend(Backend):
         """Delete covered sealed segments (after a checkpoint that no longer lists them) and checkpoint."""
         if self.read_only or self._broken is not None:
             return {}
-        return await self.retention.run_pass(settings)
+        # Segments are unlinked under the write lock, so no process opening the store scans them meanwhile.
+        with anyio.CancelScope(shield=True):
+            if not self.locks.try_write():
+                await anyio.to_thread.run_sync(self.locks.wait_write)
+        try:
+            return await self.retention.run_pass(settings)
+        finally:
+            self.locks.release_write()
 
     async def write_checkpoint(self, exclude: set[int] | None = None) -> int:
         return await self.checkpoints.write(exclude)
@@ -295,6 +427,13 @@ def _open_error(exc: OSError, path: str) -> StoreBrokenError:
         )
     return StoreBrokenError(
         f"opening store {path} failed at {where} ({exc.strerror or exc!r}); fix the cause and open it again"
+    )
+
+
+def _read_error(exc: OSError, path: str) -> StoreBrokenError:
+    return StoreBrokenError(
+        f"reading the log of store {path} failed at {exc.filename or path} ({exc.strerror or exc!r}); "
+        "fix the cause and read again"
     )
 
 

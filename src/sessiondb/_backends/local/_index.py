@@ -78,31 +78,36 @@ class Index:
     # ------------------------------------------------------------------ learning frames from bytes
 
     def index_frame(
-        self, segment: Segment, data: bytes, offset: int, start: int, end: int, first_position: int
+        self, segment: Segment, data: bytes, offset: int, start: int, end: int, first_position: int, base: int = 0
     ) -> None:
+        """Learn one verified frame: ``data`` holds the segment's bytes from file offset ``base`` on."""
         if first_position != self.next_position:
             raise CorruptionError(
-                segment.path, offset, f"frame starts at position {first_position}, expected {self.next_position}"
+                segment.path,
+                base + offset,
+                f"frame starts at position {first_position}, expected {self.next_position}",
             )
         segment.frame_positions.append(first_position)
-        segment.frame_offsets.append(offset)
+        segment.frame_offsets.append(base + offset)
         # The payload's lines decode in one call; only a frame that fails is decoded record by
         # record, to name the offset of the bad one (per-call overhead dominates small records).
         try:
             records = index_record_decoder.decode_lines(memoryview(data)[start:end])
         except (msgspec.DecodeError, ValueError, RecursionError):  # RecursionError: absurd nesting
-            records = _decode_frame_one_by_one(segment.path, data, start, end)
-        high = segment.number << OFFSET_BITS
+            records = _decode_frame_one_by_one(segment.path, data, start, end, base)
+        high = (segment.number << OFFSET_BITS) + base
         streams = self.streams
         find = data.find
         line_offset = start
         for record in records:
             newline = find(b"\n", line_offset, end)
             if newline < 0:
-                raise CorruptionError(segment.path, line_offset, "frame payload does not end with a newline")
+                raise CorruptionError(segment.path, base + line_offset, "frame payload does not end with a newline")
             length = newline - line_offset
             if record.p != self.next_position:
-                raise CorruptionError(segment.path, line_offset, f"position {record.p}, expected {self.next_position}")
+                raise CorruptionError(
+                    segment.path, base + line_offset, f"position {record.p}, expected {self.next_position}"
+                )
             self.next_position += 1
             stream = streams.get(record.s)
             if stream is None:
@@ -111,26 +116,26 @@ class Index:
                     # crafted file must not reach code that names files after sessions.
                     validate_session_id(record.s)
                 except InvalidInputError as exc:
-                    raise CorruptionError(segment.path, line_offset, str(exc)) from None
+                    raise CorruptionError(segment.path, base + line_offset, str(exc)) from None
                 if record.e.type != "session_started":
                     # Allowed only where retention removed the start (raises CorruptionError otherwise).
-                    stream = streams[record.s] = self.on_headless(record, segment.path, line_offset)
+                    stream = streams[record.s] = self.on_headless(record, segment.path, base + line_offset)
                 else:
                     fork = record.e.fork
-                    base = fork.parent_version if fork is not None else 0
-                    if record.v != base + 1:  # a crafted or damaged start must not set the stream's base
+                    fork_base = fork.parent_version if fork is not None else 0
+                    if record.v != fork_base + 1:  # a crafted or damaged start must not set the stream's base
                         raise CorruptionError(
                             segment.path,
                             line_offset,
-                            f"session {record.s!r} starts at version {record.v}, expected {base + 1}",
+                            f"session {record.s!r} starts at version {record.v}, expected {fork_base + 1}",
                         )
-                    stream = streams[record.s] = Stream(SessionInfo(record.s), base)
+                    stream = streams[record.s] = Stream(SessionInfo(record.s), fork_base)
             expected = stream.base + len(stream.locations) + 1
             if record.v != expected:
                 raise CorruptionError(
-                    segment.path, line_offset, f"session {record.s!r} version {record.v}, expected {expected}"
+                    segment.path, base + line_offset, f"session {record.s!r} version {record.v}, expected {expected}"
                 )
-            stream.locations.append(high | line_offset)
+            stream.locations.append(high + line_offset)
             stream.lengths.append(length)
             if record.i is not None:
                 if stream.event_ids is None:
@@ -153,7 +158,7 @@ class Index:
                     apply_to_info(info, event, record.v, record.t)
             line_offset = newline + 1
         if line_offset != end:
-            raise CorruptionError(segment.path, line_offset, "frame payload holds more lines than records")
+            raise CorruptionError(segment.path, base + line_offset, "frame payload holds more lines than records")
 
     # ------------------------------------------------------------------ learning a batch this process wrote
 
@@ -240,13 +245,13 @@ def unavailable(session_id: str, wanted: int, available: int) -> str:
     )
 
 
-def _decode_frame_one_by_one(path: str, data: bytes, start: int, end: int) -> list[Any]:
-    """Decode a frame's records one at a time, naming the offset of the first that fails."""
+def _decode_frame_one_by_one(path: str, data: bytes, start: int, end: int, base: int = 0) -> list[Any]:
+    """Decode a frame's records one at a time, naming the file offset (``base`` + where in ``data``) that fails."""
     view = memoryview(data)
     records = []
     for line_offset, length in iter_lines(data, start, end):
         try:
             records.append(index_record_decoder.decode(view[line_offset : line_offset + length]))
         except (msgspec.DecodeError, ValueError, RecursionError) as exc:
-            raise CorruptionError(path, line_offset, f"record does not decode ({exc})") from None
+            raise CorruptionError(path, base + line_offset, f"record does not decode ({exc})") from None
     return records

@@ -17,7 +17,7 @@ from .._base import SessionInfo
 from .._fs import FileSystem
 from .._snapshot_payload import SnapshotFormatError, decode_snapshot_info
 from ._checkpoint import Checkpointer
-from ._format import SEGMENT_FORMAT, _parse_frame, _valid_frame_after, scan_segment, segment_number
+from ._format import SEGMENT_FORMAT, SEGMENT_SUFFIX, _parse_frame, _valid_frame_after, scan_segment, segment_number
 from ._index import Index, Stream
 from ._segments import Segment, SegmentSet
 from ._snapshot_files import SnapshotFiles
@@ -46,13 +46,19 @@ class Recovery:
         self.report: dict[str, Any] = {}
         self.log_pruned = False  # the first segment on disk is not 1: retention ran
 
-    def run(self) -> None:
+    def run(self, *, remove_compaction_temps: bool = True) -> None:
+        """Recover; the caller holds the write lock (and, with ``remove_compaction_temps``, the compaction lock)."""
         fs = self.fs
         names = fs.listdir(self.directory)
         removed = []
         if not self.read_only:
             for name in names:
-                if ".tmp" in name:  # never read: a temp file was never renamed into place
+                if ".tmp" not in name:
+                    continue
+                # Never read: a temp file was never renamed into place. A segment's is a dead
+                # writer's (segments are created under the write lock); a snapshot's or the
+                # checkpoint's may be another process's compaction at work, unless it is ours.
+                if name.endswith(SEGMENT_SUFFIX + ".tmp") or remove_compaction_temps:
                     fs.unlink(os.path.join(self.directory, name))
                     removed.append(name)
             if removed:

@@ -46,6 +46,7 @@ class SegmentSet:
         self.removed: set[int] = set()  # numbers retention deleted (readers check before opening)
         self.graveyard: list[int] = []  # read fds of deleted segments, closed one pass later
         self.write_fd: int | None = None
+        self.write_number = 0  # the segment write_fd appends to
         self.segments_created = 0
         self.segments_deleted = 0
 
@@ -112,6 +113,15 @@ class SegmentSet:
 
     def open_active(self) -> None:
         self.write_fd = self.fs.open_write(self.active.path, create=False)
+        self.write_number = self.active.number
+
+    def follow_active(self) -> None:
+        """Write to the newest segment: after another process rolled, this one's write fd is on a sealed one."""
+        if self.write_number != self.active.number:
+            if self.write_fd is not None:
+                self.fs.close(self.write_fd)
+                self.write_fd = None
+            self.open_active()
 
     def write_frame(self, data: bytes, first_position: int) -> tuple[Segment, int]:
         """In a worker thread: one write and one fdatasync for the whole batch."""
@@ -133,6 +143,7 @@ class SegmentSet:
         self.write_fd = None
         active = self.create(self.segments[-1].number + 1, first_position)
         self.write_fd = fs.open_write(active.path, create=False)
+        self.write_number = active.number
         return active
 
     # ------------------------------------------------------------------ reading
@@ -140,8 +151,22 @@ class SegmentSet:
     def read_fd(self, number: int) -> tuple[int, str]:
         segment = self.by_number(number)
         if segment.read_fd is None:
-            segment.read_fd = self.fs.open_read(segment.path)
+            try:
+                segment.read_fd = self.fs.open_read(segment.path)
+            except FileNotFoundError:
+                if segment is self.segments[-1]:
+                    raise
+                # Retention in another process removed it (after snapshots covered its events).
+                self.forget_removed(segment)
+                raise HistoryUnavailableError(
+                    f"segment {number} of store {self.directory} was removed by retention in another process; "
+                    "its events are covered by snapshots"
+                ) from None
         return segment.read_fd, segment.path
+
+    def forget_removed(self, segment: Segment) -> None:
+        """Another process's retention unlinked ``segment``: stop opening it (an open fd still reads)."""
+        self.removed.add(segment.number)
 
     # ------------------------------------------------------------------ deleting and closing
 
@@ -165,6 +190,13 @@ class SegmentSet:
         graveyard, self.graveyard = self.graveyard, []
         for fd in graveyard:
             self.fs.close(fd)
+
+    def abandon(self) -> None:
+        """Forget every descriptor without closing (a forked child: they are the parent's to close)."""
+        for segment in self.segments:
+            segment.read_fd = None
+        self.graveyard = []
+        self.write_fd = None
 
     def release(self) -> None:
         """Close every descriptor (read and write)."""

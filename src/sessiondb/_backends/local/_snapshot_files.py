@@ -60,6 +60,17 @@ class SnapshotFiles:
         """Learn the snapshots from the files themselves (an open without a usable checkpoint)."""
         self.newest, self.older = read_snapshot_headers(self.fs, self.directory, names)
 
+    def resync(self, names: list[str]) -> bool:
+        """Relearn the snapshots when the files differ from what this process knows (another one compacted)."""
+        known = {snapshot_file_name(sid, version) for sid, (version, _size) in self.newest.items()}
+        for sid, entries in self.older.items():
+            known.update(snapshot_file_name(sid, version) for version, _size in entries)
+        on_disk = {name for name in names if name.endswith(SNAPSHOT_SUFFIX)}
+        if on_disk == known:
+            return False
+        self.load_headers(names)
+        return True
+
     async def write(self, session_id: str, version: int, data: bytes) -> None:
         header = SnapshotFileHeader("snapshot", 1, session_id, version, len(data), zlib.crc32(data))
         blob = b"".join((_json.encode(header), b"\n", data))

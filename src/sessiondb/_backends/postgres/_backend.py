@@ -433,6 +433,10 @@ class PostgresBackend(Backend):
             return  # polling still works
         self._listener = conn
 
+    @property
+    def has_other_writers(self) -> bool:
+        return True  # other processes and hosts share the database
+
     async def wait_for_new_events(self, after_position: int, timeout: float) -> int:
         """Wait until ``read_all(after_position, ...)`` has something to return, at most ``timeout`` s.
 
