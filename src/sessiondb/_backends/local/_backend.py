@@ -161,6 +161,9 @@ class LocalBackend(Backend):
                 try:
                     self._follower.catch_up(locked=False)
                     self._resync_directory()
+                except (OSError, SessionDBError):
+                    pass  # no checkpoint then: it only saves the next open a scan
+                else:
                     self.checkpoints.close(self.read_only, self._broken is not None)
                 finally:
                     self.locks.release_compact()

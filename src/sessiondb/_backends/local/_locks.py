@@ -33,7 +33,7 @@ COMPACT_LOCK = "COMPACT.lock"
 
 # File systems whose flock is emulated, advisory across hosts only in part, or absent.
 _NETWORK_FILE_SYSTEMS = frozenset(
-    ("nfs", "nfs4", "cifs", "smb3", "smbfs", "ncpfs", "afs", "9p", "ceph", "glusterfs", "lustre", "gpfs")
+    ("nfs", "nfs4", "cifs", "smb3", "smbfs", "ncpfs", "afs", "9p", "ceph", "glusterfs", "lustre", "gpfs", "sshfs")
 )
 _logger = logging.getLogger("sessiondb")
 
@@ -139,33 +139,35 @@ class StoreLocks:
         self.write_held = self.compact_held = False
 
 
-def network_file_system(path: str) -> str | None:
-    """The type of the file system holding ``path`` when it is a network one (NFS, SMB …), else None.
+def mount_type(path: str, mountinfo: str) -> str | None:
+    """The type of the network file system holding ``path`` (NFS, SMB, sshfs …) per ``mountinfo``, else None.
 
-    Read from ``/proc/self/mountinfo`` (Linux); elsewhere, or when it cannot be read, None.
+    ``mountinfo`` is the text of ``/proc/self/mountinfo``; the deepest mount point holding ``path`` wins.
     """
-    try:
-        with open("/proc/self/mountinfo", encoding="utf-8", errors="replace") as handle:
-            lines = handle.readlines()
-    except OSError:
-        return None
-    real = os.path.realpath(path)
     best, best_type = "", None
-    for line in lines:
+    for line in mountinfo.splitlines():
         left, _, right = line.partition(" - ")
         fields = left.split()
         if len(fields) < 5 or not right:
             continue
         mount_point = fields[4].replace("\\040", " ")
-        inside = real == mount_point or real.startswith(mount_point.rstrip("/") + "/")
+        inside = path == mount_point or path.startswith(mount_point.rstrip("/") + "/")
         if inside and len(mount_point) >= len(best):
             best, best_type = mount_point, right.split()[0]
     if best_type is None:
         return None
-    base = best_type.split(".", 1)[-1] if best_type.startswith("fuse.") else best_type
-    if base in _NETWORK_FILE_SYSTEMS or best_type in _NETWORK_FILE_SYSTEMS or base in ("sshfs",):
-        return best_type
-    return None
+    base = best_type.removeprefix("fuse.")
+    return best_type if base in _NETWORK_FILE_SYSTEMS else None
+
+
+def network_file_system(path: str) -> str | None:
+    """``mount_type`` of ``path`` on this machine (Linux); None where mountinfo cannot be read."""
+    try:
+        with open("/proc/self/mountinfo", encoding="utf-8", errors="replace") as handle:
+            mountinfo = handle.read()
+    except OSError:
+        return None
+    return mount_type(os.path.realpath(path), mountinfo)
 
 
 def warn_if_network_file_system(path: str) -> None:
