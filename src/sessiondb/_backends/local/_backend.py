@@ -39,7 +39,7 @@ from ..._gcpause import gc_paused
 from .._base import AppendRequest, Backend, SessionInfo
 from .._fs import FileSystem
 from ._checkpoint import Checkpointer
-from ._follower import LogFollower
+from ._follower import LogCatchUp
 from ._index import Index
 from ._locks import STORE_LOCK, StoreLocks, warn_if_network_file_system
 from ._planner import plan_batch
@@ -85,7 +85,7 @@ class LocalBackend(Backend):
         self.checkpoints = Checkpointer(self.path, self.fs, self.index, self.segments, self.snapshots)
         self.retention = Retention(self.path, self.fs, self.index, self.segments, self.snapshots, self.checkpoints)
         self._reader = Reader(self.segments, self.fs)
-        self._follower = LogFollower(self.fs, self.index, self.segments)
+        self._follower = LogCatchUp(self.fs, self.index, self.segments)
         # Cleared while this process's batch is written but not yet in the index: a read
         # that finds the log grown waits for it, so it never takes its own frame for another's.
         self._idle = asyncio.Event()

@@ -2,7 +2,7 @@
 
 Several processes append to one log, each under the write lock (``_locks.py``).
 This process's index knows the log up to the end of its newest segment as it
-last saw it. ``LogFollower`` checks cheaply whether the log moved past that
+last saw it. ``LogCatchUp`` checks cheaply whether the log moved past that
 (one ``fstat`` of the newest segment, one ``stat`` for the segment after it),
 and if so reads the new bytes and feeds every complete, checksummed frame to
 ``Index.index_frame``, moving on to segments others created by rolling.
@@ -38,7 +38,7 @@ from ._segments import Segment, SegmentSet
 _CHUNK = 4 * 1024 * 1024
 
 
-class LogFollower:
+class LogCatchUp:
     """Moves one process's index forward over frames appended by others."""
 
     def __init__(self, fs: FileSystem, index: Index, segments: SegmentSet) -> None:
