@@ -75,7 +75,10 @@ def repair_store(path: str | os.PathLike[str], *, file_system: FileSystem | None
     try:
         lock = fs.lock(os.path.join(root, LOCK_NAME))
     except BlockingIOError:
-        raise StoreLockedError(f"store {root} is open in another process; close it before repairing") from None
+        raise StoreLockedError(
+            f"store {root} is open for writing (in this process or another); close every store open on it, "
+            "then repair"
+        ) from None
     try:
         if not before.problems:
             return report
