@@ -143,7 +143,8 @@ class _Hub:
         if self._hint is not None and self._poller is None and not self.ended:
             self._poller = asyncio.get_running_loop().create_task(self._poll(), name="sessiondb-subscription-poller")
 
-    def remove(self, subscription: Subscription) -> None:
+    def remove(self, subscription: Subscription) -> asyncio.Task[None] | None:
+        """Forget ``subscription``; return the poller task it stopped, if it was the last subscriber."""
         if subscription._session_id is None:
             self.every.discard(subscription)
         else:
@@ -153,8 +154,10 @@ class _Hub:
                 if not subscribers:
                     del self.by_session[subscription._session_id]
         if self._poller is not None and not self.every and not self.by_session:
-            self._poller.cancel()
-            self._poller = None
+            poller, self._poller = self._poller, None
+            poller.cancel()
+            return poller
+        return None
 
     async def _poll(self) -> None:
         """Wake subscribers when the backend says events (maybe from other processes) arrived."""
@@ -356,7 +359,9 @@ class Subscription:
 
     # -------------------------------------------------------------- lifecycle
 
-    def _close(self) -> None:
+    def _close(self) -> asyncio.Task[None] | None:
+        """Stop now; return the hub's poller task if this stopped it (``aclose`` waits for it to end)."""
+        stopped = None
         self._finished = True
         self._current = ()
         self._requests = []
@@ -364,18 +369,19 @@ class Subscription:
         self._wakeup.set()  # a consumer waiting in another task ends now
         self._attached = False
         if self._hub is not None:
-            self._hub.remove(self)
+            stopped = self._hub.remove(self)
             self._hub = None
+        return stopped
 
     async def aclose(self) -> None:
         """Stop the subscription and release its listener. Idempotent."""
-        self._close()
+        await _finished(self._close())
 
     async def __aenter__(self) -> Subscription:
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
-        self._close()
+        await _finished(self._close())
 
     def __repr__(self) -> str:
         what = f"session {self._session_id!r}" if self._session_id is not None else "every session"
@@ -397,3 +403,9 @@ def subscribe_every_session(
 
 
 __all__ = ["DEFAULT_BUFFER_EVENTS", "Subscription", "subscribe_every_session", "subscribe_session"]
+
+
+async def _finished(poller: asyncio.Task[None] | None) -> None:
+    """Wait for a cancelled poller to end, so that nothing of the subscription outlives ``aclose``."""
+    if poller is not None and poller is not asyncio.current_task():
+        await asyncio.wait((poller,))

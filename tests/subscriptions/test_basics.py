@@ -170,6 +170,9 @@ async def test_conflicting_and_duplicate_appends_are_not_delivered(store: sessio
 async def test_a_closed_store_that_had_subscribers_is_collected(tmp_path: Path) -> None:
     import weakref
 
+    gc.collect()
+    # Stores of earlier tests may still be held by the test harness a moment: count only this one.
+    hubs_before = len(_hubs)
     store = sessiondb.open_store(tmp_path / "s")
     await store.start()
     sid = await store.create_session()
@@ -181,7 +184,7 @@ async def test_a_closed_store_that_had_subscribers_is_collected(tmp_path: Path) 
     del store, subscription
     gc.collect()
     assert reference() is None
-    assert len(_hubs) == 0
+    assert len(_hubs) <= hubs_before
 
 
 async def test_aclose_from_another_task_ends_a_waiting_consumer(store: sessiondb.Store) -> None:

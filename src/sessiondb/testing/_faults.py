@@ -27,6 +27,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from .._backends._fs import FileSystem
+from .._backends.local._locks import LOCK_FILES
 
 # The operation names faults and the operation log use.
 OPERATIONS = (
@@ -131,7 +132,7 @@ class FaultyFileSystem(FileSystem):
             if os.path.isdir(path):
                 self._adopt(path)
                 entries[name] = path
-            elif os.path.isfile(path) and name != "LOCK":
+            elif os.path.isfile(path) and name not in LOCK_FILES:
                 with open(path, "rb") as handle:
                     content = handle.read()
                 entries[name] = self._new_inode(content, synced=True)
@@ -146,7 +147,7 @@ class FaultyFileSystem(FileSystem):
 
     def _modelled(self, path: str) -> bool:
         directory = os.path.dirname(path)
-        return directory in self._entries and os.path.basename(path) != "LOCK"
+        return directory in self._entries and os.path.basename(path) not in LOCK_FILES
 
     def _lookup(self, path: str) -> _Inode | None:
         entries = self._entries.get(os.path.dirname(path))
@@ -325,7 +326,7 @@ class FaultyFileSystem(FileSystem):
         for directory, entries in self._entries.items():
             if not os.path.isdir(directory):
                 raise AssertionError(f"FaultyFileSystem: directory {directory} vanished behind the model's back")
-            real = {name for name in os.listdir(directory) if name != "LOCK"}
+            real = {name for name in os.listdir(directory) if name not in LOCK_FILES}
             if real != set(entries):
                 raise AssertionError(f"FaultyFileSystem: {directory} holds {sorted(real)}, model {sorted(entries)}")
             for name, entry in entries.items():

@@ -18,9 +18,10 @@ loop, one thread hop to write and sync, then the index learns the batch) and the
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import os
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import anyio
@@ -89,6 +90,7 @@ class LocalBackend(Backend):
         # Cleared while this process's batch is written but not yet in the index: a read
         # that finds the log grown waits for it, so it never takes its own frame for another's.
         self._idle = asyncio.Event()
+        self._write_turn = asyncio.Lock()
         self._idle.set()
         self._foreign_reported = 0  # foreign records the subscription hint has announced
         self._recovery = Recovery(
@@ -196,10 +198,18 @@ class LocalBackend(Backend):
         # A lock taken must be released, and once bytes may be on disk the index must learn
         # where they are: nothing from taking the write lock to the bookkeeping is cancellable.
         with anyio.CancelScope(shield=True):
-            if not self.locks.try_write():
-                await anyio.to_thread.run_sync(self.locks.wait_write)
-            try:
+            async with self._write_lock():
                 await self._commit_locked(batch)
+
+    @contextlib.asynccontextmanager
+    async def _write_lock(self) -> AsyncIterator[None]:
+        """Hold ``WRITE.lock``: this process's writer and its retention take turns first (one descriptor)."""
+        async with self._write_turn:
+            with anyio.CancelScope(shield=True):  # a lock taken in a thread must never be left behind
+                if not self.locks.try_write():
+                    await anyio.to_thread.run_sync(self.locks.wait_write)
+            try:
+                yield
             finally:
                 self.locks.release_write()
 
@@ -239,16 +249,16 @@ class LocalBackend(Backend):
 
     async def _refresh(self) -> None:
         """Make a read current: learn what other processes appended before it started."""
-        if self._closed:
+        if self._closed or self._broken is not None:
+            # A broken store serves what it knew: past its own failed batch the bytes are not
+            # another process's (the failed frame is whatever reached the file, never acknowledged).
             return
         follower = self._follower
-        try:
-            if not follower.advanced():
-                return
-            await self._idle.wait()  # this process's own batch in flight is not another's
-            follower.catch_up(locked=False)
-        except OSError as exc:
-            raise _read_error(exc, self.path) from exc
+        # An I/O error here is the reader's, like one while reading its events.
+        if not follower.advanced():
+            return
+        await self._idle.wait()  # this process's own batch in flight is not another's
+        follower.catch_up(locked=False)
 
     @property
     def has_other_writers(self) -> bool:
@@ -256,21 +266,20 @@ class LocalBackend(Backend):
         return self._follower.foreign_records > 0
 
     async def wait_for_new_events(self, after_position: int, timeout: float) -> int:
-        """Subscription hint: the newest position, once events of other processes arrive (or at ``timeout``).
+        """Subscription hint: the newest position once events of other processes arrived, else ``after_position``.
 
-        Polls the log's end every few milliseconds (an ``fstat`` and a ``stat``); this
-        process's own batches reach subscribers through the batch listener instead.
+        One look at the log's end (an ``fstat`` and a ``stat``) after a pause of a few
+        milliseconds (at most ``timeout``): the subscription poller calls it in a loop
+        while subscribers wait, checking between calls that some are left. This process's
+        own batches reach subscribers through the batch listener instead.
         """
-        deadline = anyio.current_time() + timeout
-        while True:
-            await self._refresh()
-            learned = self._follower.foreign_records
-            if learned != self._foreign_reported:
-                self._foreign_reported = learned
-                return max(self.last_position, after_position + 1)
-            if anyio.current_time() >= deadline or self._closed:
-                return after_position
-            await anyio.sleep(_FOLLOW_POLL_SECONDS)
+        await anyio.sleep(min(timeout, _FOLLOW_POLL_SECONDS))
+        await self._refresh()
+        learned = self._follower.foreign_records
+        if learned != self._foreign_reported:
+            self._foreign_reported = learned
+            return max(self.last_position, after_position + 1)
+        return after_position
 
     def _resync_directory(self) -> bool:
         """Learn what other processes' compaction changed: snapshot files, and segments retention removed."""
@@ -384,13 +393,8 @@ class LocalBackend(Backend):
         if self.read_only or self._broken is not None:
             return {}
         # Segments are unlinked under the write lock, so no process opening the store scans them meanwhile.
-        with anyio.CancelScope(shield=True):
-            if not self.locks.try_write():
-                await anyio.to_thread.run_sync(self.locks.wait_write)
-        try:
+        async with self._write_lock():
             return await self.retention.run_pass(settings)
-        finally:
-            self.locks.release_write()
 
     async def write_checkpoint(self, exclude: set[int] | None = None) -> int:
         return await self.checkpoints.write(exclude)
@@ -430,13 +434,6 @@ def _open_error(exc: OSError, path: str) -> StoreBrokenError:
         )
     return StoreBrokenError(
         f"opening store {path} failed at {where} ({exc.strerror or exc!r}); fix the cause and open it again"
-    )
-
-
-def _read_error(exc: OSError, path: str) -> StoreBrokenError:
-    return StoreBrokenError(
-        f"reading the log of store {path} failed at {exc.filename or path} ({exc.strerror or exc!r}); "
-        "fix the cause and read again"
     )
 
 

@@ -30,6 +30,8 @@ from .._fs import FileSystem
 STORE_LOCK = "LOCK"
 WRITE_LOCK = "WRITE.lock"
 COMPACT_LOCK = "COMPACT.lock"
+# Lock files hold no data: nothing durable is modelled for them (the fault-injecting file system skips them).
+LOCK_FILES = frozenset((STORE_LOCK, WRITE_LOCK, COMPACT_LOCK))
 
 # File systems whose flock is emulated, advisory across hosts only in part, or absent.
 _NETWORK_FILE_SYSTEMS = frozenset(

@@ -76,8 +76,7 @@ def repair_store(path: str | os.PathLike[str], *, file_system: FileSystem | None
         lock = fs.lock(os.path.join(root, LOCK_NAME))
     except BlockingIOError:
         raise StoreLockedError(
-            f"store {root} is open for writing (in this process or another); close every store open on it, "
-            "then repair"
+            f"store {root} is open for writing (in this process or another); close every store open on it, then repair"
         ) from None
     try:
         if not before.problems:

@@ -61,14 +61,37 @@ class SnapshotFiles:
         self.newest, self.older = read_snapshot_headers(self.fs, self.directory, names)
 
     def resync(self, names: list[str]) -> bool:
-        """Relearn the snapshots when the files differ from what this process knows (another one compacted)."""
-        known = {snapshot_file_name(sid, version) for sid, (version, _size) in self.newest.items()}
-        for sid, entries in self.older.items():
-            known.update(snapshot_file_name(sid, version) for version, _size in entries)
+        """Learn snapshot files another process wrote or deleted (``names``: the directory now); True if any.
+
+        Merges: files this process knows keep their entries (and what it decided about them),
+        new files are read and added, entries whose file is gone are dropped.
+        """
         on_disk = {name for name in names if name.endswith(SNAPSHOT_SUFFIX)}
-        if on_disk == known:
+        known: dict[str, tuple[str, tuple[int, int]]] = {}
+        for sid, entry in self.newest.items():
+            known[snapshot_file_name(sid, entry[0])] = (sid, entry)
+        for sid, entries in self.older.items():
+            for entry in entries:
+                known[snapshot_file_name(sid, entry[0])] = (sid, entry)
+        gone = [known[name] for name in known.keys() - on_disk]
+        new = sorted(on_disk - known.keys())
+        if not gone and not new:
             return False
-        self.load_headers(names)
+        by_session: dict[str, list[tuple[int, int]]] = {}
+        for name, (sid, entry) in known.items():
+            if name in on_disk:
+                by_session.setdefault(sid, []).append(entry)
+        found_newest, found_older = read_snapshot_headers(self.fs, self.directory, new)
+        for sid, entry in found_newest.items():
+            by_session.setdefault(sid, []).append(entry)
+        for sid, entries in found_older.items():
+            by_session.setdefault(sid, []).extend(entries)
+        self.newest, self.older = {}, {}
+        for sid, entries in by_session.items():
+            entries.sort()
+            self.newest[sid] = entries.pop()
+            if entries:
+                self.older[sid] = entries
         return True
 
     async def write(self, session_id: str, version: int, data: bytes) -> None:
