@@ -217,3 +217,14 @@ def test_network_file_systems_are_recognised() -> None:
     assert mount_type("/mnt/ssh/store", mountinfo) == "fuse.sshfs"
     assert mount_type("/mnt/share/local/store", mountinfo) is None  # the deeper mount wins
     assert mount_type("/home/me/store", mountinfo) is None
+
+
+async def test_a_reader_opened_on_an_empty_directory_follows_the_first_writer(tmp_path: Path) -> None:
+    tmp_path.joinpath("store").mkdir()
+    async with _open(tmp_path / "store", read_only=True) as reader:
+        assert await reader.list_sessions() == []
+        async with _open(tmp_path / "store") as writer:
+            await writer.create_session(session_id="first")
+            await writer.append("first", Message.user("hello"))
+        assert [info.session_id for info in await reader.list_sessions()] == ["first"]
+        assert (await reader.load("first")).version == 2

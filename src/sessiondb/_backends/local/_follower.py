@@ -51,6 +51,8 @@ class LogCatchUp:
     def advanced(self) -> bool:
         """True when the log may hold frames this index does not know: the newest segment grew, or has a successor."""
         segments = self.segments
+        if not segments.segments:  # a read-only store opened before any writer created the log
+            return self.fs.exists(segments.path_of(1))
         active = segments.active
         fd, _path = segments.read_fd(active.number)
         if self.fs.fstat_size(fd) != active.size:
@@ -63,6 +65,11 @@ class LogCatchUp:
         ``locked``: the caller holds the write lock, so a torn tail is cut.
         """
         learned = 0
+        if not self.segments.segments:
+            first = self.segments.path_of(1)
+            if not self.fs.exists(first):
+                return 0
+            self._adopt(1, first)
         while True:
             active = self.segments.active
             learned += self._follow_segment(active, locked)
