@@ -33,6 +33,7 @@ from . import _store
 from ._backends._base import AppendRequest
 from ._errors import InvalidInputError, SessionNotFoundError, StoreClosedError, refused_because_broken
 from ._events import RecordedEvent, SessionDeleted
+from ._handoff import StoreLoop, on_store_loop
 from ._ids import validate_session_id
 
 if TYPE_CHECKING:
@@ -233,6 +234,11 @@ class Subscription:
     def __aiter__(self) -> Subscription:
         return self
 
+    @property
+    def _home(self) -> StoreLoop:
+        return self._store._home
+
+    @on_store_loop  # iterated from another thread's loop, each step runs on the store's
     async def __anext__(self) -> RecordedEvent:
         try:
             return await self._next()
@@ -346,6 +352,7 @@ class Subscription:
             self._hub.remove(self)
             self._hub = None
 
+    @on_store_loop
     async def aclose(self) -> None:
         """Stop the subscription and release its listener. Idempotent."""
         self._close()
@@ -354,7 +361,7 @@ class Subscription:
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
-        self._close()
+        await self.aclose()
 
     def __repr__(self) -> str:
         what = f"session {self._session_id!r}" if self._session_id is not None else "every session"
