@@ -169,7 +169,8 @@ def _hub_for(store: Store) -> _Hub:
 class Subscription:
     """An async iterator over a session's (or every session's) durable events: history, then live.
 
-    One task iterates a subscription (make one per consumer). Use it as
+    One task iterates a subscription (make one per consumer), on any thread's loop:
+    each step runs on the store's own loop (see ``Store``). Use it as
     ``async for event in store.subscribe(sid): ...``; ``async with``
     (or ``aclose()``) releases it at once. It ends when the store closes (after
     delivering what was durable before), or when a subscribed session's
