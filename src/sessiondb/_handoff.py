@@ -182,19 +182,17 @@ def on_store_loop(
 ) -> Callable[Concatenate[_S, _P], Coroutine[Any, Any, _T]]:
     """Make a coroutine method run on its store's home loop, whichever loop awaits it.
 
-    Called on the home loop, the method's own coroutine is returned as it is (one
-    identity check, no extra frame: ``append`` is the hot path). Anywhere else the
-    caller gets a coroutine that decides when it runs, on the loop that awaits it.
+    The loop is checked when the call is awaited, not when the coroutine is made: a
+    coroutine made on the home loop may be awaited by another (``pool.submit(asyncio.run,
+    store.append(...))``).
     """
 
     @functools.wraps(method)
-    def run_on_store_loop(self: _S, /, *args: _P.args, **kwargs: _P.kwargs) -> Coroutine[Any, Any, _T]:
-        try:
-            if self._home.loop is _running_loop():
-                return method(self, *args, **kwargs)
-        except RuntimeError:  # no loop runs here (yet): the coroutine is awaited somewhere else
-            pass
-        return self._home.run(functools.partial(method, self, *args, **kwargs))
+    async def run_on_store_loop(self: _S, /, *args: _P.args, **kwargs: _P.kwargs) -> _T:
+        home = self._home
+        if home.loop is _running_loop():  # the common case: one identity check
+            return await method(self, *args, **kwargs)
+        return await home.run(functools.partial(method, self, *args, **kwargs))
 
     return run_on_store_loop
 
