@@ -214,3 +214,30 @@ async def test_a_blocked_store_loop_gets_the_call_withdrawn(store_target: str) -
         assert (await store.load(sid)).version == 1  # withdrawn calls never run, not even later
         await asyncio.sleep(0)
         assert (await store.load(sid)).version == 1
+
+
+async def test_a_cancelled_caller_cancels_its_call_on_the_store_loop(store_target: str) -> None:
+    from sessiondb._subscriptions import _hubs
+
+    async with sessiondb.open_store(store_target) as store:
+        sid = await store.create_session()
+        subscription = store.subscribe(sid, after=1)  # nothing after version 1 yet: its next step waits
+
+        def wait_briefly() -> str:
+            async def run() -> str:
+                try:
+                    await asyncio.wait_for(anext(subscription), 0.2)
+                except TimeoutError:
+                    return "timed out"
+                return "got an event"
+
+            return asyncio.run(run())
+
+        assert await in_daemon_thread(wait_briefly) == "timed out"
+        hub = _hubs[store]
+        for _ in range(1_000):  # the cancellation reaches the store's loop within a few of its steps
+            if not hub.by_session:
+                break
+            await asyncio.sleep(0)
+        assert not hub.by_session, "the step left waiting on the store's loop was not cancelled"
+        assert await store.append(sid, Message.user("after")) == 2  # the store goes on
