@@ -58,15 +58,21 @@ def _drop_postgres_schema(dsn: str, schema: str) -> None:
     thread.join()
 
 
-@pytest.fixture(params=["directory", pytest.param("postgres", marks=pytest.mark.postgres)])
-def store_target(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """What ``open_store`` takes, for each backend: a store directory, or a PostgreSQL URL with a fresh schema."""
-    if request.param == "directory":
-        yield str(tmp_path / "store")
-        return
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    """A PostgreSQL store URL with a schema no other test uses (dropped afterwards), or a skip saying how to run."""
     dsn = os.environ.get(POSTGRES_DSN_VARIABLE)
     if not dsn:
         pytest.skip(f"set {POSTGRES_DSN_VARIABLE}=postgresql://postgres@127.0.0.1:5432/test to run PostgreSQL tests")
     schema = f"sdbtest_{uuid.uuid4().hex[:12]}"
     yield f"{dsn}{'&' if '?' in dsn else '?'}schema={schema}"
     _drop_postgres_schema(dsn, schema)
+
+
+@pytest.fixture(params=["directory", pytest.param("postgres", marks=pytest.mark.postgres)])
+def store_target(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """What ``open_store`` takes, for each backend: a store directory, or a PostgreSQL URL with a fresh schema."""
+    if request.param == "directory":
+        return str(tmp_path / "store")
+    url: str = request.getfixturevalue("pg_url")
+    return url
