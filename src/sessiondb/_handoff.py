@@ -38,7 +38,7 @@ import functools
 import os
 import threading
 import weakref
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar
 
 from ._errors import StoreForkedError, StoreLoopError
@@ -120,7 +120,11 @@ class StoreLoop:
         def take() -> None:  # on the home loop
             if not done.set_running_or_notify_cancel():
                 return  # withdrawn before the loop got here: nothing runs
-            task = loop.create_task(start())
+            try:
+                task = loop.create_task(start())
+            except BaseException as exc:  # the caller must hear of it, or it would wait forever
+                done.set_exception(exc)
+                raise
             taken.append(task)
             task.add_done_callback(functools.partial(_settle, done))
 
@@ -238,7 +242,7 @@ class _HandedOffIterator(AsyncIterator[_T]):
         if self._home.is_current():
             await close()
         else:
-            await self._home.call(close)
+            await self._home.call(functools.partial(_close, close))
 
 
 async def _step(iterator: AsyncIterator[_T]) -> tuple[bool, _T | None]:
@@ -247,6 +251,10 @@ async def _step(iterator: AsyncIterator[_T]) -> tuple[bool, _T | None]:
         return False, await anext(iterator)
     except StopAsyncIteration:
         return True, None
+
+
+async def _close(close: Callable[[], Awaitable[object]]) -> None:
+    await close()  # an async generator's aclose() is an awaitable, not the coroutine a task needs
 
 
 _homes: weakref.WeakSet[StoreLoop] = weakref.WeakSet()
