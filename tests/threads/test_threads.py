@@ -244,3 +244,18 @@ async def test_a_cancelled_caller_cancels_its_call_on_the_store_loop(store_targe
             await asyncio.sleep(0)
         assert not hub.by_session, "the step left waiting on the store's loop was not cancelled"
         assert await store.append(sid, Message.user("after")) == 2  # the store goes on
+
+
+async def test_another_loop_on_the_store_loops_thread_raises_at_once(tmp_path: Any) -> None:
+    # What nest_asyncio-style code does: run a second loop inside a step of the store's loop.
+    async with sessiondb.open_store(tmp_path / "store") as store:
+        home = asyncio.get_running_loop()
+        nested = asyncio.new_event_loop()
+        asyncio._set_running_loop(None)
+        try:
+            with pytest.raises(sessiondb.StoreLoopError, match="thread of the store's own loop"):
+                nested.run_until_complete(store.list_sessions())
+        finally:
+            nested.close()
+            asyncio._set_running_loop(home)
+        assert await store.list_sessions() == []
