@@ -259,3 +259,21 @@ async def test_another_loop_on_the_store_loops_thread_raises_at_once(tmp_path: A
             nested.close()
             asyncio._set_running_loop(home)
         assert await store.list_sessions() == []
+
+
+async def test_claw_import_and_export_from_another_thread(store_target: str, tmp_path: Any) -> None:
+    async with sessiondb.open_store(store_target) as store:
+        sid = await store.create_session(session_id="claw-source")
+        await store.append(sid, Message.user("hello"), Message.assistant([sessiondb.Text("hi")]))
+        exported = tmp_path / "claw-source.jsonl"
+
+        def export_then_import() -> list[str]:
+            async def run() -> list[str]:
+                await sessiondb.export_claw_session(store, sid, exported)
+                first = await sessiondb.import_claw_files(store, exported, if_exists="skip")  # exists: skipped
+                return [skipped[1] for skipped in first.skipped_sessions]
+
+            return asyncio.run(asyncio.wait_for(run(), WAIT_SECONDS))
+
+        assert await in_daemon_thread(export_then_import) == ["claw-source"]
+        assert exported.read_text().count("\n") >= 2
