@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
@@ -32,3 +34,45 @@ def anyio_backend() -> str:
 async def store(tmp_path: Path) -> AsyncIterator[sessiondb.Store]:
     async with sessiondb.open_store(tmp_path / "store") as opened:
         yield opened
+
+
+POSTGRES_DSN_VARIABLE = "SESSIONDB_TEST_POSTGRES_DSN"
+
+
+def _drop_postgres_schema(dsn: str, schema: str) -> None:
+    """Drop a test's schema, from a thread with a loop of its own (the test's loop may still be running)."""
+    import asyncio
+    import threading
+
+    async def drop() -> None:
+        import asyncpg
+
+        conn = await asyncpg.connect(dsn)
+        try:
+            await conn.execute(f"drop schema if exists {schema} cascade")
+        finally:
+            await conn.close()
+
+    thread = threading.Thread(target=asyncio.run, args=(drop(),))
+    thread.start()
+    thread.join()
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    """A PostgreSQL store URL with a schema no other test uses (dropped afterwards), or a skip saying how to run."""
+    dsn = os.environ.get(POSTGRES_DSN_VARIABLE)
+    if not dsn:
+        pytest.skip(f"set {POSTGRES_DSN_VARIABLE}=postgresql://postgres@127.0.0.1:5432/test to run PostgreSQL tests")
+    schema = f"sdbtest_{uuid.uuid4().hex[:12]}"
+    yield f"{dsn}{'&' if '?' in dsn else '?'}schema={schema}"
+    _drop_postgres_schema(dsn, schema)
+
+
+@pytest.fixture(params=["directory", pytest.param("postgres", marks=pytest.mark.postgres)])
+def store_target(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """What ``open_store`` takes, for each backend: a store directory, or a PostgreSQL URL with a fresh schema."""
+    if request.param == "directory":
+        return str(tmp_path / "store")
+    url: str = request.getfixturevalue("pg_url")
+    return url

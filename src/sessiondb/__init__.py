@@ -29,7 +29,9 @@ from ._errors import (
     SessionNotFoundError,
     StoreBrokenError,
     StoreClosedError,
+    StoreForkedError,
     StoreLockedError,
+    StoreLoopError,
 )
 from ._events import (
     Block,
@@ -104,7 +106,9 @@ __all__ = [
     "Store",
     "StoreBrokenError",
     "StoreClosedError",
+    "StoreForkedError",
     "StoreLockedError",
+    "StoreLoopError",
     "Subscription",
     "Text",
     "Thinking",

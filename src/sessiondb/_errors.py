@@ -12,6 +12,8 @@
     ├── SessionExistsError         create_session with an id already in use
     ├── HistoryUnavailableError    load(at_version=...) of history that retention removed
     ├── StoreClosedError           the store was closed
+    │   └── StoreForkedError       used in a process forked after the store was opened
+    ├── StoreLoopError             the store's event loop cannot take a call from another thread or loop
     ├── StoreBrokenError           a write or fsync failed; reopen the store
     │   └── DiskFullError          the failure was ENOSPC
     ├── StoreLockedError           another process owns the store directory
@@ -99,6 +101,18 @@ class HistoryUnavailableError(SessionDBError):
 
 class StoreClosedError(SessionDBError):
     """The store is closed; open it again to use it."""
+
+
+class StoreForkedError(StoreClosedError):
+    """The store was opened before this process was forked from its opener; open it again in this process."""
+
+
+class StoreLoopError(SessionDBError):
+    """A call from another thread or event loop cannot reach the store's own loop (closed, stopped or blocked).
+
+    Raised at once, or after the loop failed to take the call in time; the message
+    says whether the call may have taken effect.
+    """
 
 
 class StoreBrokenError(SessionDBError):

@@ -49,6 +49,7 @@ from ._events import (
     ToolUse,
 )
 from ._gcpause import gc_paused
+from ._handoff import StoreLoop, iterated_on_store_loop, on_store_loop
 from ._ids import generate_session_id, now_ms, validate_session_id
 from ._projection import Projection, Session, is_continuation_message, replay_session
 from ._subscriptions import DEFAULT_BUFFER_EVENTS, Subscription, subscribe_every_session, subscribe_session
@@ -75,6 +76,13 @@ class Store:
 
     Appends from any number of tasks and sessions are group-committed: an
     ``append`` that returned is durable.
+
+    The store lives on the event loop that opened it. Its coroutines (and the
+    iteration of ``read`` and of subscriptions) may be awaited from any other
+    thread's loop: the call is handed off to the store's loop and awaited there.
+    A call that cannot be served (that loop is closed, stopped or blocked) raises
+    ``StoreLoopError``; in a process forked after the store was opened, every
+    call raises ``StoreForkedError``.
     """
 
     def __init__(
@@ -110,11 +118,13 @@ class Store:
         self._closed = False
         self._fully_closed = asyncio.Event()
         self._writer_task: asyncio.Task[None] | None = None
+        self._home = StoreLoop()  # the loop start() runs on; calls from other loops are handed off to it
 
     # ------------------------------------------------------------------ lifecycle
 
     async def start(self) -> None:
-        """Open the backend (recovering it) and start the writer task."""
+        """Open the backend (recovering it) and start the writer task, on the running loop (the store's home)."""
+        self._home.bind()
         await self.backend.open()
         # A plain task rather than a task group: errors raised in the user's
         # ``async with`` body must reach them unwrapped, not in an ExceptionGroup.
@@ -126,8 +136,21 @@ class Store:
         """Commit what is pending, stop the writer and release the backend. Idempotent.
 
         A second call waits for the first to finish: on return the store is closed
-        (its directory lock released), whichever call returns first.
+        (its directory lock released), whichever call returns first. In a process
+        forked after the store was opened it only marks this copy closed and drops
+        its descriptors (``Backend.abandon``): the files, locks and connections are
+        the parent's, and nothing is unlocked or closed on its behalf.
         """
+        if self._home.forked:
+            self._closed = True
+            # The descriptors are the parent's, flock locks included (they belong to the open file
+            # description fork shares): drop them without unlocking, or the parent's write lock goes too.
+            self.backend.abandon()
+            return
+        await self._aclose()
+
+    @on_store_loop
+    async def _aclose(self) -> None:
         if self._closed:
             await self._fully_closed.wait()
             return
@@ -175,6 +198,7 @@ class Store:
             self._check_open()
         return await writer.submit(request)
 
+    @on_store_loop
     async def create_session(
         self,
         *,
@@ -189,6 +213,7 @@ class Store:
         await self._submit(AppendRequest(session_id, (started,), timestamp_ms=started.created_at_ms, creates=True))
         return session_id
 
+    @on_store_loop
     async def append(
         self,
         session_id: str,
@@ -262,6 +287,7 @@ class Store:
                 )
         return redacted
 
+    @on_store_loop
     async def _import_session(
         self, session_id: str, started: SessionStarted, events: Sequence[Event], *, timestamp_ms: int
     ) -> int:
@@ -284,14 +310,17 @@ class Store:
         request = AppendRequest(session_id, (started, *events), timestamp_ms=timestamp_ms, creates=True)
         return (await self._submit(request)).version
 
+    @on_store_loop
     async def record_prompt(self, session_id: str, text: str) -> int:
         """Add ``text`` to the session's prompt history."""
         return await self.append(session_id, PromptRecorded(text, now_ms()))
 
+    @on_store_loop
     async def record_compaction(self, session_id: str, *, summary: str, removed_message_count: int) -> int:
         """Record a conversation compaction: ``summary`` replaces the oldest live messages."""
         return await self.append(session_id, Compacted(summary, removed_message_count))
 
+    @on_store_loop
     async def fork(
         self,
         session_id: str,
@@ -328,6 +357,7 @@ class Store:
             await self._submit(AppendRequest(child_id, (started,), timestamp_ms=started.created_at_ms, creates=True))
             return child_id
 
+    @on_store_loop
     async def delete_session(self, session_id: str) -> None:
         """Delete a session: it disappears at once; the compactor frees its space later."""
         await self._info(session_id)
@@ -357,10 +387,12 @@ class Store:
             raise InvalidInputError(f"session {info.session_id!r} has versions 0..{info.version}; got {version!r}")
         return version
 
+    @on_store_loop
     async def session_info(self, session_id: str) -> SessionInfo:
         """The summary of one session (what ``list_sessions`` shows for it)."""
         return await self._info(session_id)
 
+    @on_store_loop
     async def list_sessions(self) -> list[SessionInfo]:
         """Every session, most recently updated first."""
         self._check_readable()
@@ -382,6 +414,7 @@ class Store:
             events += await self.backend.read_session(info.session_id, max(after, base), up_to)
         return events
 
+    @iterated_on_store_loop
     async def read(self, session_id: str, *, after: int = 0, up_to: int | None = None) -> AsyncIterator[RecordedEvent]:
         """The session's recorded events with ``after < version <= up_to``, in order.
 
@@ -398,6 +431,7 @@ class Store:
                 yield recorded
             cursor = min(cursor + _READ_PAGE, last)
 
+    @on_store_loop
     async def read_all(self, *, after: int = 0, limit: int = _READ_PAGE) -> list[RecordedEvent]:
         """Up to ``limit`` events of every session with store-wide position > ``after``."""
         self._check_readable()
@@ -417,6 +451,7 @@ class Store:
         """Events of every session with position > ``after``, in position order: history, then live."""
         return subscribe_every_session(self, after=after, buffer_size=buffer_size)
 
+    @on_store_loop
     async def load(self, session_id: str, *, at_version: int | None = None) -> Session:
         """The session's state: the Session projection of its events (up to ``at_version``)."""
         info = await self._info(session_id)
@@ -468,8 +503,10 @@ class Store:
         """Register a user projection; its state per session is served by ``project``."""
         if projection.name in self._projections:
             raise InvalidInputError(f"a projection named {projection.name!r} is already registered")
-        self._projections[projection.name] = projection
+        # Copied, not changed in place: it may be called from another thread while the writer iterates it.
+        self._projections = {**self._projections, projection.name: projection}
 
+    @on_store_loop
     async def project(self, session_id: str, projection: str | Projection[Any]) -> Any:
         """The state of a registered projection for a session, kept current as events arrive."""
         name = projection if isinstance(projection, str) else projection.name
@@ -555,6 +592,7 @@ class Store:
 
     # ------------------------------------------------------------------ compaction
 
+    @on_store_loop
     async def compact(self) -> dict[str, Any]:
         """Run one storage-compaction pass now (snapshots, checkpoint, retention); return what it did.
 
@@ -564,6 +602,7 @@ class Store:
         self._check_open()
         return await self._compactor.run_pass()
 
+    @on_store_loop
     async def compact_conversation(
         self,
         session_id: str,
@@ -597,6 +636,7 @@ class Store:
                 if attempts <= 0:
                     raise
 
+    @on_store_loop
     async def compaction_due(self, session_id: str, policy: TokenThresholdPolicy | None = None) -> bool:
         """Whether the live context's recorded input tokens reached the policy's threshold (100,000)."""
         return (policy or TokenThresholdPolicy()).due(await self.load(session_id))

@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from ._backends._base import AppendRequest, Backend, SessionInfo, recorded_events
 from ._errors import InvalidInputError, SessionNotFoundError, StoreClosedError, refused_because_broken
 from ._events import RecordedEvent, SessionDeleted
+from ._handoff import StoreLoop, on_store_loop
 from ._ids import validate_session_id
 
 if TYPE_CHECKING:
@@ -59,6 +60,9 @@ class SubscriptionSource(Protocol):
 
     @property
     def _writer_task(self) -> asyncio.Task[None] | None: ...
+
+    @property
+    def _home(self) -> StoreLoop: ...
 
     def _check_readable(self) -> None: ...
 
@@ -192,7 +196,8 @@ def _hub_for(store: SubscriptionSource) -> _Hub:
 class Subscription:
     """An async iterator over a session's (or every session's) durable events: history, then live.
 
-    One task iterates a subscription (make one per consumer). Use it as
+    One task iterates a subscription (make one per consumer), on any thread's loop:
+    each step runs on the store's own loop (see ``Store``). Use it as
     ``async for event in store.subscribe(sid): ...``; ``async with``
     (or ``aclose()``) releases it at once. It ends when the store closes (after
     delivering what was durable before), or when a subscribed session's
@@ -257,6 +262,11 @@ class Subscription:
     def __aiter__(self) -> Subscription:
         return self
 
+    @property
+    def _home(self) -> StoreLoop:
+        return self._store._home
+
+    @on_store_loop  # iterated from another thread's loop, each step runs on the store's
     async def __anext__(self) -> RecordedEvent:
         try:
             return await self._next()
@@ -373,6 +383,7 @@ class Subscription:
             self._hub = None
         return stopped
 
+    @on_store_loop
     async def aclose(self) -> None:
         """Stop the subscription and release its listener. Idempotent."""
         await _finished(self._close())
@@ -381,7 +392,7 @@ class Subscription:
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
-        await _finished(self._close())
+        await self.aclose()
 
     def __repr__(self) -> str:
         what = f"session {self._session_id!r}" if self._session_id is not None else "every session"

@@ -4,11 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import subprocess
 import sys
-import uuid
-from collections.abc import Iterator
 
 import pytest
 
@@ -18,28 +15,6 @@ from sessiondb import Message
 from ._helpers import environment, run_in_process
 
 pytestmark = pytest.mark.postgres
-DSN_VARIABLE = "SESSIONDB_TEST_POSTGRES_DSN"
-
-
-@pytest.fixture
-def pg_url() -> Iterator[str]:
-    dsn = os.environ.get(DSN_VARIABLE)
-    if not dsn:
-        pytest.skip(f"set {DSN_VARIABLE}=postgresql://postgres@127.0.0.1:5432/test to run the PostgreSQL CLI tests")
-    schema = f"sdbcli_{uuid.uuid4().hex[:12]}"
-    separator = "&" if "?" in dsn else "?"
-    yield f"{dsn}{separator}schema={schema}"
-
-    async def drop() -> None:
-        import asyncpg
-
-        conn = await asyncpg.connect(dsn)
-        try:
-            await conn.execute(f"drop schema if exists {schema} cascade")
-        finally:
-            await conn.close()
-
-    asyncio.run(drop())
 
 
 async def _append(url: str, *texts: str) -> None:

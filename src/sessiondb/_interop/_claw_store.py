@@ -23,6 +23,7 @@ from typing import Literal
 import anyio
 
 from .._errors import InvalidInputError, SessionExistsError
+from .._handoff import on_store_loop
 from .._ids import now_ms, validate_session_id
 from .._store import Store
 from ._claw import ClawFile, SkippedLine, parse_claw_file, render_claw_session
@@ -222,6 +223,7 @@ async def import_claw_files(
     return report
 
 
+@on_store_loop  # it reads the backend directly: from another thread's loop, that runs on the store's
 async def _exists(store: Store, session_id: str) -> bool:
     # A deleted session's id stays taken in the log: creating it again would fail too.
     return await store.backend.info(session_id) is not None

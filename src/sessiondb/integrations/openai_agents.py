@@ -114,6 +114,8 @@ class SessionDBSession:
     ``session_id`` is the sessiondb session id; the session is created on the
     first write. ``store`` must be open (``async with sessiondb.open_store(...)``)
     and is not closed by this class: many ``SessionDBSession`` objects share one.
+    Its methods may be awaited from other threads' event loops too (``Runner.run_sync``
+    in a worker thread): each store call is handed off to the store's own loop.
     """
 
     def __init__(

@@ -1,0 +1,119 @@
+"""A chat server that records every turn in sessiondb: a Starlette app, served by uvicorn with several workers.
+
+Run it::
+
+    pip install 'sessiondb[examples]'
+    python examples/chat_server.py postgresql://localhost/chat --workers 4 --port 8000
+    curl -X POST localhost:8000/sessions/alice/turns -d '{"turn_id": "t1", "text": "hello"}'
+    curl localhost:8000/sessions/alice
+
+or ``SESSIONDB_STORE=sessions/ uvicorn --app-dir examples chat_server:app``. The store is a directory or a
+PostgreSQL URL. Each worker process opens the store in the app's lifespan (never at import time: a process
+forked after a store was opened must not use it). ``POST /sessions/{id}/turns`` records the user's message and
+the assistant's reply as ONE atomic append, keyed by ``turn_id`` so a retried request is not stored twice, and
+answers 200 only once the turn is durable. The "assistant" here echoes; a real one would call a model first.
+
+Several worker processes may share one store directory (each is one of several writers, taking a lock per
+batch) on one host; PostgreSQL serves workers on any number of hosts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+import sessiondb
+from sessiondb import Message, Text
+
+STORE_VARIABLE = "SESSIONDB_STORE"
+
+
+@contextlib.asynccontextmanager
+async def lifespan(app: Starlette) -> AsyncIterator[None]:
+    target = os.environ.get(STORE_VARIABLE)
+    if not target:
+        raise RuntimeError(f"set {STORE_VARIABLE} to a store directory or a PostgreSQL URL")
+    async with sessiondb.open_store(target) as store:
+        app.state.store = store
+        yield
+
+
+def reply_to(text: str) -> str:
+    return f"echo: {text}"
+
+
+async def record_turn(request: Request) -> JSONResponse:
+    store: sessiondb.Store = request.app.state.store
+    session_id = request.path_params["session_id"]
+    body = await request.json()
+    turn_id, text = body.get("turn_id"), body.get("text")
+    if not isinstance(turn_id, str) or not isinstance(text, str):
+        return JSONResponse({"error": 'send {"turn_id": str, "text": str}'}, status_code=400)
+    events = (Message.user(text), Message.assistant([Text(reply_to(text))]))
+    ids = [f"{turn_id}/user", f"{turn_id}/assistant"]
+    try:
+        try:
+            version = await store.append(session_id, *events, event_ids=ids)
+        except sessiondb.SessionNotFoundError:
+            with contextlib.suppress(sessiondb.SessionExistsError):  # another request created it first
+                await store.create_session(session_id=session_id)
+            version = await store.append(session_id, *events, event_ids=ids)
+    except sessiondb.InvalidInputError as exc:
+        return JSONResponse({"error": str(exc)}, status_code=400)
+    return JSONResponse({"version": version, "reply": reply_to(text)})
+
+
+async def show_session(request: Request) -> JSONResponse:
+    store: sessiondb.Store = request.app.state.store
+    try:
+        session = await store.load(request.path_params["session_id"])
+    except sessiondb.SessionNotFoundError as exc:
+        return JSONResponse({"error": str(exc)}, status_code=404)
+    messages = [{"role": message.role, "text": message.text} for message in session.messages]
+    return JSONResponse({"version": session.version, "messages": messages})
+
+
+async def health(request: Request) -> JSONResponse:
+    """Which worker answered: its pid (the store opened in its lifespan, or it would not serve)."""
+    return JSONResponse({"pid": os.getpid(), "closed": request.app.state.store.closed})
+
+
+app = Starlette(
+    routes=[
+        Route("/sessions/{session_id}/turns", record_turn, methods=["POST"]),
+        Route("/sessions/{session_id}", show_session),
+        Route("/health", health),
+    ],
+    lifespan=lifespan,
+)
+
+
+def main() -> None:
+    import uvicorn
+
+    parser = argparse.ArgumentParser(description="a chat server recording every turn in sessiondb")
+    parser.add_argument("store", help="a store directory or a PostgreSQL URL")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--workers", type=int, default=1)
+    args = parser.parse_args()
+    os.environ[STORE_VARIABLE] = args.store  # the workers (spawned processes) read it in their lifespan
+    uvicorn.run(
+        "chat_server:app",
+        app_dir=str(Path(__file__).resolve().parent),
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+    )
+
+
+if __name__ == "__main__":
+    main()
