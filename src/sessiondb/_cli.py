@@ -34,10 +34,11 @@ from ._cli_render import (
     table,
 )
 from ._cli_tail import LogFollower
-from ._errors import SessionDBError, SessionExistsError, SessionNotFoundError
+from ._errors import ExportError, SessionDBError, SessionExistsError, SessionNotFoundError
 from ._events import RecordedEvent, SessionDeleted
-from ._interop import ClawImportReport, export_claw_session, import_claw_files
+from ._interop import ClawImportReport, export_claw_session, export_claw_sessions, import_claw_files
 from ._interop._claw_store import select_files
+from ._paths import names_directory
 from ._store import Store, open_store
 from ._verify import repair_store, verify_store
 
@@ -63,7 +64,7 @@ def _existing_store(target: str) -> str:
         return target
     if target == ":memory:":
         raise CommandError("':memory:' is a store inside one process; give the path of a store directory")
-    path = os.path.abspath(target)
+    path = os.path.abspath(os.path.expanduser(target))
     if not os.path.exists(path):
         raise CommandError(f"no store at {target}: no such directory")
     if not os.path.isdir(path):
@@ -78,7 +79,7 @@ def _writable_store(target: str, *, create: bool) -> str:
     if _is_url(target):
         return target
     if create and target != ":memory:":
-        path = os.path.abspath(target)
+        path = os.path.abspath(os.path.expanduser(target))
         if not os.path.exists(path):
             return path
         if os.path.isdir(path) and not os.listdir(path):
@@ -368,24 +369,35 @@ async def cmd_export(args: argparse.Namespace, out: _Output) -> int:
             directory = args.session  # with --all the one positional argument is the directory
             if args.file is not None:
                 raise CommandError("export --all takes one directory: sessiondb export STORE --all DIRECTORY")
-            sessions = await store.list_sessions()
+            directory = os.path.expanduser(directory)
             if os.path.exists(directory) and not os.path.isdir(directory):
                 raise CommandError(f"{directory} is a file; export --all needs a directory")
+            sessions = await store.list_sessions()
             with Progress("exporting", len(sessions), unit="sessions", stream=out.stderr) as progress:
-                for info in sessions:
-                    await export_claw_session(
-                        store, info.session_id, os.path.join(directory, f"{info.session_id}.jsonl")
-                    )
+                failures: list[str] = []
+                for info in sessions:  # one at a time for the progress; failures are listed at the end
+                    try:
+                        await export_claw_sessions(store, directory, [info.session_id])
+                    except ExportError as exc:
+                        failures += [f"  {sid}: {_describe(error)}" for sid, error in exc.failures]
                     progress.advance()
+            if failures:
+                raise CommandError(
+                    f"{len(failures)} of {len(sessions)} session(s) were not exported to {directory} "
+                    f"(the other {len(sessions) - len(failures)} were):\n" + "\n".join(failures)
+                )
             out.note(f"exported {len(sessions)} session(s) to {directory}")
             return 0
         if args.file is None:
             raise CommandError("export needs a session and a file: sessiondb export STORE SESSION FILE")
         await _session_info(store, args)
-        parent = os.path.dirname(os.path.abspath(args.file))
-        if not os.path.isdir(parent):
-            raise CommandError(f"cannot write {args.file}: directory {parent} does not exist")
-        written = await export_claw_session(store, args.session, args.file, at_version=args.at)
+        target = os.path.expanduser(args.file)
+        # "newdir/" names a directory (created if missing); otherwise the file's directory must exist.
+        if not names_directory(target):
+            parent = os.path.dirname(os.path.abspath(target))
+            if not os.path.isdir(parent):
+                raise CommandError(f"cannot write {args.file}: directory {parent} does not exist")
+        written = await export_claw_session(store, args.session, target, at_version=args.at)
     out.note(f"exported session {args.session} to {written}")
     return 0
 
@@ -513,7 +525,12 @@ def build_parser() -> argparse.ArgumentParser:
     export = sub.add_parser("export", help="write a session as a claw-code JSONL file")
     export.add_argument("store", metavar="STORE")
     export.add_argument("session", metavar="SESSION", help="the session (with --all: the target directory)")
-    export.add_argument("file", metavar="FILE", nargs="?", help="the file to write (or an existing directory)")
+    export.add_argument(
+        "file",
+        metavar="FILE",
+        nargs="?",
+        help="the file to write, or a directory (an existing one, or DIR/ to create it)",
+    )
     export.add_argument("--at", type=_non_negative, metavar="VERSION", help="the session as it was at this version")
     export.add_argument("--all", action="store_true", help="every session, into a directory")
     export.set_defaults(run=cmd_export)

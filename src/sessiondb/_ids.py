@@ -8,7 +8,14 @@ import time
 
 from ._errors import InvalidSessionIdError
 
-MAX_SESSION_ID_LENGTH = 256
+# A session id becomes a file name on export: "<id>.jsonl", written through a temp file
+# "<id>.jsonl.tmp-<13-digit millis>-<6-digit counter>". NAME_MAX is 255 bytes on Linux and
+# macOS file systems, so the id may take what those suffixes leave: 255 - 6 - 25 = 224
+# bytes of UTF-8. Checked on every backend, so every stored session can be exported.
+NAME_MAX_BYTES = 255
+EXPORT_SUFFIX = ".jsonl"
+TEMP_SUFFIX_BYTES = len(".tmp-") + 13 + 1 + 6
+MAX_SESSION_ID_BYTES = NAME_MAX_BYTES - len(EXPORT_SUFFIX) - TEMP_SUFFIX_BYTES
 _counter = itertools.count()
 _clock_lock = threading.Lock()
 _last_ms = 0
@@ -38,10 +45,14 @@ def validate_session_id(session_id: object) -> str:
         raise InvalidSessionIdError(f"a session id must be a str, got {type(session_id).__name__}")
     if not session_id:
         raise InvalidSessionIdError("a session id must not be empty")
-    if len(session_id) > MAX_SESSION_ID_LENGTH:
+    if (
+        len(session_id) > MAX_SESSION_ID_BYTES // 4
+        and len(session_id.encode("utf-8", "surrogatepass")) > MAX_SESSION_ID_BYTES
+    ):
+        size = len(session_id.encode("utf-8", "surrogatepass"))
         raise InvalidSessionIdError(
-            f"session id {session_id[:40]!r}... is {len(session_id)} characters long; "
-            f"the limit is {MAX_SESSION_ID_LENGTH}"
+            f"session id {session_id[:40]!r}... is {size} bytes long in UTF-8; the limit is "
+            f"{MAX_SESSION_ID_BYTES} bytes, so that '<id>.jsonl' (and its temp file) fits a file name"
         )
     if session_id in (".", ".."):
         raise InvalidSessionIdError(f"session id {session_id!r} is not allowed")

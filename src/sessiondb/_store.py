@@ -42,6 +42,7 @@ from ._events import (
 )
 from ._gcpause import gc_paused
 from ._ids import generate_session_id, now_ms, validate_session_id
+from ._paths import user_path
 from ._projection import Projection, Session, is_continuation_message, replay_session
 from ._snapshots import SnapshotPayload, decode_projection_state
 from ._subscriptions import DEFAULT_BUFFER_EVENTS, Subscription, subscribe_every_session, subscribe_session
@@ -641,11 +642,11 @@ def backend_for(
     """The backend a target names: a directory, ``":memory:"``, a PostgreSQL URL or a Backend."""
     _check_modes(file_mode, dir_mode)
     custom_modes = (file_mode, dir_mode) != (DEFAULT_FILE_MODE, DEFAULT_DIR_MODE)
-    if custom_modes and (isinstance(target, Backend) or os.fspath(target) == ":memory:" or _is_url(target)):
+    if custom_modes and (isinstance(target, Backend) or target == ":memory:" or _is_url(target)):
         raise InvalidInputError("file_mode and dir_mode apply to a store directory only")
     if isinstance(target, Backend):
         return target
-    text = os.fspath(target)
+    text = user_path(target, what="a store path")  # "~/sessions" means the home directory's
     if text == ":memory:":
         return LocalBackend(
             "/:memory:", segment_bytes=segment_bytes, max_event_bytes=max_event_bytes, file_system=MemoryFileSystem()

@@ -57,6 +57,7 @@ from ._backends._segment import (
 from ._errors import InvalidInputError, SessionDBError, StoreLockedError
 from ._events import SessionDeleted, SessionStarted
 from ._ids import validate_session_id
+from ._paths import not_a_directory, user_path
 from ._snapshots import SnapshotFormatError, decode_snapshot
 
 # What each kind of problem means (``VerifyReport.ok`` is false for the FATAL ones):
@@ -337,8 +338,10 @@ def _check_records(walk: _Walk, path: str, data: bytes, start: int, end: int, fi
 
 def verify_store(path: str | os.PathLike[str]) -> VerifyReport:
     """Check every segment of the store at ``path``; change nothing."""
-    root = os.path.abspath(os.fspath(path))
+    root = os.path.abspath(user_path(path, what="a store path"))
     if not os.path.isdir(root):
+        if os.path.lexists(root):
+            raise InvalidInputError(not_a_directory(root))
         raise SessionDBError(f"no store at {root}: the directory does not exist")
     report = VerifyReport(root)
     names = sorted(os.listdir(root))
@@ -628,7 +631,7 @@ def repair_store(path: str | os.PathLike[str], *, file_system: FileSystem | None
     reported in ``left``: open never needs it gone, and it is all there is.
     """
     fs = file_system if file_system is not None else FileSystem()
-    root = os.path.abspath(os.fspath(path))
+    root = os.path.abspath(user_path(path, what="a store path"))
     before = verify_store(root)
     report = RepairReport(root, before, kept_events=before.events)
     try:

@@ -34,6 +34,7 @@ from .._errors import (
 from .._events import Message, RecordedEvent, SessionDeleted, SessionStarted
 from .._gcpause import gc_paused
 from .._ids import validate_session_id
+from .._paths import missing_directories, not_a_directory, user_path
 from ._base import AppendRequest, Backend, SessionInfo, apply_to_info
 from ._fs import FileSystem
 from ._local_compaction import LocalCompaction
@@ -115,7 +116,7 @@ class LocalBackend(LocalCompaction, Backend):
         read_only: bool = False,
         file_system: FileSystem | None = None,
     ) -> None:
-        self.path = os.path.abspath(os.fspath(path))
+        self.path = os.path.abspath(user_path(path, what="a store path"))
         self.segment_bytes = segment_bytes
         self.max_event_bytes = max_event_bytes
         self.read_only = read_only
@@ -146,9 +147,17 @@ class LocalBackend(LocalCompaction, Backend):
         fs = self.fs
         if self.read_only:
             if not os.path.isdir(self.path):
+                if os.path.lexists(self.path):
+                    raise InvalidInputError(not_a_directory(self.path))
                 raise SessionDBError(f"no store at {self.path}: the directory does not exist")
-        elif fs.makedirs(self.path):
-            fs.fsync_directory(os.path.dirname(self.path))
+        else:
+            missing = missing_directories(self.path)  # each new directory's entry is fsynced in its parent
+            try:
+                created = fs.makedirs(self.path)
+            except (FileExistsError, NotADirectoryError):
+                raise InvalidInputError(not_a_directory(self.path)) from None
+            for directory in (missing or [self.path]) if created else []:
+                fs.fsync_directory(os.path.dirname(directory))
         if not self.read_only:
             try:
                 self._lock_fd = fs.lock(os.path.join(self.path, LOCK_NAME))

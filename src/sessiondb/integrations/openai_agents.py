@@ -43,7 +43,7 @@ except ImportError:  # pragma: no cover - depends on the installed SDK
 try:  # The SDK's own check of a settings dict (unknown keys are a TypeError), in recent SDKs.
     from agents.memory.session_settings import coerce_session_settings as _sdk_coerce_settings
 except ImportError:  # pragma: no cover - depends on the installed SDK
-    _sdk_coerce_settings = None
+    _sdk_coerce_settings = None  # type: ignore[assignment]
 
 ITEMS = "openai_agents.items"
 POP = "openai_agents.pop"
