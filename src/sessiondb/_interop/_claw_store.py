@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+import aiofiles
 import anyio
 
 from .._errors import ExportError, InvalidInputError, SessionDBError, SessionExistsError
@@ -129,8 +130,14 @@ def select_files(paths: Iterable[str | os.PathLike[str]], report: ClawImportRepo
     return chosen
 
 
-def _read_and_parse(path: Path, stem: str, skip_bad_lines: bool) -> ClawFile:
-    data = path.read_bytes()
+async def _read_file(path: Path) -> bytes:
+    """A whole file, read without blocking the event loop (aiofiles: off the append path)."""
+    async with aiofiles.open(path, "rb") as file:
+        data: bytes = await file.read()
+    return data
+
+
+def _parse(data: bytes, path: Path, stem: str, skip_bad_lines: bool) -> ClawFile:
     try:
         fallback: str | None = validate_session_id(stem)
     except InvalidInputError:
@@ -166,7 +173,8 @@ async def import_claw_files(
     selected = await anyio.to_thread.run_sync(select_files, paths, report)
     parsed: list[ClawFile] = []
     for path, stem in selected:
-        parsed.append(await anyio.to_thread.run_sync(_read_and_parse, path, stem, skip_bad_lines))
+        data = await _read_file(path)
+        parsed.append(await anyio.to_thread.run_sync(_parse, data, path, stem, skip_bad_lines))
     by_id: dict[str, ClawFile] = {}
     to_write: list[ClawFile] = []
     for claw in parsed:
