@@ -315,7 +315,7 @@ def _check_records(walk: _Walk, path: str, data: bytes, start: int, end: int, fi
                             f"{event.fork.parent_version}, which the log does not hold"
                         )
             try:
-                validate_session_id(record.s)
+                validate_session_id(record.s, stored=True)
             except InvalidInputError as exc:
                 return f"record at offset {offset}: {exc}"
             firsts[record.s] = (record.v, event if isinstance(event, SessionStarted) else None)

@@ -175,3 +175,46 @@ async def test_open_store_creates_missing_parents(tmp_path: Path) -> None:
 async def test_a_store_path_that_is_not_a_path_is_refused(target: object) -> None:
     with pytest.raises(InvalidInputError, match="store path"):
         sessiondb.open_store(target)  # type: ignore[arg-type]
+
+
+async def test_a_store_with_longer_ids_from_before_the_byte_limit_opens_and_bulk_export_reports_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sessiondb._ids
+
+    long_ids = ["b" * 250, "é" * 120]  # accepted by the 256-character limit of earlier versions
+    with monkeypatch.context() as patch:
+        patch.setattr(sessiondb._ids, "MAX_SESSION_ID_BYTES", 1024)
+        async with sessiondb.open_store(tmp_path / "store") as store:
+            for sid in (long_ids[0], "ok-1", long_ids[1], "ok-2"):
+                await store.create_session(session_id=sid)
+                await store.append(sid, Message.user("hi"))
+    assert verify_store(tmp_path / "store").ok
+    async with sessiondb.open_store(tmp_path / "store") as store:
+        for sid in long_ids:  # still readable, appendable and followable
+            assert await store.append(sid, Message.user("again")) == 3
+            assert len((await store.load(sid)).messages) == 2
+            async with store.subscribe(sid) as events:
+                assert (await anext(events)).version == 1
+        with pytest.raises(ExportError) as caught:
+            await sessiondb.export_claw_sessions(store, tmp_path / "out")
+    assert sorted(sid for sid, _ in caught.value.failures) == sorted(long_ids)
+    assert all(isinstance(error, OSError) for _, error in caught.value.failures)
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["ok-1.jsonl", "ok-2.jsonl"]
+
+
+async def test_export_into_a_directory_path_that_is_a_file(tmp_path: Path, chat_store: sessiondb.Store) -> None:
+    (tmp_path / "newdir").write_text("x")
+    with pytest.raises(InvalidInputError, match="newdir is a file"):
+        await sessiondb.export_claw_session(chat_store, "chat", f"{tmp_path}/newdir/")
+
+
+async def test_an_unreadable_import_file_names_the_file(tmp_path: Path) -> None:
+    if os.geteuid() == 0:
+        pytest.skip("root reads every file")
+    path = tmp_path / "s.jsonl"
+    path.write_text("{}\n")
+    path.chmod(0)
+    async with sessiondb.open_store(tmp_path / "store") as store:
+        with pytest.raises(InvalidInputError, match=r"cannot import .*s\.jsonl: Permission denied"):
+            await sessiondb.import_claw_files(store, path)

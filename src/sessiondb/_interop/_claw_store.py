@@ -132,8 +132,11 @@ def select_files(paths: Iterable[str | os.PathLike[str]], report: ClawImportRepo
 
 async def _read_file(path: Path) -> bytes:
     """A whole file, read without blocking the event loop (aiofiles: off the append path)."""
-    async with aiofiles.open(path, "rb") as file:
-        data: bytes = await file.read()
+    try:
+        async with aiofiles.open(path, "rb") as file:
+            data: bytes = await file.read()
+    except OSError as exc:  # unreadable, or gone since it was listed: nothing was written yet
+        raise InvalidInputError(f"cannot import {path}: {exc.strerror or exc}; nothing was imported") from None
     return data
 
 
@@ -328,7 +331,7 @@ async def _export_to_file(store: Store, session_id: str, path: Path, at_version:
     data = render_claw_session(session)
     try:
         await anyio.to_thread.run_sync(write_file_atomically, path, data)
-    except (FileExistsError, NotADirectoryError):
+    except NotADirectoryError:
         raise InvalidInputError(
             f"cannot export session {session_id!r} to {path}: " + not_a_directory(str(path.parent), "a directory")
         ) from None
