@@ -51,12 +51,11 @@ def _run(code: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60)
 
 
-def test_sessiondb_testing_imports_without_pytest() -> None:
+def test_sessiondb_testing_imports_without_pytest(tmp_path: Path) -> None:
     done = _run(
         HIDE_PYTEST + "import sessiondb.testing as t\n"
         "from sessiondb.testing import FaultyFileSystem, PowerLoss, corrupt, flip_bit\n"
-        "import tempfile\n"
-        "fs = FaultyFileSystem(tempfile.gettempdir())\n"
+        f"fs = FaultyFileSystem({str(tmp_path)!r})\n"
         "print('ok', type(fs).__name__)\n"
     )
     assert done.returncode == 0, done.stderr
