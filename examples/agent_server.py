@@ -226,6 +226,20 @@ def main() -> None:
         )
     print(f"it acknowledged {total:,} events across {len(acknowledged):,} sessions before it died.\n")
     asyncio.run(verify(path, acknowledged))
+    print_where_to_look(path)
+
+
+def print_where_to_look(path: str) -> None:
+    """Where the store is, and the CLI commands that show it (the venv's own ``sessiondb``)."""
+    script = os.path.join(os.path.dirname(sys.executable), "sessiondb")
+    cli = script if os.path.exists(script) else f"{sys.executable} -m sessiondb"
+    print(f"\nthe store is kept at {path}; look at it with the command line:")
+    print(f"  {cli} ls {path}              # sessions, newest first")
+    print(f"  {cli} show {path} SESSION    # one conversation")
+    print(f"  {cli} stats {path}")
+    print(f"  {cli} verify {path}")
+    folder = os.path.dirname(script)
+    print(f"(to type just `sessiondb`: source {os.path.relpath(folder)}/activate, or add {folder} to PATH)")
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@
 from ._backends._base import Backend, SessionInfo
 from ._backends._fs import FileSystem
 from ._backends.local import LocalBackend
+from ._backends.postgres import PostgresBackend  # asyncpg itself is imported only when it connects
 from ._compactor import CompactionSettings
 from ._conversation import TokenThresholdPolicy, plan_compaction, summarize_messages
 from ._errors import (
@@ -19,6 +20,7 @@ from ._errors import (
     CorruptionError,
     DiskFullError,
     EventTooLargeError,
+    ExportError,
     HistoryUnavailableError,
     ImportFormatError,
     InvalidInputError,
@@ -81,6 +83,7 @@ __all__ = [
     "DiskFullError",
     "Event",
     "EventTooLargeError",
+    "ExportError",
     "FileSystem",
     "Fork",
     "HistoryUnavailableError",
@@ -92,6 +95,7 @@ __all__ = [
     "Message",
     "Projection",
     "PromptEntry",
+    "PostgresBackend",
     "PromptRecorded",
     "RecordedEvent",
     "Role",

@@ -19,12 +19,15 @@
     ├── StoreLockedError           another process owns the store directory
     ├── CorruptionError            a file failed its checksum or could not be decoded
     ├── SchemaVersionError         the store was written by a newer sessiondb
-    └── BackendUnavailableError    a remote backend is unreachable; safe to retry
+    ├── BackendUnavailableError    a remote backend is unreachable; safe to retry
+    └── ExportError                a bulk export left sessions out; lists each failure
 
 Every message says what happened, to which session or file, and what to do.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 
 class SessionDBError(Exception):
@@ -161,3 +164,18 @@ class SchemaVersionError(SessionDBError):
 
 class BackendUnavailableError(SessionDBError):
     """A remote backend could not be reached; the operation may be retried."""
+
+
+class ExportError(SessionDBError):
+    """A bulk export finished with some sessions not exported.
+
+    ``failures`` lists ``(session_id, exception)`` for each one that failed;
+    ``exported`` holds the paths of the files written (every other session).
+    """
+
+    def __init__(self, exported: list[Any], failures: list[tuple[str, Exception]], attempted: int) -> None:
+        self.exported = exported
+        self.failures = failures
+        lines = [f"{len(failures)} of {attempted} session(s) were not exported ({len(exported)} were):"]
+        lines += [f"  {session_id!r}: {error}" for session_id, error in failures]
+        super().__init__("\n".join(lines))

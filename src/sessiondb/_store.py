@@ -51,6 +51,7 @@ from ._events import (
 from ._gcpause import gc_paused
 from ._handoff import StoreLoop, iterated_on_store_loop, on_store_loop
 from ._ids import generate_session_id, now_ms, validate_session_id
+from ._paths import user_path
 from ._projection import Projection, Session, is_continuation_message, replay_session
 from ._subscriptions import DEFAULT_BUFFER_EVENTS, Subscription, subscribe_every_session, subscribe_session
 from ._writer import Writer
@@ -317,42 +318,52 @@ class Store:
 
     @on_store_loop
     async def record_compaction(self, session_id: str, *, summary: str, removed_message_count: int) -> int:
-        """Record a conversation compaction: ``summary`` replaces the oldest live messages."""
+        """Record a compaction your agent already did: ``summary`` replaces the oldest ``removed_message_count``
+        live messages. Returns the session's new version.
+
+        Use it when the agent loop (or a model call of yours) chose what to drop and wrote
+        the summary itself, and you only record the outcome, as the reference records it.
+        To have sessiondb choose the cut (keeping the last ``keep_last`` messages, never
+        separating a tool call from its result) and build a local summary if you give
+        none, call ``compact_conversation`` instead.
+        """
         return await self.append(session_id, Compacted(summary, removed_message_count))
 
     @on_store_loop
     async def fork(
         self,
-        session_id: str,
+        parent: str,
+        /,
         *,
         branch_name: str | None = None,
         at_version: int | None = None,
-        new_session_id: str | None = None,
+        session_id: str | None = None,
     ) -> str:
-        """Start a new session that shares ``session_id``'s history up to ``at_version``.
+        """Start a new session that shares ``parent``'s history up to ``at_version``; return its id.
 
-        Nothing is copied: the child's log starts with one event that points
-        at the parent and version; reads stitch the two together.
+        ``session_id`` names the new session, as in ``create_session`` (default: a
+        generated id). Nothing is copied: the child's log starts with one event that
+        points at the parent and version; reads stitch the two together.
         """
         self._check_open()
         # Not while a compaction pass runs: the pass decides which history retention may
         # delete from the forks that exist, so a fork committed mid-pass could lose its parent's.
         async with self._compactor.pass_lock:
-            info = await self._info(session_id)
+            info = await self._info(parent)
             version = info.version if at_version is None else self._check_version(info, at_version)
-            parent = await self.load(session_id, at_version=version)
-            compacted = bool(parent.messages) and is_continuation_message(parent.messages[0])
+            state = await self.load(parent, at_version=version)
+            compacted = bool(state.messages) and is_continuation_message(state.messages[0])
             if branch_name is not None and type(branch_name) is not str:
                 raise InvalidInputError(f"fork() takes a str branch_name (or None), got {type(branch_name).__name__}")
             branch = branch_name.strip() or None if branch_name is not None else None
-            child_id = generate_session_id() if new_session_id is None else validate_session_id(new_session_id)
+            child_id = generate_session_id() if session_id is None else validate_session_id(session_id)
             started = SessionStarted(
                 now_ms(),
                 # From the summary, not the replay: a fork at version 0 keeps the parent's model and workspace.
                 info.model,
                 info.workspace_root,
-                Fork(session_id, branch, version),
-                Inherited(len(parent.messages), parent.usage, compacted),
+                Fork(parent, branch, version),
+                Inherited(len(state.messages), state.usage, compacted),
             )
             await self._submit(AppendRequest(child_id, (started,), timestamp_ms=started.created_at_ms, creates=True))
             return child_id
@@ -620,6 +631,10 @@ class Store:
         its tool use (it moves back to keep both). Returns the session's new version.
         Recorded with ``expected_version``: a concurrent append makes it fail with
         ``ConflictError`` (with a local summary it is retried on the new state).
+
+        Use it when sessiondb should decide what to drop; when your agent already
+        decided (it knows how many messages its summary replaces), call
+        ``record_compaction(session_id, summary=..., removed_message_count=n)``.
         """
         if summary is not None and (type(summary) is not str or not summary.strip()):
             raise InvalidInputError("summary must be a non-empty str (or None for a locally built one)")
@@ -681,11 +696,11 @@ def backend_for(
     """The backend a target names: a directory, ``":memory:"``, a PostgreSQL URL or a Backend."""
     _check_modes(file_mode, dir_mode)
     custom_modes = (file_mode, dir_mode) != (DEFAULT_FILE_MODE, DEFAULT_DIR_MODE)
-    if custom_modes and (isinstance(target, Backend) or os.fspath(target) == ":memory:" or _is_url(target)):
+    if custom_modes and (isinstance(target, Backend) or target == ":memory:" or _is_url(target)):
         raise InvalidInputError("file_mode and dir_mode apply to a store directory only")
     if isinstance(target, Backend):
         return target
-    text = os.fspath(target)
+    text = user_path(target, what="a store path")  # "~/sessions" means the home directory's
     if text == ":memory:":
         return LocalBackend(
             "/:memory:", segment_bytes=segment_bytes, max_event_bytes=max_event_bytes, file_system=MemoryFileSystem()

@@ -403,7 +403,7 @@ def subscribe_session(
     store: SubscriptionSource, session_id: str, *, after: int = 0, buffer_size: int = DEFAULT_BUFFER_EVENTS
 ) -> Subscription:
     """A subscription to one session's events with version > ``after``."""
-    return Subscription(store, validate_session_id(session_id), after, buffer_size)
+    return Subscription(store, validate_session_id(session_id, stored=True), after, buffer_size)
 
 
 def subscribe_every_session(

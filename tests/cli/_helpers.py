@@ -70,7 +70,7 @@ def build_sample_store(path: Path) -> None:
             )
             await store.append(sid, Message.tool_result("call-1", "bash", "\n".join(f"f{i}" for i in range(40))))
             await store.append(sid, Message.assistant("40 files.", usage=Usage(150, 5)))
-            await store.fork(sid, branch_name="try-2", at_version=3, new_session_id="chat-fork")
+            await store.fork(sid, branch_name="try-2", at_version=3, session_id="chat-fork")
             other = await store.create_session(session_id="other", model="m2")
             await store.append(other, Message.user("first"), Message.user("second"))
             await store.append(other, Compacted("they said two things", 1))

@@ -30,7 +30,7 @@ async def _build(path: Path, *, segment_bytes: int = 64 * 1024 * 1024) -> None:
         for turn in range(4):
             for sid in sessions:
                 await store.append(sid, Message.user(f'{sid} turn {turn} ü \u2028 "quoted"'))
-        await store.fork("s0", at_version=3, new_session_id="f0")
+        await store.fork("s0", at_version=3, session_id="f0")
         await store.append(
             "s1",
             Message.user("ask"),

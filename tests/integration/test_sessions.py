@@ -85,7 +85,7 @@ async def test_fork_of_a_fork_and_default_head(open_again: Opener) -> None:
         first = await store.fork(root)  # at the head: version 3
         await store.append(root, Message.user("root later"))
         await store.append(first, Message.user("f1"))  # version 5
-        second = await store.fork(first, branch_name="deeper", at_version=5, new_session_id="my-second")
+        second = await store.fork(first, branch_name="deeper", at_version=5, session_id="my-second")
         assert second == "my-second"
         await store.append(second, Message.user("s1"))
         await store.append(first, Message.user("first later"))

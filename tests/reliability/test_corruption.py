@@ -29,7 +29,7 @@ async def _build(path: Path) -> None:
             for i in range(4):
                 await store.append(f"s{i}", Message.user(f"s{i} turn {turn} " + "z" * (turn * 7)))
             if turn == 5:
-                await store.fork("s1", at_version=4, new_session_id="fork")
+                await store.fork("s1", at_version=4, session_id="fork")
                 await store.record_compaction("s2", summary="sum", removed_message_count=2)
         await store.append("fork", Message.user("a"), Message.assistant("b"), Message.tool_result("t", "x", "c"))
 

@@ -240,7 +240,7 @@ async def test_hostile_session_ids(tmp_path: Path, session_id: str) -> None:
         with pytest.raises(InvalidSessionIdError):
             await store.create_session(session_id=session_id)
         with pytest.raises(InvalidSessionIdError):
-            await store.fork(parent, new_session_id=session_id)
+            await store.fork(parent, session_id=session_id)
         for call in (
             store.append(session_id, Message.user("x")),
             store.load(session_id),

@@ -40,7 +40,7 @@ async def _fill(path: Path, segment_bytes: int) -> dict[str, list[str]]:
 async def test_every_layout_reads_back_the_same_events(tmp_path: Path, segment_bytes: int) -> None:
     texts = await _fill(tmp_path / "s", segment_bytes)
     async with sessiondb.open_store(tmp_path / "s") as store:
-        fork = await store.fork("a", at_version=45, new_session_id="f")
+        fork = await store.fork("a", at_version=45, session_id="f")
         await store.append(fork, Message.user("after the fork"))
         for sid, expected in texts.items():
             session = await store.load(sid)

@@ -20,11 +20,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+import aiofiles
 import anyio
 
-from .._errors import InvalidInputError, SessionExistsError
+from .._errors import ExportError, InvalidInputError, SessionDBError, SessionExistsError
 from .._handoff import on_store_loop
-from .._ids import now_ms, validate_session_id
+from .._ids import EXPORT_SUFFIX, now_ms, validate_session_id
+from .._paths import names_directory, not_a_directory, user_path
 from .._store import Store
 from ._claw import ClawFile, SkippedLine, parse_claw_file, render_claw_session
 
@@ -81,7 +83,7 @@ class ClawImportReport:
 def _candidates(paths: Iterable[str | os.PathLike[str]]) -> list[Path]:
     found: list[Path] = []
     for item in paths:
-        path = Path(item)
+        path = Path(user_path(item, what="a file or directory to import"))
         if path.is_dir():
             for root, dirs, files in os.walk(path):
                 dirs.sort()
@@ -129,8 +131,17 @@ def select_files(paths: Iterable[str | os.PathLike[str]], report: ClawImportRepo
     return chosen
 
 
-def _read_and_parse(path: Path, stem: str, skip_bad_lines: bool) -> ClawFile:
-    data = path.read_bytes()
+async def _read_file(path: Path) -> bytes:
+    """A whole file, read without blocking the event loop (aiofiles: off the append path)."""
+    try:
+        async with aiofiles.open(path, "rb") as file:
+            data: bytes = await file.read()
+    except OSError as exc:  # unreadable, or gone since it was listed: nothing was written yet
+        raise InvalidInputError(f"cannot import {path}: {exc.strerror or exc}; nothing was imported") from None
+    return data
+
+
+def _parse(data: bytes, path: Path, stem: str, skip_bad_lines: bool) -> ClawFile:
     try:
         fallback: str | None = validate_session_id(stem)
     except InvalidInputError:
@@ -166,7 +177,8 @@ async def import_claw_files(
     selected = await anyio.to_thread.run_sync(select_files, paths, report)
     parsed: list[ClawFile] = []
     for path, stem in selected:
-        parsed.append(await anyio.to_thread.run_sync(_read_and_parse, path, stem, skip_bad_lines))
+        data = await _read_file(path)
+        parsed.append(await anyio.to_thread.run_sync(_parse, data, path, stem, skip_bad_lines))
     by_id: dict[str, ClawFile] = {}
     to_write: list[ClawFile] = []
     for claw in parsed:
@@ -246,7 +258,7 @@ def claw_sessions_directory(workspace: str | os.PathLike[str]) -> Path:
     Export there (``export_claw_session(store, sid, claw_sessions_directory(ws))``)
     and claw-code, started in that workspace, can resume the session.
     """
-    root = Path(workspace).resolve()
+    root = Path(user_path(workspace, what="a workspace")).resolve()
     return root / ".claw" / "sessions" / workspace_fingerprint(str(root))
 
 
@@ -254,7 +266,8 @@ def write_file_atomically(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path``: temp file, fsync, rename over, fsync the directory."""
     directory = path.parent
     _make_directories(directory)
-    temp = directory / f"{path.name}.tmp-{now_ms()}-{next(_temp_counter)}"
+    # Fixed width (TEMP_SUFFIX_BYTES), so the longest valid session id still fits NAME_MAX.
+    temp = directory / f"{path.name}.tmp-{now_ms():013d}-{next(_temp_counter) % 1_000_000:06d}"
     fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
     try:
         try:
@@ -300,23 +313,58 @@ async def export_claw_session(
 ) -> Path:
     """Write a session's live context as a claw-code JSONL file that claw-code loads unchanged.
 
-    ``destination`` is a file path, or an existing directory (the file is then
-    ``<session_id>.jsonl`` inside it). The file is replaced atomically. Returns its path.
+    ``destination`` is a file path, or a directory: an existing one, or any ``str``
+    ending in a separator (``"out/"``), which is created if missing. The file is then
+    ``<session_id>.jsonl`` inside it. ``~`` is expanded. The file is replaced atomically
+    (temp file, fsync, rename, directory fsync). Returns its path.
+
+    Raises ``SessionNotFoundError``, and ``InvalidInputError`` when a part of the
+    destination's directory is a file.
     """
+    text = user_path(destination, what="an export destination")
+    path = Path(text)
+    if names_directory(text) or path.is_dir():
+        path = path / f"{session_id}{EXPORT_SUFFIX}"
+    return await _export_to_file(store, session_id, path, at_version)
+
+
+async def _export_to_file(store: Store, session_id: str, path: Path, at_version: int | None = None) -> Path:
     session = await store.load(session_id, at_version=at_version)
     data = render_claw_session(session)
-    path = Path(destination)
-    if path.is_dir():
-        path = path / f"{session_id}.jsonl"
-    await anyio.to_thread.run_sync(write_file_atomically, path, data)
+    try:
+        await anyio.to_thread.run_sync(write_file_atomically, path, data)
+    except NotADirectoryError:
+        raise InvalidInputError(
+            f"cannot export session {session_id!r} to {path}: " + not_a_directory(str(path.parent), "a directory")
+        ) from None
     return path
 
 
 async def export_claw_sessions(
     store: Store, directory: str | os.PathLike[str], session_ids: Sequence[str] | None = None
 ) -> list[Path]:
-    """Export several sessions (default: all) as ``<directory>/<session_id>.jsonl`` files."""
-    target = Path(directory)
-    await anyio.to_thread.run_sync(_make_directories, target)
+    """Export several sessions (default: all) as ``<directory>/<session_id>.jsonl`` files.
+
+    The directory is created if missing (``~`` expanded). A session that fails does not
+    stop the others: after trying every one, ``ExportError`` lists each failure (its
+    ``failures``: session id and exception; ``exported``: the files written). Returns the
+    files written, in the order of ``session_ids`` (default: newest first).
+    """
+    target = Path(user_path(directory, what="an export directory"))
+    try:
+        await anyio.to_thread.run_sync(_make_directories, target)
+    except (FileExistsError, NotADirectoryError):
+        raise InvalidInputError(not_a_directory(str(target), "a directory to export into")) from None
+    if not target.is_dir():
+        raise InvalidInputError(not_a_directory(str(target), "a directory to export into"))
     ids = [info.session_id for info in await store.list_sessions()] if session_ids is None else list(session_ids)
-    return [await export_claw_session(store, sid, target / f"{sid}.jsonl") for sid in ids]
+    exported: list[Path] = []
+    failures: list[tuple[str, Exception]] = []
+    for sid in ids:
+        try:
+            exported.append(await _export_to_file(store, sid, target / f"{sid}{EXPORT_SUFFIX}"))
+        except (SessionDBError, OSError) as exc:  # an id or a file that fails: report it, carry on
+            failures.append((sid, exc))
+    if failures:
+        raise ExportError(exported, failures, len(ids))
+    return exported

@@ -29,6 +29,15 @@ class CommandError(Exception):
 # ---------------------------------------------------------------- opening stores
 
 
+def _describe(exc: BaseException) -> str:
+    """An error as one line for the terminal (an OSError with its file name)."""
+    if isinstance(exc, OSError):
+        where = f"{exc.filename}: " if exc.filename else ""
+        return f"{where}{exc.strerror or exc}"
+    text = str(exc)
+    return text if text else type(exc).__name__
+
+
 def _is_url(target: str) -> bool:
     return target.startswith(("postgresql://", "postgres://"))
 
@@ -39,7 +48,7 @@ def _existing_store(target: str) -> str:
         return target
     if target == ":memory:":
         raise CommandError("':memory:' is a store inside one process; give the path of a store directory")
-    path = os.path.abspath(target)
+    path = os.path.abspath(os.path.expanduser(target))
     if not os.path.exists(path):
         raise CommandError(f"no store at {target}: no such directory")
     if not os.path.isdir(path):
@@ -54,7 +63,7 @@ def _writable_store(target: str, *, create: bool) -> str:
     if _is_url(target):
         return target
     if create and target != ":memory:":
-        path = os.path.abspath(target)
+        path = os.path.abspath(os.path.expanduser(target))
         if not os.path.exists(path):
             return path
         if os.path.isdir(path) and not os.listdir(path):

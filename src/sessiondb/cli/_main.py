@@ -16,6 +16,7 @@ from ._context import (
     DEFAULT_POLL_INTERVAL,
     PROG,
     CommandError,
+    _describe,
     _Output,
 )
 from ._inspect import cmd_ls, cmd_show, cmd_stats, cmd_tail
@@ -104,7 +105,12 @@ def build_parser() -> argparse.ArgumentParser:
     export = sub.add_parser("export", help="write a session as a claw-code JSONL file")
     export.add_argument("store", metavar="STORE")
     export.add_argument("session", metavar="SESSION", help="the session (with --all: the target directory)")
-    export.add_argument("file", metavar="FILE", nargs="?", help="the file to write (or an existing directory)")
+    export.add_argument(
+        "file",
+        metavar="FILE",
+        nargs="?",
+        help="the file to write, or a directory (an existing one, or DIR/ to create it)",
+    )
     export.add_argument("--at", type=_non_negative, metavar="VERSION", help="the session as it was at this version")
     export.add_argument("--all", action="store_true", help="every session, into a directory")
     export.set_defaults(run=cmd_export)
@@ -117,14 +123,6 @@ def build_parser() -> argparse.ArgumentParser:
     imp.add_argument("--json", action="store_true")
     imp.set_defaults(run=cmd_import)
     return parser
-
-
-def _describe(exc: BaseException) -> str:
-    if isinstance(exc, OSError):
-        where = f"{exc.filename}: " if exc.filename else ""
-        return f"{where}{exc.strerror or exc}"
-    text = str(exc)
-    return text if text else type(exc).__name__
 
 
 def _single(group: BaseExceptionGroup[BaseException]) -> BaseException:

@@ -13,11 +13,13 @@ import msgspec
 
 from .._backends._base import AppendRequest
 from .._backends.local import repair_store, verify_store
-from .._errors import SessionExistsError
-from .._interop import ClawImportReport, export_claw_session, import_claw_files
+from .._errors import ExportError, SessionExistsError
+from .._interop import ClawImportReport, export_claw_session, export_claw_sessions, import_claw_files
 from .._interop._claw_store import select_files
+from .._paths import names_directory
 from ._context import (
     CommandError,
+    _describe,
     _existing_store,
     _Output,
     _reading,
@@ -97,24 +99,35 @@ async def cmd_export(args: argparse.Namespace, out: _Output) -> int:
             directory = args.session  # with --all the one positional argument is the directory
             if args.file is not None:
                 raise CommandError("export --all takes one directory: sessiondb export STORE --all DIRECTORY")
-            sessions = await store.list_sessions()
+            directory = os.path.expanduser(directory)
             if os.path.exists(directory) and not os.path.isdir(directory):
                 raise CommandError(f"{directory} is a file; export --all needs a directory")
+            sessions = await store.list_sessions()
             with Progress("exporting", len(sessions), unit="sessions", stream=out.stderr) as progress:
-                for info in sessions:
-                    await export_claw_session(
-                        store, info.session_id, os.path.join(directory, f"{info.session_id}.jsonl")
-                    )
+                failures: list[str] = []
+                for info in sessions:  # one at a time for the progress; failures are listed at the end
+                    try:
+                        await export_claw_sessions(store, directory, [info.session_id])
+                    except ExportError as exc:
+                        failures += [f"  {sid}: {_describe(error)}" for sid, error in exc.failures]
                     progress.advance()
+            if failures:
+                raise CommandError(
+                    f"{len(failures)} of {len(sessions)} session(s) were not exported to {directory} "
+                    f"(the other {len(sessions) - len(failures)} were):\n" + "\n".join(failures)
+                )
             out.note(f"exported {len(sessions)} session(s) to {directory}")
             return 0
         if args.file is None:
             raise CommandError("export needs a session and a file: sessiondb export STORE SESSION FILE")
         await _session_info(store, args)
-        parent = os.path.dirname(os.path.abspath(args.file))
-        if not os.path.isdir(parent):
-            raise CommandError(f"cannot write {args.file}: directory {parent} does not exist")
-        written = await export_claw_session(store, args.session, args.file, at_version=args.at)
+        target = os.path.expanduser(args.file)
+        # "newdir/" names a directory (created if missing); otherwise the file's directory must exist.
+        if not names_directory(target):
+            parent = os.path.dirname(os.path.abspath(target))
+            if not os.path.isdir(parent):
+                raise CommandError(f"cannot write {args.file}: directory {parent} does not exist")
+        written = await export_claw_session(store, args.session, target, at_version=args.at)
     out.note(f"exported session {args.session} to {written}")
     return 0
 

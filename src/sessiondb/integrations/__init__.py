@@ -4,5 +4,5 @@ Each lives in its own module and imports its framework only when that module
 is imported (``import sessiondb`` never needs one):
 
 - ``sessiondb.integrations.openai_agents``: ``SessionDBSession``, a session
-  store for the OpenAI Agents SDK (``pip install 'sessiondb[openai-agents]'``).
+  store for the OpenAI Agents SDK (``pip install '.[openai-agents]'``).
 """

@@ -23,6 +23,7 @@ batch across all of them).
 from __future__ import annotations
 
 import contextlib
+import json
 import weakref
 from collections.abc import Sequence
 from typing import Any
@@ -39,6 +40,10 @@ try:  # SessionSettings arrived in later SDK versions; older ones have no per-se
     from agents.memory.session_settings import SessionSettings
 except ImportError:  # pragma: no cover - depends on the installed SDK
     SessionSettings = None  # type: ignore[assignment,misc]
+try:  # The SDK's own check of a settings dict (unknown keys are a TypeError), in recent SDKs.
+    from agents.memory.session_settings import coerce_session_settings as _sdk_coerce_settings
+except ImportError:  # pragma: no cover - depends on the installed SDK
+    _sdk_coerce_settings = None  # type: ignore[assignment]
 
 ITEMS = "openai_agents.items"
 POP = "openai_agents.pop"
@@ -101,6 +106,53 @@ def _slice(items: list[bytes], limit: int | None) -> list[bytes]:
     return items[-limit:] if limit else []
 
 
+def _coerce_settings(value: Any) -> Any:
+    """``session_settings`` as ``SQLiteSession`` takes it: None, a ``SessionSettings`` or a dict of its fields.
+
+    Raises ``TypeError`` for an unknown key (``{"limitt": 1}``) or another type, as the SDK does.
+    """
+    if SessionSettings is None:  # pragma: no cover - an SDK without per-session settings
+        return value
+    if value is None:
+        return SessionSettings()
+    if _sdk_coerce_settings is not None:
+        return _sdk_coerce_settings(value)
+    # Older SDKs: the same rule, checked here.
+    if isinstance(value, SessionSettings):
+        return value
+    if not isinstance(value, dict):
+        raise TypeError(f"session_settings must be a SessionSettings or a dict, got {type(value).__name__}")
+    unknown = sorted(str(name) for name in value if name not in SessionSettings.__dataclass_fields__)
+    if unknown:
+        raise TypeError(f"Unknown session settings: {', '.join(unknown)}")
+    return SessionSettings(**value)
+
+
+def _item_json(session_id: str, index: int, item: Any) -> bytes:
+    """One item as the JSON text ``SQLiteSession`` would store (``json.dumps``), checked to read back equal.
+
+    ``TypeError`` for what the SDK cannot store either (bytes, datetime, UUID, sets,
+    objects ...); ``ValueError`` for a circular reference (as the SDK) and for NaN or
+    infinity, which the SDK writes as non-standard JSON and the store, keeping strict
+    JSON, refuses rather than turn into ``null``.
+    """
+    try:
+        text = json.dumps(item, allow_nan=False)
+    except TypeError as exc:
+        raise TypeError(f"session {session_id!r}: add_items item {index}: {exc}") from None
+    except ValueError as exc:
+        raise ValueError(f"session {session_id!r}: add_items item {index}: {exc}") from None
+    payload = text.encode()
+    try:
+        _decode(payload)
+    except msgspec.DecodeError:  # a lone surrogate in a string: no UTF-8 for it
+        raise ValueError(
+            f"session {session_id!r}: add_items item {index}: a string holds a lone surrogate "
+            "(not valid Unicode text), which the store cannot keep"
+        ) from None
+    return payload
+
+
 def _decode_items(encoded: Sequence[bytes]) -> list[Any]:
     if not encoded:
         return []
@@ -129,12 +181,7 @@ class SessionDBSession:
         self.session_id = session_id
         self.store = store
         self.model = model
-        if SessionSettings is not None:
-            if session_settings is None:
-                session_settings = SessionSettings()
-            elif isinstance(session_settings, dict):
-                session_settings = SessionSettings(**session_settings)
-        self.session_settings = session_settings
+        self.session_settings = _coerce_settings(session_settings)
         self._exists = False
         _ensure_projection(store)
 
@@ -212,10 +259,9 @@ class SessionDBSession:
             return None
         return state
 
-    @staticmethod
-    def _item_events(items: Sequence[Any]) -> list[Event]:
+    def _item_events(self, items: Sequence[Any]) -> list[Event]:
         """Items as Custom events: a deep copy through JSON (the caller may reuse its dicts)."""
-        encoded = [_encode(item) for item in items]
+        encoded = [_item_json(self.session_id, index, item) for index, item in enumerate(items)]
         events: list[Event] = []
         start = 0
         size = 0

@@ -173,12 +173,12 @@ class Workload:
         child = self._new_id()
         self._say(f"T {child} fork {at + 1} {parent} {at}")
         try:
-            await self.store.fork(parent, at_version=at, new_session_id=child, branch_name=f"b{at}")
+            await self.store.fork(parent, at_version=at, session_id=child, branch_name=f"b{at}")
         except HistoryUnavailableError:
             # Retention removed that version of the parent: fork at its head, which is always available.
             at = head
             self._say(f"T {child} fork {at + 1} {parent} {at}")
-            await self.store.fork(parent, at_version=at, new_session_id=child, branch_name=f"b{at}")
+            await self.store.fork(parent, at_version=at, session_id=child, branch_name=f"b{at}")
         self.heads[child] = at + 1
         self._say(f"A {child} {at + 1}")
         return child

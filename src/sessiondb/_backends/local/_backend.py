@@ -37,6 +37,7 @@ from ..._errors import (
 )
 from ..._events import RecordedEvent
 from ..._gcpause import gc_paused
+from ..._paths import missing_directories, not_a_directory, user_path
 from .._base import AppendRequest, Backend, SessionInfo
 from .._fs import FileSystem
 from ._checkpoint import Checkpointer
@@ -71,7 +72,7 @@ class LocalBackend(Backend):
         read_only: bool = False,
         file_system: FileSystem | None = None,
     ) -> None:
-        self.path = os.path.abspath(os.fspath(path))
+        self.path = os.path.abspath(user_path(path, what="a store path"))
         self.segment_bytes = segment_bytes
         self.max_event_bytes = max_event_bytes
         self.read_only = read_only
@@ -118,9 +119,17 @@ class LocalBackend(Backend):
         fs = self.fs
         if self.read_only:
             if not os.path.isdir(self.path):
+                if os.path.lexists(self.path):
+                    raise InvalidInputError(not_a_directory(self.path))
                 raise SessionDBError(f"no store at {self.path}: the directory does not exist")
-        elif fs.makedirs(self.path):
-            fs.fsync_directory(os.path.dirname(self.path))
+        else:
+            missing = missing_directories(self.path)  # each new directory's entry is fsynced in its parent
+            try:
+                created = fs.makedirs(self.path)
+            except (FileExistsError, NotADirectoryError):
+                raise InvalidInputError(not_a_directory(self.path)) from None
+            for directory in (missing or [self.path]) if created else []:
+                fs.fsync_directory(os.path.dirname(directory))
         if not self.read_only:
             warn_if_network_file_system(self.path)
             try:

@@ -114,7 +114,7 @@ class Index:
                 try:
                     # Ids are checked once per session: an unsafe one (``../x``) in a damaged or
                     # crafted file must not reach code that names files after sessions.
-                    validate_session_id(record.s)
+                    validate_session_id(record.s, stored=True)
                 except InvalidInputError as exc:
                     raise CorruptionError(segment.path, base + line_offset, str(exc)) from None
                 if record.e.type != "session_started":

@@ -15,6 +15,7 @@ import time
 import msgspec
 
 from ..._errors import StoreLockedError
+from ..._paths import user_path
 from .._fs import FileSystem
 from ._backend import LOCK_NAME
 from ._checkpoint import CHECKPOINT_NAME
@@ -69,7 +70,7 @@ def repair_store(path: str | os.PathLike[str], *, file_system: FileSystem | None
     reported in ``left``: open never needs it gone, and it is all there is.
     """
     fs = file_system if file_system is not None else FileSystem()
-    root = os.path.abspath(os.fspath(path))
+    root = os.path.abspath(user_path(path, what="a store path"))
     before = verify_store(root)
     report = RepairReport(root, before, kept_events=before.events)
     try:

@@ -31,6 +31,7 @@ import msgspec
 from ..._errors import InvalidInputError, SessionDBError
 from ..._events import SessionDeleted, SessionStarted
 from ..._ids import validate_session_id
+from ..._paths import not_a_directory, user_path
 from .._fs import FileSystem
 from .._snapshot_payload import SnapshotFormatError, decode_snapshot
 from ._checkpoint import CHECKPOINT_NAME, Checkpoint, read_checkpoint_file, verify_checkpoint_segments
@@ -97,7 +98,7 @@ def _check_records(walk: _Walk, path: str, data: bytes, start: int, end: int, fi
                             f"{event.fork.parent_version}, which the log does not hold"
                         )
             try:
-                validate_session_id(record.s)
+                validate_session_id(record.s, stored=True)
             except InvalidInputError as exc:
                 return f"record at offset {offset}: {exc}"
             firsts[record.s] = (record.v, event if isinstance(event, SessionStarted) else None)
@@ -120,8 +121,10 @@ def _check_records(walk: _Walk, path: str, data: bytes, start: int, end: int, fi
 
 def verify_store(path: str | os.PathLike[str]) -> VerifyReport:
     """Check every segment of the store at ``path``; change nothing."""
-    root = os.path.abspath(os.fspath(path))
+    root = os.path.abspath(user_path(path, what="a store path"))
     if not os.path.isdir(root):
+        if os.path.lexists(root):
+            raise InvalidInputError(not_a_directory(root))
         raise SessionDBError(f"no store at {root}: the directory does not exist")
     report = VerifyReport(root)
     names = sorted(os.listdir(root))

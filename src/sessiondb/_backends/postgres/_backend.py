@@ -139,7 +139,7 @@ class PostgresBackend(Backend):
             import asyncpg  # type: ignore[import-untyped]
         except ImportError:  # pragma: no cover - depends on the environment
             raise BackendUnavailableError(
-                "the PostgreSQL backend needs asyncpg: pip install 'sessiondb[postgres]'"
+                "the PostgreSQL backend needs asyncpg: pip install asyncpg (or '.[postgres]' from a sessiondb checkout)"
             ) from None
         self._asyncpg = asyncpg
         try:
