@@ -2,7 +2,7 @@
 
 Run it::
 
-    pip install 'sessiondb[examples]'
+    pip install '.[examples]'
     python examples/chat_server.py postgresql://localhost/chat --workers 4 --port 8000
     curl -X POST localhost:8000/sessions/alice/turns -d '{"turn_id": "t1", "text": "hello"}'
     curl localhost:8000/sessions/alice
