@@ -63,6 +63,10 @@ class Ledger:
     sessions: dict[str, SessionLedger] = field(default_factory=dict)
     acks: int = 0
     attempts: int = 0
+    # Logical appends named by a token (the multi-process workload, ``_mpwork``): every try of
+    # a token as (session, first version, event count), and the version its acknowledgement returned.
+    token_tries: dict[str, set[tuple[str, int, int]]] = field(default_factory=dict)
+    token_acks: dict[str, tuple[str, int]] = field(default_factory=dict)
 
     def session(self, session_id: str) -> SessionLedger:
         entry = self.sessions.get(session_id)
@@ -89,6 +93,10 @@ class Ledger:
             entry.acked = max(entry.acked, int(last))
             entry.created_acked = True
             self.acks += 1
+        elif parts[0] == "TK":  # TK token session first count [ids]
+            self.token_tries.setdefault(parts[1], set()).add((parts[2], int(parts[3]), int(parts[4])))
+        elif parts[0] == "AK":  # AK token session last
+            self.token_acks[parts[1]] = (parts[2], int(parts[3]))
 
 
 def marker(session_id: str, version: int) -> str:
@@ -283,6 +291,7 @@ async def check_store(
     probe: bool = True,
     full: bool = True,
     stats: dict[str, int] | None = None,
+    gapless_positions: bool = True,
     **options: Any,
 ) -> list[str]:
     """Reopen the store at ``path`` and return every invariant violation found (empty: all good).
@@ -290,6 +299,10 @@ async def check_store(
     On success the ledger's bases move to the recovered heads, so a later
     check (after more work and another crash) verifies only what is new.
     With ``probe`` one more event is appended to prove the store accepts writes.
+    ``gapless_positions=False`` (PostgreSQL, whose sequence skips the positions
+    of rolled-back batches) checks store positions strictly increasing instead
+    of gapless. A full check of a ledger with tokens also checks every logical
+    append (``check_tokens``): stored at most once, whole, acknowledged ones present.
     """
     from .._store import open_store
 
@@ -338,7 +351,7 @@ async def check_store(
             except HistoryUnavailableError:
                 # Retention removed the start of this history (snapshots cover it): check what is kept.
                 if window is None:
-                    window = await _available_window(store, problems)
+                    window = await _available_window(store, problems, gapless_positions)
                 events = [r for r in window.get(session_id, []) if r.version > after]
                 after = events[0].version - 1 if events else info.version
                 if stats is not None:
@@ -386,7 +399,11 @@ async def check_store(
                             problems.append(f"session {session_id}: load() differs from a full replay")
         if full:
             if window is None:
-                window = await _available_window(store, problems)
+                window = await _available_window(store, problems, gapless_positions)
+            if ledger.token_tries or ledger.token_acks:
+                from ._mpcheck import check_tokens
+
+                problems += check_tokens(ledger, window, infos)
             if stats is not None:
                 stats["replays_compared"] = stats.get("replays_compared", 0) + replays
         if not problems:
@@ -408,7 +425,9 @@ async def check_store(
     return problems
 
 
-async def _available_window(store: Any, problems: list[str]) -> dict[str, list[RecordedEvent]]:
+async def _available_window(
+    store: Any, problems: list[str], gapless: bool = True
+) -> dict[str, list[RecordedEvent]]:
     """Every event still in the log (retention may have removed the oldest), by session; positions checked."""
     first = getattr(store.backend, "first_available_position", lambda: 1)()
     position = first - 1
@@ -418,7 +437,7 @@ async def _available_window(store: Any, problems: list[str]) -> dict[str, list[R
         if not page:
             break
         for recorded in page:
-            if recorded.position != position + 1:
+            if (recorded.position != position + 1) if gapless else (recorded.position <= position):
                 problems.append(f"store positions jump from {position} to {recorded.position}")
                 return by_session
             position = recorded.position
