@@ -301,8 +301,8 @@ async def check_store(
     With ``probe`` one more event is appended to prove the store accepts writes.
     ``gapless_positions=False`` (PostgreSQL, whose sequence skips the positions
     of rolled-back batches) checks store positions strictly increasing instead
-    of gapless. A full check of a ledger with tokens also checks every logical
-    append (``check_tokens``): stored at most once, whole, acknowledged ones present.
+    of gapless. A full check also checks every logical append named by a token
+    (``check_tokens``): stored at most once, whole, acknowledged ones present.
     """
     from .._store import open_store
 
@@ -400,10 +400,9 @@ async def check_store(
         if full:
             if window is None:
                 window = await _available_window(store, problems, gapless_positions)
-            if ledger.token_tries or ledger.token_acks:
-                from ._mpcheck import check_tokens
+            from ._mpcheck import check_tokens
 
-                problems += check_tokens(ledger, window, infos)
+            problems += check_tokens(ledger, window, infos)
             if stats is not None:
                 stats["replays_compared"] = stats.get("replays_compared", 0) + replays
         if not problems:

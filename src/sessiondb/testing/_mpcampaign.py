@@ -57,17 +57,26 @@ class WriterChild:
                 self.ready.set()
         self.ready.set()
 
+    errors: str = ""
+
     def failure(self) -> str:
-        assert self.process.stderr is not None
-        return f"child {self.slot}.{self.incarnation} exited with {self.process.poll()}: {self.process.stderr.read()[-3000:]}"
+        """Why it exited by itself: its status and the end of its stderr (the child is stopped)."""
+        exited = self.process.poll()
+        self.stop()
+        return f"child {self.slot}.{self.incarnation} exited with {exited}: {self.errors[-3000:]}"
 
     def stop(self) -> None:
-        """SIGKILL (if still running), reap, and join the reader."""
+        """SIGKILL (if still running), reap, join the reader, keep the end of stderr, close the pipes."""
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGKILL)
         self.process.wait()
         if self.reader is not None:
             self.reader.join(timeout=30)
+        for stream in (self.process.stdout, self.process.stderr):
+            if stream is not None and not stream.closed:
+                if stream is self.process.stderr:
+                    self.errors = stream.read()[-3000:]
+                stream.close()
         if self.retry_file is not None:
             os.unlink(self.retry_file)
             self.retry_file = None
@@ -126,9 +135,11 @@ async def wait_ready(child: WriterChild, timeout: float) -> None:
         if child.process.poll() is not None or time.monotonic() > deadline:
             break
         await asyncio.sleep(0.02)
-    if not child.ready.is_set() or child.process.poll() is not None:
+    if child.process.poll() is not None:
+        raise ChildFailed(child.failure())
+    if not child.ready.is_set():
         child.stop()
-        raise ChildFailed(child.failure() if child.process.returncode is not None else "not ready in time")
+        raise ChildFailed(f"child {child.slot}.{child.incarnation} did not open the store within {timeout} s")
 
 
 async def _ready_slots(children: dict[int, WriterChild], timeout: float) -> list[int]:

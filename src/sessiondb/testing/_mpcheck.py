@@ -63,7 +63,7 @@ def check_tokens(
             continue
         if run not in tries:
             sizes = sorted({count for _, _, count in tries})
-            what = "stored twice" if any(len(versions) == 2 * size for size in sizes) else "recovered partially"
+            what = "stored more than once" if any(len(versions) == 2 * size for size in sizes) else "recovered partially"
             problems.append(
                 f"append {token}: {what}? {len(versions)} event(s) at {session_id} v{versions[0]}; tried {sorted(tries)}"
             )
