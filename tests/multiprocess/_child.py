@@ -13,6 +13,8 @@ Every role prints ``READY`` once the store is open and ends with one JSON line
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import itertools
 import json
 import os
 import random
@@ -22,6 +24,7 @@ from typing import Any
 
 import sessiondb
 from sessiondb import CompactionSettings, HistoryUnavailableError, Message, SessionDBError, Text
+from sessiondb.testing._mpwork import ProcessWorkload
 
 
 def say(line: str) -> None:
@@ -204,7 +207,7 @@ async def reader(target: str, seconds: float) -> None:
                         counts["cut"] += 1  # retention removed it: a clear error, allowed
                 page = await store.read_all(after=max(0, (positions[-1] if positions else 0) - 50), limit=100)
                 counts["read_alls"] += 1
-                if any(b.position <= a.position for a, b in zip(page, page[1:], strict=False)):
+                if any(b.position <= a.position for a, b in itertools.pairwise(page)):
                     failures.append("read_all positions not increasing")
             except SessionDBError as exc:
                 failures.append(f"read failed: {exc!r}")
@@ -216,18 +219,24 @@ async def reader(target: str, seconds: float) -> None:
         if follower.done() and not follower.cancelled() and follower.exception() is not None:
             failures.append(f"subscribe_all failed: {follower.exception()!r}")
     counts["subscribed"] = len(positions)
-    if any(b <= a for a, b in zip(positions, positions[1:], strict=False)):
+    if any(b <= a for a, b in itertools.pairwise(positions)):
         failures.append("subscribe_all delivered positions out of order or twice")
     finish({**counts, "positions": positions, "failures": failures})
 
 
 async def compactor(target: str, seconds: float, segment_bytes: int) -> None:
+    """Compaction passes back to back; beside them two drivers of the crash workload (printing ledger lines).
+
+    It writes too because a PostgreSQL store snapshots only the sessions its own process wrote.
+    """
     settings = CompactionSettings(background=False, min_tail_events=20, min_tail_bytes=16 * 1024, keep_segments=2)
     options: dict[str, Any] = {} if target.startswith("postgres") else {"segment_bytes": segment_bytes}
     passes: list[dict[str, Any]] = []
     failures: list[str] = []
     async with sessiondb.open_store(target, compaction=settings, **options) as store:
         say("READY")
+        workload = ProcessWorkload(store, 9, 0, 99, say, shared=6, tasks=2)
+        writing = asyncio.create_task(workload.run([]))
         deadline = time.monotonic() + seconds
         while time.monotonic() < deadline:
             try:
@@ -236,6 +245,9 @@ async def compactor(target: str, seconds: float, segment_bytes: int) -> None:
                 failures.append(f"compact() failed: {exc!r}")
                 break
             await asyncio.sleep(0.05)
+        writing.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await writing
     totals: dict[str, int] = {}
     for done in passes:
         for key, value in done.items():

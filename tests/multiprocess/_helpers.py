@@ -11,8 +11,13 @@ from typing import Any
 import sessiondb
 
 
-async def wait_line(process: subprocess.Popen[str], prefix: str, timeout: float = 60.0) -> str:
-    """The next stdout line starting with ``prefix``; fails at once (with stderr) if the child exits first."""
+async def wait_line(
+    process: subprocess.Popen[str], prefix: str, timeout: float = 60.0, skipped: list[str] | None = None
+) -> str:
+    """The next stdout line starting with ``prefix``; fails at once (with stderr) if the child exits first.
+
+    Lines before it are appended to ``skipped`` when given.
+    """
     assert process.stdout is not None
     deadline = time.monotonic() + timeout
     while True:
@@ -24,16 +29,19 @@ async def wait_line(process: subprocess.Popen[str], prefix: str, timeout: float 
         if not line:
             process.wait(timeout=30)
             assert process.stderr is not None
-            raise AssertionError(
-                f"child {process.args[2:4]} exited ({process.returncode}) before {prefix!r}: {process.stderr.read()[-3000:]}"
-            )
+            errors = process.stderr.read()[-3000:]
+            raise AssertionError(f"child {process.args[2:4]} exited ({process.returncode}) before {prefix!r}: {errors}")
         if line.startswith(prefix):
             return line[len(prefix) :].strip()
+        if skipped is not None:
+            skipped.append(line)
 
 
-async def result_of(process: subprocess.Popen[str], timeout: float = 120.0) -> dict[str, Any]:
-    """The child's ``RESULT`` (it then exits)."""
-    result: dict[str, Any] = json.loads(await wait_line(process, "RESULT ", timeout))
+async def result_of(
+    process: subprocess.Popen[str], timeout: float = 120.0, skipped: list[str] | None = None
+) -> dict[str, Any]:
+    """The child's ``RESULT`` (it then exits); the lines before it go to ``skipped`` when given."""
+    result: dict[str, Any] = json.loads(await wait_line(process, "RESULT ", timeout, skipped))
     await asyncio.to_thread(process.wait, 30)
     return result
 

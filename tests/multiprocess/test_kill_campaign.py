@@ -52,8 +52,16 @@ async def test_token_checker_reports_planted_violations(tmp_path: Path) -> None:
         await store.append("s", Message.user(f"s|2 {token}"))
         await store.append("s", Message.user(f"s|3 {token}"))
     twice = Ledger()
-    for line in ("T s create 1", "A s 1", "T s append 2", f"TK {token} s 2 1 ids", "T s append 3",
-                 f"TK {token} s 3 1 ids", "A s 2", f"AK {token} s 2"):
+    for line in (
+        "T s create 1",
+        "A s 1",
+        "T s append 2",
+        f"TK {token} s 2 1 ids",
+        "T s append 3",
+        f"TK {token} s 3 1 ids",
+        "A s 2",
+        f"AK {token} s 2",
+    ):
         twice.feed(line)
     assert any("more than once" in p for p in await check_store(path, twice, probe=False))
     # A three-event append of which only two events are stored.
@@ -63,8 +71,17 @@ async def test_token_checker_reports_planted_violations(tmp_path: Path) -> None:
     assert any("partially" in p for p in await check_store(path, partial, probe=False))
     # An acknowledged append that is not in the store.
     lost = Ledger()
-    for line in ("T s create 1", "A s 1", "T s append 2", f"TK {token} s 2 1", "T s append 3",
-                 f"TK {token} s 3 1", "T s append 4", "TK @p1i0n1 s 4 1", "AK @p1i0n1 s 4"):
+    for line in (
+        "T s create 1",
+        "A s 1",
+        "T s append 2",
+        f"TK {token} s 2 1",
+        "T s append 3",
+        f"TK {token} s 3 1",
+        "T s append 4",
+        "TK @p1i0n1 s 4 1",
+        "AK @p1i0n1 s 4",
+    ):
         lost.feed(line)
     problems = await check_store(path, lost, probe=False)
     assert any("@p1i0n1" in p and "not recovered" in p for p in problems)

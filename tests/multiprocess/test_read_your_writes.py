@@ -25,10 +25,12 @@ async def test_reads_in_another_process_see_an_append_that_returned(store_target
     a_to_b = os.pipe()
     b_to_a = os.pipe()
     try:
-        a = children.start("ryw", store_target, "a", str(ROUNDS), str(b_to_a[0]), str(a_to_b[1]), "1",
-                           pass_fds=(b_to_a[0], a_to_b[1]))
-        b = children.start("ryw", store_target, "b", str(ROUNDS), str(a_to_b[0]), str(b_to_a[1]), "0",
-                           pass_fds=(a_to_b[0], b_to_a[1]))
+        a = children.start(
+            "ryw", store_target, "a", str(ROUNDS), str(b_to_a[0]), str(a_to_b[1]), "1", pass_fds=(b_to_a[0], a_to_b[1])
+        )
+        b = children.start(
+            "ryw", store_target, "b", str(ROUNDS), str(a_to_b[0]), str(b_to_a[1]), "0", pass_fds=(a_to_b[0], b_to_a[1])
+        )
     finally:
         for fd in (*a_to_b, *b_to_a):
             os.close(fd)  # only the children hold the pipes: one dying gives the other EOF, not a hang

@@ -424,9 +424,7 @@ async def check_store(
     return problems
 
 
-async def _available_window(
-    store: Any, problems: list[str], gapless: bool = True
-) -> dict[str, list[RecordedEvent]]:
+async def _available_window(store: Any, problems: list[str], gapless: bool = True) -> dict[str, list[RecordedEvent]]:
     """Every event still in the log (retention may have removed the oldest), by session; positions checked."""
     first = getattr(store.backend, "first_available_position", lambda: 1)()
     position = first - 1

@@ -32,9 +32,7 @@ def token_of(text: str | None) -> str | None:
     return None
 
 
-def check_tokens(
-    ledger: Ledger, window: Mapping[str, Sequence[RecordedEvent]], infos: Mapping[str, Any]
-) -> list[str]:
+def check_tokens(ledger: Ledger, window: Mapping[str, Sequence[RecordedEvent]], infos: Mapping[str, Any]) -> list[str]:
     """Violations of the token invariants over ``window`` (every readable event, by session)."""
     from ._crashwork import event_marker
 
@@ -63,14 +61,19 @@ def check_tokens(
             continue
         if run not in tries:
             sizes = sorted({count for _, _, count in tries})
-            what = "stored more than once" if any(len(versions) == 2 * size for size in sizes) else "recovered partially"
+            what = (
+                "stored more than once" if any(len(versions) == 2 * size for size in sizes) else "recovered partially"
+            )
             problems.append(
-                f"append {token}: {what}? {len(versions)} event(s) at {session_id} v{versions[0]}; tried {sorted(tries)}"
+                f"append {token}: {what}? {len(versions)} event(s) at {session_id} v{versions[0]}; "
+                f"tried {sorted(tries)}"
             )
             continue
         acked = ledger.token_acks.get(token)
         if acked is not None and acked != (session_id, versions[-1]):
-            problems.append(f"append {token}: acknowledged as {acked}, recovered ending at {session_id} v{versions[-1]}")
+            problems.append(
+                f"append {token}: acknowledged as {acked}, recovered ending at {session_id} v{versions[-1]}"
+            )
     for token, (session_id, last) in ledger.token_acks.items():
         if token in found:
             continue

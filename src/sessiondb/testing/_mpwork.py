@@ -42,7 +42,9 @@ def marked_events(session_id: str, first: int, count: int, token: str, pad: int)
     events = [Message.user(f"{marker(session_id, first)} {token} " + "x" * pad)]
     for version in range(first + 1, first + count):
         events.append(
-            Message("assistant", [Text(f"{marker(session_id, version)} {token}")], Usage(input_tokens=9, output_tokens=3))
+            Message(
+                "assistant", [Text(f"{marker(session_id, version)} {token}")], Usage(input_tokens=9, output_tokens=3)
+            )
         )
     return tuple(events)
 
@@ -146,7 +148,10 @@ async def _child(args: argparse.Namespace) -> None:
         out.write(line + "\n")
         out.flush()
 
-    retries = [tuple(item) for item in json.loads(open(args.retry).read())] if args.retry else []
+    retries = []
+    if args.retry:
+        with open(args.retry) as source:
+            retries = [tuple(item) for item in json.load(source)]
     options: dict[str, Any] = {}
     if not args.target.startswith(("postgresql://", "postgres://")):
         options["segment_bytes"] = args.segment_bytes
