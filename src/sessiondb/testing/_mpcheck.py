@@ -12,12 +12,10 @@ nobody tried, or an acknowledged one missing or at another version.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from .._events import RecordedEvent
-
-if TYPE_CHECKING:
-    from ._crashwork import Ledger
+from ._ledger import Ledger, event_marker
 
 TOKEN_PREFIX = "@"
 
@@ -34,8 +32,6 @@ def token_of(text: str | None) -> str | None:
 
 def check_tokens(ledger: Ledger, window: Mapping[str, Sequence[RecordedEvent]], infos: Mapping[str, Any]) -> list[str]:
     """Violations of the token invariants over ``window`` (every readable event, by session)."""
-    from ._crashwork import event_marker
-
     problems: list[str] = []
     found: dict[str, list[tuple[str, int]]] = {}
     first_kept: dict[str, int] = {}
