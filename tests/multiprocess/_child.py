@@ -6,8 +6,8 @@ Every role prints ``READY`` once the store is open and ends with one JSON line
 
 - ``ryw NAME ROUNDS READ_FD WRITE_FD FIRST``: read-your-writes ping-pong with a peer.
 - ``subscribe NAME COUNT SESSIONS``: subscribers + appender (waits for ``GO`` and ``END`` on stdin).
-- ``reader SECONDS``: reads and a live ``subscribe_all`` while other processes write and compact.
-- ``compactor SECONDS SEGMENT_BYTES``: storage-compaction passes with eager retention.
+- ``reader SECONDS``: reads and a live ``subscribe_all`` until ``STOP`` on stdin (at most SECONDS).
+- ``compactor SECONDS SEGMENT_BYTES``: storage-compaction passes with eager retention, and some appends.
 """
 
 from __future__ import annotations
@@ -174,7 +174,10 @@ async def subscribe(target: str, name: str, count: int, sessions: list[str]) -> 
 
 
 async def reader(target: str, seconds: float) -> None:
-    """Reads of every kind and a live subscription; any error but a clear ``HistoryUnavailableError`` fails."""
+    """Reads of every kind and a live subscription until ``STOP`` on stdin (at most ``seconds``).
+
+    Any error but a clear ``HistoryUnavailableError`` fails.
+    """
     failures: list[str] = []
     counts = {"loads": 0, "reads": 0, "read_alls": 0, "cut": 0, "subscribed": 0}
     rng = random.Random(1)
@@ -189,8 +192,9 @@ async def reader(target: str, seconds: float) -> None:
                 positions.append(recorded.position)
 
         follower = asyncio.create_task(follow())
+        stop = asyncio.create_task(stdin_line())
         deadline = time.monotonic() + seconds
-        while time.monotonic() < deadline and not failures:
+        while time.monotonic() < deadline and not failures and not stop.done():
             try:
                 infos = await store.list_sessions()
                 for info in rng.sample(infos, min(8, len(infos))):
@@ -215,6 +219,7 @@ async def reader(target: str, seconds: float) -> None:
                 failures.append(f"read failed with a raw error: {exc!r}")
             await asyncio.sleep(0.01)
         follower.cancel()
+        stop.cancel()
         await subscription.aclose()
         if follower.done() and not follower.cancelled() and follower.exception() is not None:
             failures.append(f"subscribe_all failed: {follower.exception()!r}")
@@ -227,33 +232,40 @@ async def reader(target: str, seconds: float) -> None:
 async def compactor(target: str, seconds: float, segment_bytes: int) -> None:
     """Compaction passes back to back; beside them two drivers of the crash workload (printing ledger lines).
 
-    It writes too because a PostgreSQL store snapshots only the sessions its own process wrote.
+    It passes for at least ``seconds``, and on until it has written a snapshot and (on a
+    directory) deleted a segment, at most 120 s. It writes too because a PostgreSQL
+    store snapshots only the sessions its own process wrote.
     """
     settings = CompactionSettings(background=False, min_tail_events=20, min_tail_bytes=16 * 1024, keep_segments=2)
-    options: dict[str, Any] = {} if target.startswith("postgres") else {"segment_bytes": segment_bytes}
-    passes: list[dict[str, Any]] = []
+    postgres = target.startswith("postgres")
+    options: dict[str, Any] = {} if postgres else {"segment_bytes": segment_bytes}
+    totals: dict[str, int] = {}
+    passes = 0
     failures: list[str] = []
+
+    def goal_met() -> bool:
+        return totals.get("snapshots_written", 0) > 0 and (postgres or totals.get("segments_deleted", 0) > 0)
+
     async with sessiondb.open_store(target, compaction=settings, **options) as store:
         say("READY")
         workload = ProcessWorkload(store, 9, 0, 99, say, shared=6, tasks=2)
         writing = asyncio.create_task(workload.run([]))
-        deadline = time.monotonic() + seconds
-        while time.monotonic() < deadline:
+        started = time.monotonic()
+        while time.monotonic() - started < seconds or (not goal_met() and time.monotonic() - started < 120):
             try:
-                passes.append(await store.compact())
+                done = await store.compact()
             except SessionDBError as exc:
                 failures.append(f"compact() failed: {exc!r}")
                 break
+            passes += 1
+            for key, value in done.items():
+                if isinstance(value, int):
+                    totals[key] = totals.get(key, 0) + value
             await asyncio.sleep(0.05)
         writing.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await writing
-    totals: dict[str, int] = {}
-    for done in passes:
-        for key, value in done.items():
-            if isinstance(value, int):
-                totals[key] = totals.get(key, 0) + value
-    finish({"passes": len(passes), "totals": totals, "failures": failures})
+    finish({"passes": passes, "totals": totals, "failures": failures})
 
 
 def main() -> None:

@@ -1,6 +1,8 @@
 """Storage compaction and retention in one process while others append, read and subscribe.
 
-A compactor process runs ``compact()`` passes back to back with eager
+A compactor process runs ``compact()`` passes back to back (for at least
+ten seconds, and until it has written a snapshot and, on a directory,
+deleted a segment) with eager
 settings (snapshots after 20 events, two sealed segments kept, 16 KiB
 segments so retention has work), and appends a little itself (a
 PostgreSQL store snapshots only the sessions its own process wrote). Meanwhile two writer processes run the
@@ -38,12 +40,12 @@ async def test_compaction_beside_writers_readers_and_subscribers(store_target: s
     result = KillResult()
     await create_shared(store_target, 6, ledger)
     compactor = children.start("compactor", store_target, str(SECONDS), str(SEGMENT_BYTES))
-    reader = children.start("reader", store_target, str(SECONDS))
+    reader = children.start("reader", store_target, "300")
     await wait_line(compactor, "READY")
     await wait_line(reader, "READY")
     # Drain the compactor's output (its ledger lines) from the start, so it never blocks on a full pipe.
     compactor_lines: list[str] = []
-    compacting = asyncio.create_task(result_of(compactor, timeout=SECONDS + 120, skipped=compactor_lines))
+    compacting = asyncio.create_task(result_of(compactor, timeout=240, skipped=compactor_lines))
     options = ["--shared", "6", "--tasks", "6", "--segment-bytes", str(SEGMENT_BYTES)]
     writers = [spawn_writer(store_target, slot, 0, 7 + slot, [], options) for slot in range(2)]
     try:
@@ -59,7 +61,10 @@ async def test_compaction_beside_writers_readers_and_subscribers(store_target: s
         compacted = await compacting
         for line in compactor_lines:
             ledger.feed(line)
-        read = await result_of(reader, timeout=SECONDS + 120)
+        assert reader.stdin is not None
+        reader.stdin.write("STOP\n")
+        reader.stdin.flush()
+        read = await result_of(reader, timeout=120)
         if writers[0].process.poll() is not None:
             pytest.fail(writers[0].failure())
     finally:
@@ -73,7 +78,7 @@ async def test_compaction_beside_writers_readers_and_subscribers(store_target: s
     assert compacted["totals"].get("snapshots_written", 0) > 0, compacted
     assert read["failures"] == [], read["failures"]
     assert read["loads"] > 0 and read["subscribed"] > 0
-    assert result.acks > 50
+    assert result.acks > 20
     problems = await check_store(
         store_target, ledger, stats=result.stats, gapless_positions=not is_postgres(store_target)
     )
