@@ -40,6 +40,7 @@ from typing import Any
 
 import sessiondb
 from sessiondb import Message
+from sessiondb.testing._mpcampaign import drop_schema
 
 DEFAULT_DSN = os.environ.get("SESSIONDB_TEST_POSTGRES_DSN", "postgresql://postgres@127.0.0.1:5432/test")
 TEXT = "Here is what I found: the build fails because the lockfile pins an old resolver. " * 4  # ~330 B
@@ -214,16 +215,6 @@ def run_config(
     }
 
 
-async def _drop_schema(dsn: str, schema: str) -> None:
-    import asyncpg
-
-    conn = await asyncpg.connect(dsn)
-    try:
-        await conn.execute(f"drop schema if exists {schema} cascade")
-    finally:
-        await conn.close()
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--processes", default="1,2,4", help="comma-separated writer process counts")
@@ -292,7 +283,7 @@ def main() -> int:
                     if kind == "directory":
                         shutil.rmtree(target, ignore_errors=True)
                     else:
-                        asyncio.run(_drop_schema(args.dsn, schema))
+                        asyncio.run(drop_schema(args.dsn, schema))
                 rows.append(row)
                 print(
                     f"{kind:<11} {processes:>2} {row['appends_per_s']:>10,.0f} {row['p50_ms']:>8.1f} "

@@ -41,19 +41,24 @@ from pathlib import Path
 import sessiondb
 from sessiondb.testing import CRASH_MODES, Fault, FaultyFileSystem
 from sessiondb.testing._crashwork import KillResult, Ledger, Workload, check_store, kill_campaign
-from sessiondb.testing._mpcampaign import ChildFailed, multi_kill_campaign
+from sessiondb.testing._mpcampaign import ChildFailed, drop_schema, multi_kill_campaign
 
 FAULT_OPERATIONS = ("write", "fdatasync", "fsync", "rename", "open", "fsync_directory")
 
 
 async def kills(args: argparse.Namespace, root: Path, totals: Counter[str], violations: list[str]) -> None:
+    """Stores of ``kills_per_store`` kills each: of one writer child, or among ``processes`` writers."""
     started = time.monotonic()
     done = 0
     store_index = 0
     while done < args.kills:
         batch = min(args.kills_per_store, args.kills - done)
         seed = args.seed + store_index
-        path = root / f"kills-{store_index}"
+        schema = f"sdbcrash_{seed}_{store_index}" if args.postgres_dsn else None
+        if schema is not None:
+            target = f"{args.postgres_dsn}{'&' if '?' in args.postgres_dsn else '?'}schema={schema}"
+        else:
+            target = str(root / f"{'mp-' if args.processes > 1 else ''}kills-{store_index}")
 
         def progress(kill: int, result: KillResult, done: int = done) -> None:
             total = done + kill + 1
@@ -65,16 +70,35 @@ async def kills(args: argparse.Namespace, root: Path, totals: Counter[str], viol
                     flush=True,
                 )
 
-        result = await kill_campaign(
-            path,
-            batch,
-            seed=seed,
-            segment_bytes=args.segment_bytes,
-            tasks=args.tasks,
-            ledger=Ledger(),
-            progress=progress,
-            forks=args.forks,
-        )
+        try:
+            if args.processes > 1:
+                result = await multi_kill_campaign(
+                    target,
+                    batch,
+                    processes=args.processes,
+                    seed=seed,
+                    tasks=max(1, args.tasks // args.processes),
+                    segment_bytes=args.segment_bytes,
+                    progress=progress,
+                )
+            else:
+                result = await kill_campaign(
+                    target,
+                    batch,
+                    seed=seed,
+                    segment_bytes=args.segment_bytes,
+                    tasks=args.tasks,
+                    ledger=Ledger(),
+                    progress=progress,
+                    forks=args.forks,
+                )
+        except ChildFailed as exc:
+            violations.append(f"store {store_index} (seed {seed}): a writer child exited by itself: {exc}")
+            print(f"  store {store_index}: a writer child exited by itself; stopping\n{exc}", flush=True)
+            return
+        finally:
+            if schema is not None:
+                await drop_schema(args.postgres_dsn, schema)
         totals["kills"] += result.kills
         totals["acks"] += result.acks
         totals["attempts"] += result.attempts
@@ -85,74 +109,10 @@ async def kills(args: argparse.Namespace, root: Path, totals: Counter[str], viol
         totals["torn_tails_cut"] += result.stats.get("torn_tails_cut", 0)
         totals["temp_files_removed"] += result.stats.get("temp_files_removed", 0)
         violations.extend(f"store {store_index} (seed {seed}): {v}" for v in result.violations)
-        if not result.violations and not args.keep:
-            shutil.rmtree(path)
-        done += batch
-        store_index += 1
-
-
-async def multi_kills(args: argparse.Namespace, root: Path, totals: Counter[str], violations: list[str]) -> None:
-    """The multi-process campaign: stores of ``kills_per_store`` kills among ``processes`` writers each."""
-    started = time.monotonic()
-    done = 0
-    store_index = 0
-    while done < args.kills:
-        batch = min(args.kills_per_store, args.kills - done)
-        seed = args.seed + store_index
-        schema = f"sdbcrash_{seed}_{store_index}"
-        if args.postgres_dsn:
-            target = f"{args.postgres_dsn}{'&' if '?' in args.postgres_dsn else '?'}schema={schema}"
-        else:
-            target = str(root / f"mp-kills-{store_index}")
-
-        def progress(kill: int, result: KillResult, done: int = done) -> None:
-            total = done + kill + 1
-            if total % args.report_every == 0 or total == args.kills:
-                rate = total / (time.monotonic() - started)
-                print(
-                    f"  kills {total}/{args.kills}  acknowledged {totals['acks'] + result.acks}  ({rate:.1f} kills/s)",
-                    flush=True,
-                )
-
-        try:
-            result = await multi_kill_campaign(
-                target,
-                batch,
-                processes=args.processes,
-                seed=seed,
-                tasks=max(1, args.tasks // args.processes),
-                segment_bytes=args.segment_bytes,
-                progress=progress,
-            )
-        except ChildFailed as exc:
-            violations.append(f"store {store_index} (seed {seed}): a writer child exited by itself: {exc}")
-            print(f"  store {store_index}: a writer child exited by itself; stopping\n{exc}", flush=True)
-            return
-        finally:
-            if args.postgres_dsn:
-                await _drop_schema(args.postgres_dsn, schema)
-        totals["kills"] += result.kills
-        totals["acks"] += result.acks
-        totals["attempts"] += result.attempts
-        totals["killed_before_ready"] += result.killed_before_ready
-        totals["sessions"] += result.stats.get("sessions", 0)
-        totals["segments"] += result.stats.get("segments", 0)
-        totals["torn_tails_cut"] += result.stats.get("torn_tails_cut", 0)
-        violations.extend(f"store {store_index} (seed {seed}): {v}" for v in result.violations)
-        if not result.violations and not args.keep and not args.postgres_dsn:
+        if not result.violations and not args.keep and schema is None:
             shutil.rmtree(target)
         done += batch
         store_index += 1
-
-
-async def _drop_schema(dsn: str, schema: str) -> None:
-    import asyncpg
-
-    conn = await asyncpg.connect(dsn)
-    try:
-        await conn.execute(f"drop schema if exists {schema} cascade")
-    finally:
-        await conn.close()
 
 
 async def power_loss(seed: int, root: Path, totals: Counter[str], violations: list[str]) -> None:
@@ -263,6 +223,8 @@ async def main() -> int:
     parser.add_argument("--dir", help="work directory (default: a temporary one)")
     parser.add_argument("--json", help="also write the totals to this file")
     args = parser.parse_args()
+    if args.postgres_dsn and args.processes < 2:
+        parser.error("--postgres-dsn runs the multi-process campaign: give --processes N (N > 1) too")
 
     root = Path(args.dir or tempfile.mkdtemp(prefix="sessiondb-crash-"))
     root.mkdir(parents=True, exist_ok=True)
@@ -278,7 +240,6 @@ async def main() -> int:
             f"{'PostgreSQL' if args.postgres_dsn else root}",
             flush=True,
         )
-        await multi_kills(args, root, totals, violations)
     else:
         print(
             f"crash campaign: seed {args.seed}, {args.kills} SIGKILLs ({args.kills_per_store} per store, "
@@ -286,7 +247,7 @@ async def main() -> int:
             f"storage compaction {'on' if compactor else 'not available'}) in {root}",
             flush=True,
         )
-        await kills(args, root, totals, violations)
+    await kills(args, root, totals, violations)
     kill_seconds = time.monotonic() - started
     if not args.kills_only:
         print(f"power-loss and I/O-fault sweeps, {args.sweep_seeds} seed(s) ...", flush=True)

@@ -128,6 +128,17 @@ async def create_shared(target: str, count: int, ledger: Ledger) -> None:
             ledger.feed(f"A {session_id} 1")
 
 
+async def drop_schema(dsn: str, schema: str) -> None:
+    """Drop a PostgreSQL schema a campaign or benchmark made (asyncpg, the PostgreSQL backend's driver)."""
+    import asyncpg  # type: ignore[import-untyped]
+
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute(f"drop schema if exists {schema} cascade")
+    finally:
+        await conn.close()
+
+
 async def wait_ready(child: WriterChild, timeout: float) -> None:
     """Until the child opened the store; ``ChildFailed`` at once if it exits first."""
     deadline = time.monotonic() + timeout
