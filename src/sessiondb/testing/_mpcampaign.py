@@ -193,9 +193,10 @@ async def multi_kill_campaign(
     await create_shared(target, shared, ledger)
     children: dict[int, WriterChild] = {}
     incarnations = dict.fromkeys(range(processes), 0)
+    newest = processes - 1  # the slot started last
     try:
         for slot in range(processes):
-            children[slot] = spawn_writer(target, slot, 0, seed * 1000 + slot, [], options)
+            children[slot] = spawn_writer(target, slot, 0, seed * 100_000 + slot, [], options)
         for child in children.values():
             await wait_ready(child, ready_timeout)
         for kill in range(kills):
@@ -205,7 +206,7 @@ async def multi_kill_campaign(
                 if child.process.poll() is not None:
                     raise ChildFailed(child.failure())
             if early:  # perhaps still starting, or recovering and retrying what its predecessor left
-                slot = max(children, key=lambda s: children[s].process.pid)
+                slot = newest
             else:  # a child at work; the others keep going meanwhile
                 ready = await _ready_slots(children, ready_timeout)
                 slot = rng.choice(ready)
@@ -218,8 +219,9 @@ async def multi_kill_campaign(
             feed_ledger(ledger, victim, result)
             incarnations[slot] += 1
             children[slot] = spawn_writer(
-                target, slot, incarnations[slot], seed * 1000 + incarnations[slot] * 10 + slot, retries, options
+                target, slot, incarnations[slot], seed * 100_000 + incarnations[slot] * 100 + slot, retries, options
             )
+            newest = slot
             if progress is not None:
                 progress(kill, result)
     finally:
