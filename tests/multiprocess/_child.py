@@ -8,6 +8,7 @@ Every role prints ``READY`` once the store is open and ends with one JSON line
 - ``subscribe NAME COUNT SESSIONS``: subscribers + appender (waits for ``GO`` and ``END`` on stdin).
 - ``reader SECONDS``: reads and a live ``subscribe_all`` until ``STOP`` on stdin (at most SECONDS).
 - ``compactor SECONDS SEGMENT_BYTES``: storage-compaction passes with eager retention, and some appends.
+- ``append COUNT SESSIONS``: ``COUNT`` appends to each session, then exits (no compaction of its own).
 """
 
 from __future__ import annotations
@@ -287,6 +288,17 @@ async def compactor(target: str, seconds: float, segment_bytes: int) -> None:
     finish({"passes": passes, "totals": totals, "failures": failures})
 
 
+async def append(target: str, count: int, sessions: list[str]) -> None:
+    """Append ``count`` messages to each session; report the versions reached."""
+    async with sessiondb.open_store(target, compaction=CompactionSettings(background=False)) as store:
+        say("READY")
+        versions = {}
+        for session_id in sessions:
+            for n in range(count):
+                versions[session_id] = await store.append(session_id, Message.user(f"{session_id} {n} " + "x" * 200))
+    finish({"versions": versions, "failures": []})
+
+
 def main() -> None:
     role, target, *rest = sys.argv[1:]
     if role == "ryw":
@@ -297,6 +309,8 @@ def main() -> None:
         asyncio.run(subscribe(target, name, int(count), sessions.split(",")))
     elif role == "reader":
         asyncio.run(reader(target, float(rest[0])))
+    elif role == "append":
+        asyncio.run(append(target, int(rest[0]), rest[1].split(",")))
     elif role == "compactor":
         asyncio.run(compactor(target, float(rest[0]), int(rest[1])))
     else:
