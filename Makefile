@@ -46,6 +46,7 @@ bench: $(VENV)/.bench-installed
 
 crash: $(STAMP)
 	$(PY) scripts/crash_campaign.py --kills 1000 --sweep-seeds 2
+	$(PY) scripts/crash_campaign.py --kills 1000 --processes 4 --kills-per-store 100 --kills-only
 
 soak: $(STAMP)
 	$(PY) scripts/soak.py

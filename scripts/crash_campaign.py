@@ -12,6 +12,16 @@ power-loss sweep (a power cut at every file operation, four crash modes) and
 the I/O-fault sweep (the n-th write/fdatasync/fsync/rename/open/directory fsync
 fails with EIO or ENOSPC) run for ``--sweep-seeds`` seeds. Totals are printed
 at the end; the exit status is 1 if any invariant was violated.
+
+``--processes N`` (N > 1) runs the multi-process campaign instead: N writer
+children (``python -m sessiondb.testing._mpwork``) append to shared sessions
+with expected versions (retrying conflicts) and to their own, with event ids
+on some appends; a random child is SIGKILLed at a random moment and restarted
+(retrying its unacknowledged event-id appends) while the others go on;
+each store gets ``--kills-per-store`` kills and then one full check (every
+acknowledged append exactly once and whole, no event-id retry stored twice,
+positions gapless). ``--postgres-dsn`` runs it on fresh PostgreSQL schemas
+instead of store directories. ``make crash`` runs both campaigns.
 """
 
 from __future__ import annotations
@@ -31,18 +41,24 @@ from pathlib import Path
 import sessiondb
 from sessiondb.testing import CRASH_MODES, Fault, FaultyFileSystem
 from sessiondb.testing._crashwork import KillResult, Ledger, Workload, check_store, kill_campaign
+from sessiondb.testing._mpcampaign import ChildFailed, drop_schema, multi_kill_campaign
 
 FAULT_OPERATIONS = ("write", "fdatasync", "fsync", "rename", "open", "fsync_directory")
 
 
 async def kills(args: argparse.Namespace, root: Path, totals: Counter[str], violations: list[str]) -> None:
+    """Stores of ``kills_per_store`` kills each: of one writer child, or among ``processes`` writers."""
     started = time.monotonic()
     done = 0
     store_index = 0
     while done < args.kills:
         batch = min(args.kills_per_store, args.kills - done)
         seed = args.seed + store_index
-        path = root / f"kills-{store_index}"
+        schema = f"sdbcrash_{seed}_{store_index}" if args.postgres_dsn else None
+        if schema is not None:
+            target = f"{args.postgres_dsn}{'&' if '?' in args.postgres_dsn else '?'}schema={schema}"
+        else:
+            target = str(root / f"{'mp-' if args.processes > 1 else ''}kills-{store_index}")
 
         def progress(kill: int, result: KillResult, done: int = done) -> None:
             total = done + kill + 1
@@ -54,16 +70,35 @@ async def kills(args: argparse.Namespace, root: Path, totals: Counter[str], viol
                     flush=True,
                 )
 
-        result = await kill_campaign(
-            path,
-            batch,
-            seed=seed,
-            segment_bytes=args.segment_bytes,
-            tasks=args.tasks,
-            ledger=Ledger(),
-            progress=progress,
-            forks=args.forks,
-        )
+        try:
+            if args.processes > 1:
+                result = await multi_kill_campaign(
+                    target,
+                    batch,
+                    processes=args.processes,
+                    seed=seed,
+                    tasks=max(1, args.tasks // args.processes),
+                    segment_bytes=args.segment_bytes,
+                    progress=progress,
+                )
+            else:
+                result = await kill_campaign(
+                    target,
+                    batch,
+                    seed=seed,
+                    segment_bytes=args.segment_bytes,
+                    tasks=args.tasks,
+                    ledger=Ledger(),
+                    progress=progress,
+                    forks=args.forks,
+                )
+        except ChildFailed as exc:
+            violations.append(f"store {store_index} (seed {seed}): a writer child exited by itself: {exc}")
+            print(f"  store {store_index}: a writer child exited by itself; stopping\n{exc}", flush=True)
+            return
+        finally:
+            if schema is not None:
+                await drop_schema(args.postgres_dsn, schema)
         totals["kills"] += result.kills
         totals["acks"] += result.acks
         totals["attempts"] += result.attempts
@@ -74,8 +109,8 @@ async def kills(args: argparse.Namespace, root: Path, totals: Counter[str], viol
         totals["torn_tails_cut"] += result.stats.get("torn_tails_cut", 0)
         totals["temp_files_removed"] += result.stats.get("temp_files_removed", 0)
         violations.extend(f"store {store_index} (seed {seed}): {v}" for v in result.violations)
-        if not result.violations and not args.keep:
-            shutil.rmtree(path)
+        if not result.violations and not args.keep and schema is None:
+            shutil.rmtree(target)
         done += batch
         store_index += 1
 
@@ -179,11 +214,17 @@ async def main() -> int:
         action="store_false",
         help="no forks in the killed workload (by default it forks sessions while compaction runs)",
     )
+    parser.add_argument(
+        "--processes", type=int, default=1, help="writer processes; more than 1 runs the multi-process campaign"
+    )
+    parser.add_argument("--postgres-dsn", help="run the multi-process campaign on PostgreSQL schemas instead")
     parser.add_argument("--report-every", type=int, default=50)
     parser.add_argument("--keep", action="store_true", help="keep the store directories")
     parser.add_argument("--dir", help="work directory (default: a temporary one)")
     parser.add_argument("--json", help="also write the totals to this file")
     args = parser.parse_args()
+    if args.postgres_dsn and args.processes < 2:
+        parser.error("--postgres-dsn runs the multi-process campaign: give --processes N (N > 1) too")
 
     root = Path(args.dir or tempfile.mkdtemp(prefix="sessiondb-crash-"))
     root.mkdir(parents=True, exist_ok=True)
@@ -191,12 +232,21 @@ async def main() -> int:
     violations: list[str] = []
     started = time.monotonic()
     compactor = hasattr(sessiondb.Store, "compact")
-    print(
-        f"crash campaign: seed {args.seed}, {args.kills} SIGKILLs ({args.kills_per_store} per store, "
-        f"{args.segment_bytes}-byte segments, {args.tasks} concurrent sessions per child, "
-        f"storage compaction {'on' if compactor else 'not available'}) in {root}",
-        flush=True,
-    )
+    if args.processes > 1:
+        print(
+            f"multi-process crash campaign: seed {args.seed}, {args.kills} SIGKILLs among {args.processes} writer "
+            f"processes ({args.kills_per_store} per store, {args.segment_bytes}-byte segments, "
+            f"{max(1, args.tasks // args.processes)} drivers per process) on "
+            f"{'PostgreSQL' if args.postgres_dsn else root}",
+            flush=True,
+        )
+    else:
+        print(
+            f"crash campaign: seed {args.seed}, {args.kills} SIGKILLs ({args.kills_per_store} per store, "
+            f"{args.segment_bytes}-byte segments, {args.tasks} concurrent sessions per child, "
+            f"storage compaction {'on' if compactor else 'not available'}) in {root}",
+            flush=True,
+        )
     await kills(args, root, totals, violations)
     kill_seconds = time.monotonic() - started
     if not args.kills_only:
@@ -208,6 +258,7 @@ async def main() -> int:
     elapsed = time.monotonic() - started
     summary = {
         "seed": args.seed,
+        "writer_processes": args.processes,
         "sigkills": totals["kills"],
         "sigkills_before_store_open": totals["killed_before_ready"],
         "acknowledged_appends_checked": totals["acks"],

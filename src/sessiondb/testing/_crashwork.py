@@ -8,15 +8,8 @@ it is made and each acknowledgement after it returned in a ``Ledger``; run as
 a child process (``python -m sessiondb.testing._crashwork DIR SEED``) it prints
 the same facts line-buffered for a parent that kills it with SIGKILL.
 
-The checker reopens the store and verifies: acknowledged => recovered (with
-its version and content); recovered => attempted; versions gapless from 1;
-multi-event appends whole or absent; forks point where they were made;
-positions gapless store-wide; ``load`` replays every session; the store
-accepts appends again.
-
-Larger than the ~400-line aim: the workload and its checker share the ledger
-format and are read together when a crash run fails (the crash tests and
-scripts/crash_campaign.py import both).
+The ledger lives in ``_ledger`` and the checker (``check_store``) in
+``_crashcheck``; both are re-exported here for the tests and the campaign.
 """
 
 from __future__ import annotations
@@ -35,84 +28,24 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .._errors import HistoryUnavailableError, SessionDBError, StoreBrokenError, StoreClosedError
-from .._events import (
-    Compacted,
-    Message,
-    PromptRecorded,
-    RecordedEvent,
-    SessionStarted,
-    Text,
-    ToolResult,
-    ToolUse,
-    Usage,
-)
-from .._projection import replay_session
+from .._events import Compacted, Message, PromptRecorded, Text, ToolUse, Usage
+from ._crashcheck import check_store
+from ._ledger import Ledger, SessionLedger, event_marker, marker
+
+__all__ = [
+    "Emit",
+    "KillResult",
+    "Ledger",
+    "SessionLedger",
+    "Workload",
+    "check_store",
+    "eager_compaction",
+    "event_marker",
+    "kill_campaign",
+    "marker",
+]
 
 Emit = Callable[[str], None]
-
-
-@dataclass
-class SessionLedger:
-    """What one session was asked to do and what was acknowledged."""
-
-    base: int = 0  # verified head from an earlier check (or a fork's parent version)
-    acked: int = 0  # highest acknowledged version
-    boundaries: set[int] = field(default_factory=set)  # last versions of attempted appends
-    created_acked: bool = False
-    fork: tuple[str, int] | None = None  # (parent, at_version) when it is a fork
-
-
-@dataclass
-class Ledger:
-    sessions: dict[str, SessionLedger] = field(default_factory=dict)
-    acks: int = 0
-    attempts: int = 0
-
-    def session(self, session_id: str) -> SessionLedger:
-        entry = self.sessions.get(session_id)
-        if entry is None:
-            entry = self.sessions[session_id] = SessionLedger()
-        return entry
-
-    def feed(self, line: str) -> None:
-        """Apply one line of a child's output (``T`` attempt, ``A`` acknowledgement)."""
-        parts = line.split()
-        if not parts:
-            return
-        if parts[0] == "T":
-            _, session_id, kind, last = parts[:4]
-            entry = self.session(session_id)
-            entry.boundaries.add(int(last))
-            self.attempts += 1
-            if kind == "fork":
-                entry.fork = (parts[4], int(parts[5]))
-                entry.base = int(parts[5])
-        elif parts[0] == "A":
-            _, session_id, last = parts
-            entry = self.session(session_id)
-            entry.acked = max(entry.acked, int(last))
-            entry.created_acked = True
-            self.acks += 1
-
-
-def marker(session_id: str, version: int) -> str:
-    return f"{session_id}|{version}"
-
-
-def event_marker(event: Any) -> str | None:
-    """The marker an event carries (None for events the workload does not mark)."""
-    if isinstance(event, Message):
-        for block in event.blocks:
-            if isinstance(block, Text):
-                return block.text
-            if isinstance(block, ToolResult):
-                return block.output
-        return None
-    if isinstance(event, PromptRecorded):
-        return event.text
-    if isinstance(event, Compacted):
-        return event.summary
-    return None
 
 
 class Workload:
@@ -278,158 +211,6 @@ class Workload:
             except (StoreBrokenError, StoreClosedError, OSError) as exc:
                 self.errors.append(exc)
                 return
-
-
-async def check_store(
-    path: str | os.PathLike[str],
-    ledger: Ledger,
-    *,
-    probe: bool = True,
-    full: bool = True,
-    stats: dict[str, int] | None = None,
-    **options: Any,
-) -> list[str]:
-    """Reopen the store at ``path`` and return every invariant violation found (empty: all good).
-
-    On success the ledger's bases move to the recovered heads, so a later
-    check (after more work and another crash) verifies only what is new.
-    With ``probe`` one more event is appended to prove the store accepts writes.
-    """
-    from .._store import open_store
-
-    problems: list[str] = []
-    window: dict[str, list[RecordedEvent]] | None = None
-    replays = 0
-    async with open_store(path, **options) as store:
-        infos = {info.session_id: info for info in await store.list_sessions()}
-        if stats is not None:
-            recovery = getattr(store.backend, "recovery", {})
-            stats["torn_tails_cut"] = stats.get("torn_tails_cut", 0) + len(recovery.get("truncated_tails", ()))
-            stats["temp_files_removed"] = stats.get("temp_files_removed", 0) + len(
-                recovery.get("removed_temp_files", ())
-            )
-            stats["events"] = store.backend.last_position
-            stats["sessions"] = len(infos)
-            stats["segments"] = store.statistics().get("segments", 0)
-        for session_id, entry in ledger.sessions.items():
-            info = infos.get(session_id)
-            if info is None:
-                if entry.created_acked:
-                    problems.append(f"session {session_id}: acknowledged but missing after recovery")
-                continue
-            head = info.version
-            if head < entry.acked:
-                problems.append(f"session {session_id}: recovered version {head} < acknowledged {entry.acked}")
-            if head != entry.base and head not in entry.boundaries:
-                problems.append(
-                    f"session {session_id}: recovered version {head} is not the end of any attempted append "
-                    f"(a batch was recovered partially?)"
-                )
-        for session_id, info in infos.items():
-            found_entry = ledger.sessions.get(session_id)
-            if found_entry is None:
-                problems.append(f"session {session_id}: recovered but never attempted")
-                continue
-            entry = found_entry
-            if entry.fork is not None:
-                fork = info.fork
-                if fork is None or (fork.parent_session_id, fork.parent_version) != entry.fork:
-                    problems.append(f"session {session_id}: fork {fork} recovered, {entry.fork} attempted")
-            own_from = entry.fork[1] if entry.fork is not None else 0
-            after = own_from if full else max(entry.base, own_from)
-            try:
-                events = [r async for r in store.read(session_id, after=after)]
-            except HistoryUnavailableError:
-                # Retention removed the start of this history (snapshots cover it): check what is kept.
-                if window is None:
-                    window = await _available_window(store, problems)
-                events = [r for r in window.get(session_id, []) if r.version > after]
-                after = events[0].version - 1 if events else info.version
-                if stats is not None:
-                    stats["histories_cut_by_retention"] = stats.get("histories_cut_by_retention", 0) + 1
-            expected_version = after
-            for recorded in events:
-                if recorded.session_id != session_id:
-                    continue
-                expected_version += 1
-                if recorded.version != expected_version:
-                    problems.append(
-                        f"session {session_id}: version {recorded.version} where {expected_version} was due"
-                    )
-                    break
-                if isinstance(recorded.event, SessionStarted):
-                    if recorded.version != own_from + 1:
-                        problems.append(f"session {session_id}: session_started at version {recorded.version}")
-                    continue
-                found = event_marker(recorded.event)
-                wanted = marker(session_id, recorded.version)
-                if found is None or found.split(" ", 1)[0].split("\n", 1)[0] != wanted:
-                    problems.append(
-                        f"session {session_id} v{recorded.version}: content {found!r:.60}, expected {wanted}"
-                    )
-                    break
-            if expected_version != info.version:
-                problems.append(f"session {session_id}: read ended at {expected_version}, info says {info.version}")
-            if full:
-                try:
-                    session = await store.load(session_id)
-                except SessionDBError as exc:
-                    problems.append(f"session {session_id}: load() fails: {exc}")
-                    continue
-                if session.version != info.version:
-                    problems.append(f"session {session_id}: load() at version {session.version}, info {info.version}")
-                if replays < 40:
-                    # Snapshot + tail (what load may use) must equal a replay of the full history.
-                    try:
-                        history = [r async for r in store.read(session_id)]
-                    except HistoryUnavailableError:
-                        history = None
-                    if history is not None:
-                        replays += 1
-                        if replay_session(session_id, history) != session:
-                            problems.append(f"session {session_id}: load() differs from a full replay")
-        if full:
-            if window is None:
-                window = await _available_window(store, problems)
-            if stats is not None:
-                stats["replays_compared"] = stats.get("replays_compared", 0) + replays
-        if not problems:
-            for session_id, info in infos.items():
-                entry = ledger.sessions[session_id]
-                entry.base = info.version
-                entry.acked = info.version
-                entry.boundaries.clear()
-                entry.created_acked = True
-            if probe and infos:
-                session_id = sorted(infos)[0]
-                head = infos[session_id].version
-                version = await store.append(
-                    session_id, Message.user(marker(session_id, head + 1)), expected_version=head
-                )
-                if version != head + 1:
-                    problems.append(f"probe append to {session_id} returned {version}, expected {head + 1}")
-                ledger.sessions[session_id].base = ledger.sessions[session_id].acked = version
-    return problems
-
-
-async def _available_window(store: Any, problems: list[str]) -> dict[str, list[RecordedEvent]]:
-    """Every event still in the log (retention may have removed the oldest), by session; positions checked."""
-    first = getattr(store.backend, "first_available_position", lambda: 1)()
-    position = first - 1
-    by_session: dict[str, list[RecordedEvent]] = {}
-    while True:
-        page = await store.read_all(after=position, limit=5000)
-        if not page:
-            break
-        for recorded in page:
-            if recorded.position != position + 1:
-                problems.append(f"store positions jump from {position} to {recorded.position}")
-                return by_session
-            position = recorded.position
-            by_session.setdefault(recorded.session_id, []).append(recorded)
-    if position != store.backend.last_position:
-        problems.append(f"read_all ended at position {position}, the store's last is {store.backend.last_position}")
-    return by_session
 
 
 # --------------------------------------------------------------------------- kill campaign (parent side)
