@@ -419,13 +419,22 @@ class PostgresBackend(PostgresSnapshots, Backend):
         if self._listener is not None and not self._listener.is_closed():
             return
         self._listener = None
+        conn = None
         try:
             conn = await self._asyncpg.connect(
                 self.dsn, timeout=self.connect_timeout, server_settings={"application_name": "sessiondb-listener"}
             )
             await conn.add_listener(self.channel, lambda *_: self._wake_waiters())
-        except Exception:
-            return  # polling still works
+        except BaseException as exc:
+            # A subscriber cancelled mid-connect (its subscription closed) must not leak the connection.
+            if conn is not None:
+                conn.terminate()
+            if isinstance(exc, Exception):
+                return  # polling still works
+            raise
+        if self._closed or self._listener is not None:  # closed, or another waiter won the race meanwhile
+            conn.terminate()
+            return
         self._listener = conn
 
     async def wait_for_new_events(self, after_position: int, timeout: float) -> int:
