@@ -58,6 +58,7 @@ from ._errors import InvalidInputError, SessionDBError, StoreLockedError
 from ._events import SessionDeleted, SessionStarted
 from ._ids import validate_session_id
 from ._snapshots import SnapshotFormatError, decode_snapshot
+from ._values import decode_deep
 
 # What each kind of problem means (``VerifyReport.ok`` is false for the FATAL ones):
 #   torn_tail           the end of the last segment: the next open cuts it; nothing acknowledged is in it
@@ -290,7 +291,9 @@ def _check_records(walk: _Walk, path: str, data: bytes, start: int, end: int, fi
     for offset, length in iter_lines(data, start, end):
         try:
             record = read_record_decoder.decode(data[offset : offset + length])
-        except (msgspec.DecodeError, ValueError, RecursionError) as exc:
+        except RecursionError:  # deep data on a deep stack is intact: decode it on a fresh one
+            record = decode_deep(read_record_decoder.decode, data[offset : offset + length], f"{path} offset {offset}")
+        except (msgspec.DecodeError, ValueError) as exc:
             return f"record at offset {offset} does not decode ({exc})"
         if record.p != position:
             return f"record at offset {offset} has position {record.p}, expected {position}"

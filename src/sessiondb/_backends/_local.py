@@ -34,6 +34,7 @@ from .._errors import (
 from .._events import Message, RecordedEvent, SessionDeleted, SessionStarted
 from .._gcpause import gc_paused
 from .._ids import validate_session_id
+from .._values import decode_deep
 from ._base import AppendRequest, Backend, SessionInfo, apply_to_info
 from ._fs import FileSystem
 from ._local_compaction import LocalCompaction
@@ -328,9 +329,12 @@ class LocalBackend(LocalCompaction, Backend):
         view = memoryview(data)
         records = []
         for line_offset, length in iter_lines(data, start, end):
+            line = view[line_offset : line_offset + length]
             try:
-                records.append(index_record_decoder.decode(view[line_offset : line_offset + length]))
-            except (msgspec.DecodeError, ValueError, RecursionError) as exc:
+                records.append(index_record_decoder.decode(line))
+            except RecursionError:  # deep data on a deep stack: intact, decode it on a fresh one
+                records.append(decode_deep(index_record_decoder.decode, line, f"{path} offset {line_offset}"))
+            except (msgspec.DecodeError, ValueError) as exc:
                 raise CorruptionError(path, line_offset, f"record does not decode ({exc})") from None
         return records
 
@@ -690,9 +694,13 @@ class LocalBackend(LocalCompaction, Backend):
         records = []
         for n in range(k, m):
             start = locations[n] - run_start
+            line = view[start : start + lengths[n]]
             try:
-                records.append(read_record_decoder.decode(view[start : start + lengths[n]]))
-            except (msgspec.DecodeError, ValueError, RecursionError) as exc:
+                records.append(read_record_decoder.decode(line))
+            except RecursionError:  # deep data on a deep stack: intact, decode it on a fresh one
+                where = f"{path} offset {(run_start & _OFFSET_MASK) + start}"
+                records.append(decode_deep(read_record_decoder.decode, line, where))
+            except (msgspec.DecodeError, ValueError) as exc:
                 offset = (run_start & _OFFSET_MASK) + start
                 raise CorruptionError(path, offset, f"record does not decode ({exc})") from None
         return records
@@ -733,7 +741,9 @@ class LocalBackend(LocalCompaction, Backend):
                     for line, length in iter_lines(data, newline + 1, payload_end):
                         try:
                             record = decode(data[line : line + length])
-                        except (msgspec.DecodeError, ValueError, RecursionError) as exc:
+                        except RecursionError:  # intact, but deeper than this stack: decode on a fresh one
+                            record = decode_deep(decode, data[line : line + length], f"{path} offset {start + line}")
+                        except (msgspec.DecodeError, ValueError) as exc:
                             raise CorruptionError(path, start + line, f"record does not decode ({exc})") from None
                         if record.p >= wanted:
                             out.append(RecordedEvent(record.s, record.v, record.p, record.t, record.e, record.i))

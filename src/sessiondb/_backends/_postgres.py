@@ -20,6 +20,7 @@ import msgspec
 
 from .._errors import BackendUnavailableError, SchemaVersionError, SessionNotFoundError
 from .._events import Event, Fork, RecordedEvent
+from .._values import decode_deep
 from ._base import AppendRequest, Backend, SessionInfo
 from ._pg_batch import BatchArrays, apply_outcomes, build_batch, placeholders, split_batch
 from ._pg_schema import (
@@ -543,7 +544,16 @@ class PostgresBackend(PostgresSnapshots, Backend):
 
     def _decode_rows(self, rows: Sequence[Any]) -> list[RecordedEvent]:
         decode = self._decoder.decode
-        return [RecordedEvent(row[0], row[1], row[2], row[3], decode(row[5]), row[4]) for row in rows]
+        try:
+            return [RecordedEvent(row[0], row[1], row[2], row[3], decode(row[5]), row[4]) for row in rows]
+        except RecursionError:  # deep data on a deep stack is intact: decode it on a fresh one
+            return [
+                RecordedEvent(row[0], row[1], row[2], row[3], decode_deep(decode, row[5], self._where(row)), row[4])
+                for row in rows
+            ]
+
+    def _where(self, row: Any) -> str:
+        return f"session {row[0]!r} version {row[1]} in schema {self.schema}"
 
     @property
     def last_position(self) -> int:
