@@ -7,7 +7,8 @@ if that JSON gives back an equal value of the same type on every backend and rea
 - ``None``, ``bool``, ``str``, ``int``, ``float``, ``list`` and ``dict`` of exactly
   those types (no subclasses: an ``IntEnum`` or a ``str`` subclass reads back as the
   base type); dict keys are ``str``;
-- ``int`` within -2**63 .. 2**63-1 (what msgspec decodes as int, and jsonb keeps exact);
+- ``int`` of at most ``MAX_INT_BITS`` bits (about 4,200 decimal digits: Python refuses
+  by default to turn longer ints into text or back; msgspec and jsonb keep shorter ones exact);
 - ``float`` finite (JSON has no NaN or infinity; msgspec writes them as null);
 - ``str`` without lone surrogates (not encodable as UTF-8). NUL characters are kept in
   event content (stored as bytes on every backend) but refused in metadata that
@@ -33,8 +34,7 @@ from ._events import Compacted, Custom, Message, PromptRecorded, Text, Thinking,
 MAX_NESTING = 64
 MAX_METADATA_CHARS = 4096  # model, workspace root, branch name, event id
 T = TypeVar("T")
-_INT_MIN = -(2**63)
-_INT_MAX = 2**63 - 1
+MAX_INT_BITS = 14_000
 
 
 class _Refused(Exception):
@@ -64,9 +64,10 @@ def _walk(value: object, path: str, depth: int) -> None:
         if reason is not None:
             raise _Refused(path, reason)
         return
-    if kind is int:
-        if not _INT_MIN <= value <= _INT_MAX:  # type: ignore[operator]
-            raise _Refused(path, f"is the int {value!r}, outside -2**63..2**63-1; store it as a str")
+    if isinstance(value, int) and kind is int:
+        bits = value.bit_length()
+        if bits > MAX_INT_BITS:
+            raise _Refused(path, f"is an int of {bits} bits, above the limit of {MAX_INT_BITS}; store it as a str")
         return
     if kind is float:
         if value != value or value in (float("inf"), float("-inf")):
