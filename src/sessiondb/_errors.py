@@ -15,6 +15,7 @@
     ├── StoreBrokenError           a write or fsync failed; reopen the store
     │   └── DiskFullError          the failure was ENOSPC
     ├── StoreLockedError           another process owns the store directory
+    ├── ResourceExhaustedError     the system refused a resource (open files, memory)
     ├── CorruptionError            a file failed its checksum or could not be decoded
     ├── SchemaVersionError         the store was written by a newer sessiondb
     └── BackendUnavailableError    a remote backend is unreachable; safe to retry
@@ -125,6 +126,13 @@ def refused_because_broken(cause: BaseException) -> StoreBrokenError:
 
 class StoreLockedError(SessionDBError):
     """Another process has the store directory open for writing."""
+
+
+class ResourceExhaustedError(SessionDBError):
+    """The system refused a resource (EMFILE, ENFILE, ENOMEM); nothing is damaged.
+
+    Raise the limit (``ulimit -n``) or release other resources, then retry.
+    """
 
 
 class CorruptionError(SessionDBError):

@@ -24,6 +24,7 @@ from .._errors import (
     EventTooLargeError,
     HistoryUnavailableError,
     InvalidInputError,
+    ResourceExhaustedError,
     SchemaVersionError,
     SessionDBError,
     SessionExistsError,
@@ -36,6 +37,7 @@ from .._gcpause import gc_paused
 from .._ids import validate_session_id
 from .._values import decode_deep
 from ._base import AppendRequest, Backend, SessionInfo, apply_to_info
+from ._fdcache import DEFAULT_MAX_READ_FDS, RESOURCE_ERRNOS, ReadDescriptors, resource_error
 from ._fs import FileSystem
 from ._local_compaction import LocalCompaction
 from ._segment import (
@@ -115,12 +117,14 @@ class LocalBackend(LocalCompaction, Backend):
         max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES,
         read_only: bool = False,
         file_system: FileSystem | None = None,
+        max_read_fds: int = DEFAULT_MAX_READ_FDS,
     ) -> None:
         self.path = os.path.abspath(os.fspath(path))
         self.segment_bytes = segment_bytes
         self.max_event_bytes = max_event_bytes
         self.read_only = read_only
         self.fs = file_system if file_system is not None else FileSystem()
+        self._read_fds = ReadDescriptors(self.fs, max_read_fds)  # bounded: one per segment would exhaust them
         self._streams: dict[str, _Stream] = {}
         self._segments: list[_Segment] = []
         self._segment_starts: list[int] = []  # first positions, for bisect
@@ -358,7 +362,8 @@ class LocalBackend(LocalCompaction, Backend):
 
     def _release(self) -> None:
         fs = self.fs
-        for segment in self._segments:
+        self._read_fds.close_all()
+        for segment in self._segments:  # descriptors retention detached but has not closed yet
             if segment.read_fd is not None:
                 fs.close(segment.read_fd)
                 segment.read_fd = None
@@ -616,11 +621,9 @@ class LocalBackend(LocalCompaction, Backend):
         with gc_paused():
             return self._read_locations(locations, lengths)
 
-    def _read_fd(self, number: int) -> tuple[int, str]:
-        segment = self._segment_by_number(number)
-        if segment.read_fd is None:
-            segment.read_fd = self.fs.open_read(segment.path)
-        return segment.read_fd, segment.path
+    def _pread(self, segment: _Segment, size: int, offset: int) -> bytes:
+        """Read from a segment through the bounded descriptor cache."""
+        return self._read_fds.pread(segment, size, offset)
 
     def _segment_by_number(self, number: int) -> _Segment:
         segments = self._segments  # read once: retention may shorten the list from the loop
@@ -663,9 +666,10 @@ class LocalBackend(LocalCompaction, Backend):
                 j += 1
             blocks.append(j)
             number = run_start >> _OFFSET_BITS
-            fd, path = self._read_fd(number)
+            segment = self._segment_by_number(number)
+            path = segment.path
             offset = run_start & _OFFSET_MASK
-            data = self.fs.pread(fd, run_end - run_start, offset)
+            data = self._pread(segment, run_end - run_start, offset)
             if len(data) != run_end - run_start:
                 raise CorruptionError(path, offset, "the file is shorter than the index says")
             view = memoryview(data)
@@ -730,8 +734,8 @@ class LocalBackend(LocalCompaction, Backend):
             start = segment.frame_offsets[first_frame]
             end_frame = bisect_right(segment.frame_offsets, start + 1024 * 1024)
             end = segment.frame_offsets[end_frame] if end_frame < len(segment.frame_offsets) else segment.size
-            fd, path = self._read_fd(segment.number)
-            data = self.fs.pread(fd, end - start, start)
+            path = segment.path
+            data = self._pread(segment, end - start, start)
             offset = 0
             while offset < len(data) and len(out) < limit:
                 newline = data.index(b"\n", offset)
@@ -765,8 +769,10 @@ class LocalBackend(LocalCompaction, Backend):
         }
 
 
-def _open_error(exc: OSError, path: str) -> StoreBrokenError:
+def _open_error(exc: OSError, path: str) -> StoreBrokenError | ResourceExhaustedError:
     where = exc.filename if isinstance(exc.filename, str) else path
+    if exc.errno in RESOURCE_ERRNOS:
+        return resource_error(exc, f"opening store {path} (at {where})")
     if exc.errno == errno.ENOSPC:
         return DiskFullError(
             f"the disk holding {where} is full, so store {path} could not be opened; free space and retry"
