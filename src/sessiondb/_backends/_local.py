@@ -82,6 +82,11 @@ class _Stream:
         self.event_ids: dict[str, int] | None = None
 
 
+# Store directories this process holds the write lock of: flock conflicts between two
+# opens in one process too, and the lock file's pid would then name the caller itself.
+_OPEN_IN_THIS_PROCESS: set[str] = set()
+
+
 class _Segment:
     __slots__ = ("first_position", "frame_offsets", "frame_positions", "number", "path", "read_fd", "size")
 
@@ -158,10 +163,16 @@ class LocalBackend(LocalCompaction, Backend):
             try:
                 self._lock_fd = fs.lock(os.path.join(self.path, LOCK_NAME))
             except BlockingIOError:
+                if self.path in _OPEN_IN_THIS_PROCESS:
+                    raise StoreLockedError(
+                        f"store {self.path} is already open for writing in this process (pid {os.getpid()}), "
+                        "by another open_store() of the same directory; use that Store, or close it first"
+                    ) from None
                 raise StoreLockedError(
                     f"store {self.path} is open for writing in another process ({self._lock_owner()}); "
                     "close it there, or open this one read-only"
                 ) from None
+            _OPEN_IN_THIS_PROCESS.add(self.path)
         try:
             with gc_paused():
                 self._recover()
@@ -373,6 +384,7 @@ class LocalBackend(LocalCompaction, Backend):
         if self._lock_fd is not None:
             fs.unlock(self._lock_fd)
             self._lock_fd = None
+            _OPEN_IN_THIS_PROCESS.discard(self.path)
 
     # ------------------------------------------------------------------ writing
 
