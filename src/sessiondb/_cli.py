@@ -451,14 +451,40 @@ def _interval(text: str) -> float:
     return value
 
 
+class _IntermixedParser(argparse.ArgumentParser):
+    """A subcommand parser that takes options anywhere between its positionals.
+
+    Plain ``parse_args`` binds an optional positional (``export STORE SESSION [FILE]``)
+    before it sees a later option, so ``export s chat --at 4 out.jsonl`` failed with
+    "unrecognized arguments". ``parse_known_intermixed_args`` itself calls
+    ``parse_known_args``, hence the re-entry guard.
+    """
+
+    _intermixing = False
+
+    def parse_known_args(  # type: ignore[override]
+        self, args: Any = None, namespace: Any = None
+    ) -> tuple[argparse.Namespace, list[str]]:
+        if self._intermixing:
+            return super().parse_known_args(args, namespace)
+        self._intermixing = True
+        try:
+            return self.parse_known_intermixed_args(args, namespace)
+        finally:
+            self._intermixing = False
+
+
 def build_parser() -> argparse.ArgumentParser:
+    from . import __version__  # the package is fully imported by the time a parser is built
+
     parser = argparse.ArgumentParser(
         prog=PROG,
         description="Look at, follow, check and move sessiondb stores. STORE is a store directory "
         "(or a postgresql:// URL). Reading commands open the store read-only and work while "
         "another process writes to it.",
     )
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True, parser_class=_IntermixedParser)
 
     ls = sub.add_parser("ls", help="list sessions, most recently updated first")
     ls.add_argument("store", metavar="STORE")
