@@ -7,8 +7,9 @@ import asyncio
 import contextlib
 import errno
 import os
+import signal
 import sys
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from typing import Any, TextIO
 
 import anyio
@@ -570,6 +571,41 @@ def _single(group: BaseExceptionGroup[BaseException]) -> BaseException:
     return error
 
 
+async def _interruptible(command: Coroutine[Any, Any, int]) -> int:
+    """Run ``command``; the first Ctrl-C stops it cleanly, later ones are ignored while it stops.
+
+    With Python's default handler a second SIGINT raised KeyboardInterrupt inside the
+    cleanup (closing the store, the event loop's signal wakeup fd), printing "Exception
+    ignored ... Invalid file descriptor". After an interrupt SIGINT stays ignored: the
+    process is exiting with status 130.
+    """
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+    assert task is not None
+    interrupted = False
+
+    def on_interrupt() -> None:
+        nonlocal interrupted
+        if not interrupted:
+            interrupted = True
+            task.cancel()
+
+    try:
+        loop.add_signal_handler(signal.SIGINT, on_interrupt)
+    except (NotImplementedError, RuntimeError, ValueError):  # not the main thread: no signals to handle
+        return await command
+    try:
+        return await command
+    except asyncio.CancelledError:
+        if interrupted:
+            raise KeyboardInterrupt from None
+        raise
+    finally:
+        loop.remove_signal_handler(signal.SIGINT)
+        if interrupted:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def main(argv: Sequence[str] | None = None, *, stdout: TextIO | None = None, stderr: TextIO | None = None) -> int:
     """Run the command line; return the exit status (0 ok, 1 error, 2 usage, 130 interrupted)."""
     stdout = stdout if stdout is not None else sys.stdout
@@ -583,7 +619,7 @@ def main(argv: Sequence[str] | None = None, *, stdout: TextIO | None = None, std
     out = _Output(stdout, stderr)
     try:
         try:
-            status: int = asyncio.run(args.run(args, out))
+            status: int = asyncio.run(_interruptible(args.run(args, out)))
             return status
         except BaseExceptionGroup as group:
             raise _single(group) from None
