@@ -10,6 +10,7 @@
     ├── ConflictError              expected_version did not match the session's version
     ├── SessionNotFoundError       no such session (or it was deleted)
     ├── SessionExistsError         create_session with an id already in use
+    │   └── SessionDeletedError    the id belonged to a deleted session (also a SessionNotFoundError)
     ├── HistoryUnavailableError    load(at_version=...) of history that retention removed
     ├── StoreClosedError           the store was closed
     ├── StoreBrokenError           a write or fsync failed; reopen the store
@@ -92,6 +93,28 @@ class SessionExistsError(SessionDBError):
         super().__init__(
             f"session {session_id!r} already exists; choose another id or omit session_id to have one generated"
         )
+
+
+class SessionDeletedError(SessionNotFoundError, SessionExistsError):
+    """The id belongs to a deleted session: it cannot be read, appended to, or created again.
+
+    The rule on every backend and adapter: a deleted session's id is never reused, so
+    its versions and event ids stay unique in the log and no reader can confuse the old
+    history with a new one. Create a session with another id. It is both a
+    ``SessionNotFoundError`` (for reads and appends) and a ``SessionExistsError``
+    (for ``create_session``), so existing handlers of either still catch it.
+    """
+
+    def __init__(self, session_id: str) -> None:
+        self.session_id = session_id
+        SessionDBError.__init__(
+            self,
+            f"session {session_id!r} was deleted; a deleted session's id is not reused, "
+            "so create a new session with another id",
+        )
+
+    def __str__(self) -> str:
+        return str(self.args[0])
 
 
 class HistoryUnavailableError(SessionDBError):

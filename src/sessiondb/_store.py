@@ -20,6 +20,8 @@ from ._conversation import TokenThresholdPolicy, local_summary, plan_compaction
 from ._errors import (
     ConflictError,
     InvalidInputError,
+    SessionDeletedError,
+    SessionExistsError,
     SessionNotFoundError,
     StoreClosedError,
     refused_because_broken,
@@ -167,7 +169,18 @@ class Store:
         if writer.full:
             await writer.wait_for_space()
             self._check_open()
-        return await writer.submit(request)
+        try:
+            return await writer.submit(request)
+        except (SessionNotFoundError, SessionExistsError):
+            await self._raise_if_deleted(request.session_id)
+            raise
+
+    async def _raise_if_deleted(self, session_id: str) -> None:
+        """The one rule for a deleted session's id, whatever the backend said: ``SessionDeletedError``."""
+        if type(session_id) is str:
+            info = await self.backend.info(session_id)
+            if info is not None and info.deleted:
+                raise SessionDeletedError(session_id) from None
 
     async def create_session(
         self,
@@ -247,6 +260,7 @@ class Store:
             return (await writer.submit(request)).version
         except SessionNotFoundError:
             validate_session_id(session_id)  # an id no session can have gets the clearer error
+            await self._raise_if_deleted(session_id)
             raise
 
     def _redacted(self, session_id: str, events: tuple[Event, ...]) -> tuple[Event, ...]:
@@ -346,7 +360,7 @@ class Store:
             validate_session_id(session_id)  # an id no session can have gets the clearer error
             raise SessionNotFoundError(session_id)
         if info.deleted:
-            raise SessionNotFoundError(session_id, "it was deleted")
+            raise SessionDeletedError(session_id)
         return info
 
     def _check_readable(self) -> None:
