@@ -38,11 +38,12 @@ MAX_INT_BITS = 14_000
 
 
 class _Refused(Exception):
-    """Internal: carries the path and reason out of the recursive walk."""
+    """Internal: the reason, and the path to it, built only on the way out of a refusal."""
 
-    def __init__(self, path: str, reason: str) -> None:
-        self.path = path
+    def __init__(self, reason: str) -> None:
         self.reason = reason
+        self.steps: list[str] = []  # innermost first
+        self.at_this_dict = False  # a bad key: reported at the dict that holds it, not below it
 
 
 def _check_str(value: str) -> str | None:
@@ -55,39 +56,58 @@ def _check_str(value: str) -> str | None:
     return None
 
 
-def _walk(value: object, path: str, depth: int) -> None:
+_FLOAT_LIMITS = (float("inf"), float("-inf"))
+
+
+def _walk(value: object, depth: int) -> None:
+    """Raise ``_Refused`` unless ``value`` round-trips; no per-node allocation on the accepting path."""
     kind = type(value)
-    if value is None or kind is bool:
-        return
     if kind is str:
         reason = _check_str(value)  # type: ignore[arg-type]
         if reason is not None:
-            raise _Refused(path, reason)
+            raise _Refused(reason)
+        return
+    if value is None or kind is bool:
         return
     if isinstance(value, int) and kind is int:
         bits = value.bit_length()
         if bits > MAX_INT_BITS:
-            raise _Refused(path, f"is an int of {bits} bits, above the limit of {MAX_INT_BITS}; store it as a str")
+            raise _Refused(f"is an int of {bits} bits, above the limit of {MAX_INT_BITS}; store it as a str")
         return
     if kind is float:
-        if value != value or value in (float("inf"), float("-inf")):
-            raise _Refused(path, f"is {value!r}; JSON has no NaN or infinity")
+        if value != value or value in _FLOAT_LIMITS:
+            raise _Refused(f"is {value!r}; JSON has no NaN or infinity")
         return
     if kind is list or kind is dict:
         if depth >= MAX_NESTING:
-            raise _Refused(path, f"nests containers deeper than the limit of {MAX_NESTING} levels")
+            raise _Refused(f"nests containers deeper than the limit of {MAX_NESTING} levels")
         if isinstance(value, list):
-            for index, item in enumerate(value):
-                _walk(item, f"{path}[{index}]", depth + 1)
+            index = 0
+            try:
+                for index, item in enumerate(value):  # noqa: B007 - index names the failing item
+                    _walk(item, depth + 1)
+            except _Refused as refused:
+                refused.steps.append(f"[{index}]")
+                raise
             return
         assert isinstance(value, dict)
-        for key, item in value.items():
-            if type(key) is not str:
-                raise _Refused(path, f"has the {type(key).__name__} key {key!r}; dict keys must be str")
-            reason = _check_str(key)
-            if reason is not None:
-                raise _Refused(f"{path}[{key!r}]", f"key {reason}")
-            _walk(item, f"{path}[{key!r}]", depth + 1)
+        key: object = None
+        try:
+            for key, item in value.items():
+                if type(key) is not str:
+                    bad_key = _Refused(f"has the {type(key).__name__} key {key!r}; dict keys must be str")
+                    bad_key.at_this_dict = True
+                    raise bad_key
+                reason = _check_str(key)  # type: ignore[arg-type]
+                if reason is not None:
+                    raise _Refused(f"key {reason}")
+                _walk(item, depth + 1)
+        except _Refused as refused:
+            if refused.at_this_dict:
+                refused.at_this_dict = False
+            else:
+                refused.steps.append(f"[{key!r}]")
+            raise
         return
     hint = ""
     if kind is tuple or kind is set or kind is frozenset:
@@ -96,17 +116,16 @@ def _walk(value: object, path: str, depth: int) -> None:
         hint = f"; convert it to a plain {type(value).__mro__[-2].__name__}"
     elif isinstance(value, (bytes, bytearray)):
         hint = "; encode it as a str (base64, for example)"
-    raise _Refused(path, f"is a {kind.__name__}, which JSON cannot hold faithfully{hint}")
+    raise _Refused(f"is a {kind.__name__}, which JSON cannot hold faithfully{hint}")
 
 
 def check_value(session_id: object, where: str, value: object) -> None:
     """Raise ``InvalidInputError`` naming the session and ``where`` unless ``value`` round-trips."""
     try:
-        _walk(value, where, 0)
+        _walk(value, 0)
     except _Refused as refused:
-        raise InvalidInputError(
-            f"session {session_id!r}: {refused.path} {refused.reason}; nothing was written"
-        ) from None
+        path = where + "".join(reversed(refused.steps))
+        raise InvalidInputError(f"session {session_id!r}: {path} {refused.reason}; nothing was written") from None
 
 
 def check_text(session_id: object, where: str, value: object, *, limit: int | None = None) -> None:
