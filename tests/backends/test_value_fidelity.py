@@ -286,3 +286,22 @@ async def test_metadata_limits_agree_across_backends(backend: Backend) -> None:
         child = await store.fork(sid, branch_name="b" * 4096)
         assert (await store.load(child)).model == "m\x7f"
         assert (await store.load(sid)).messages[-1].text == "a\x00b"
+
+
+async def test_a_deep_record_stored_before_the_limit_reads_from_any_stack(tmp_path: Path) -> None:
+    # A record nested 900 deep, as an older sessiondb acknowledged it (written past the
+    # store's check): reads from 150 coroutines deep decode it on a fresh stack instead of
+    # calling it corrupt, and verify agrees.
+    from sessiondb._backends._base import AppendRequest
+
+    async with sessiondb.open_store(tmp_path / "s") as store:
+        sid = await store.create_session(session_id="old")
+        await store.backend.commit([AppendRequest(sid, (Custom("t", _nest(900)),), timestamp_ms=1)])
+    async with sessiondb.open_store(tmp_path / "s") as store:
+        loaded = await _nested(150, lambda: store.load("old"))
+        assert loaded.version == 2
+        events = await _nested(150, lambda: _collect(store.read("old")))
+        assert events[-1].event.data == _nest(900)  # == compares in C: identical() would recurse too deep
+        everything = await _nested(150, lambda: store.read_all())
+        assert everything[-1].event.data == _nest(900)
+    assert verify_store(tmp_path / "s").ok
