@@ -27,6 +27,7 @@ from ._segment import frame_header_decoder, segment_name
 
 if TYPE_CHECKING:
     from .._errors import StoreBrokenError
+    from ._fdcache import ReadDescriptors
     from ._fs import FileSystem
     from ._local import _Segment, _Stream
 
@@ -111,6 +112,7 @@ class LocalCompaction:
         _next_position: int
         _stats: dict[str, int]
         _broken: StoreBrokenError | None
+        _read_fds: ReadDescriptors
 
         def _index_frame(
             self, segment: _Segment, data: bytes, offset: int, start: int, end: int, first_position: int
@@ -401,9 +403,9 @@ class LocalCompaction:
             self._removed_segments.add(segment.number)
             total += segment.size
             self.fs.unlink(segment.path)
-            if segment.read_fd is not None:
-                self._graveyard.append(segment.read_fd)
-                segment.read_fd = None
+            fd = self._read_fds.detach(segment)  # under the cache's lock: eviction must not close it too
+            if fd is not None:
+                self._graveyard.append(fd)
         self.fs.fsync_directory(self.path)
         return total
 
