@@ -294,7 +294,8 @@ class Store:
             raise InvalidInputError(f"timestamp_ms must be a non-negative int, got {timestamp_ms!r}")
         if self._redact is not None:  # imported history is redacted like any append
             events = self._redacted(session_id, tuple(events))
-        _check_metadata(session_id, started.model, started.workspace_root, None)
+        branch = started.fork.branch_name if started.fork is not None else None
+        _check_metadata(session_id, started.model, started.workspace_root, branch)
         _check_values(session_id, events)
         request = AppendRequest(session_id, (started, *events), timestamp_ms=timestamp_ms, creates=True)
         return (await self._submit(request)).version
