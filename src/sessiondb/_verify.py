@@ -629,10 +629,10 @@ def _kept_heads(fs: FileSystem, root: str, names: list[str], prefix: bytes) -> d
 def _add_damaged_batch(entry: Dropped, data: bytes, offset: int, kept: dict[str, int], dropped: list[Dropped]) -> None:
     """Add the damaged batch's own events to ``entry`` (it was omitted: "v7-57 dropped" when v6 was too).
 
-    Its records are decoded one by one where they still decode; its frame header (when
-    readable) gives how many there were; and a session's versions are contiguous in
-    the log, so every version between the last kept one and the first dropped one
-    read elsewhere was in the damaged batch too.
+    Its frame header (when readable) gives how many there were; a session's versions
+    are contiguous in the log, so every version between the last kept one and the first
+    dropped one read elsewhere was in the damaged batch. Its damaged records themselves
+    are not trusted to name anything.
     """
     count = 0
     newline = data.find(b"\n", offset, offset + 256)
@@ -642,14 +642,7 @@ def _add_damaged_batch(entry: Dropped, data: bytes, offset: int, kept: dict[str,
         except (msgspec.DecodeError, ValueError, RecursionError):
             header = None
         if header is not None and header.batch > 0:
-            count = header.batch
-            end = min(len(data), newline + 1 + header.bytes)
-            for line, length in iter_lines(data, newline + 1, end):
-                try:
-                    record = read_record_decoder.decode(data[line : line + length])
-                except (msgspec.DecodeError, ValueError, RecursionError):
-                    continue
-                entry.versions.setdefault(record.s, []).append(record.v)
+            count = header.batch  # how many; which ones only where contiguity proves it (damaged bytes lie)
     for session, head in kept.items():
         seen = [v for item in dropped for v in item.versions.get(session, ())]
         if seen and min(seen) > head + 1:
