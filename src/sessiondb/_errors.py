@@ -10,6 +10,7 @@
     ├── ConflictError              expected_version did not match the session's version
     ├── SessionNotFoundError       no such session (or it was deleted)
     ├── SessionExistsError         create_session with an id already in use
+    │   └── SessionDeletedError    the id belonged to a deleted session (also a SessionNotFoundError)
     ├── HistoryUnavailableError    load(at_version=...) of history that retention removed
     ├── StoreClosedError           the store was closed
     │   └── StoreForkedError       used in a process forked after the store was opened
@@ -17,6 +18,7 @@
     ├── StoreBrokenError           a write or fsync failed; reopen the store
     │   └── DiskFullError          the failure was ENOSPC
     ├── StoreLockedError           another process owns the store directory
+    ├── ResourceExhaustedError     the system refused a resource (open files, memory)
     ├── CorruptionError            a file failed its checksum or could not be decoded
     ├── SchemaVersionError         the store was written by a newer sessiondb
     ├── BackendUnavailableError    a remote backend is unreachable; safe to retry
@@ -98,6 +100,28 @@ class SessionExistsError(SessionDBError):
         )
 
 
+class SessionDeletedError(SessionNotFoundError, SessionExistsError):
+    """The id belongs to a deleted session: it cannot be read, appended to, or created again.
+
+    The rule on every backend and adapter: a deleted session's id is never reused, so
+    its versions and event ids stay unique in the log and no reader can confuse the old
+    history with a new one. Create a session with another id. It is both a
+    ``SessionNotFoundError`` (for reads and appends) and a ``SessionExistsError``
+    (for ``create_session``), so existing handlers of either still catch it.
+    """
+
+    def __init__(self, session_id: str) -> None:
+        self.session_id = session_id
+        SessionDBError.__init__(
+            self,
+            f"session {session_id!r} was deleted; a deleted session's id is not reused, "
+            "so create a new session with another id",
+        )
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
 class HistoryUnavailableError(SessionDBError):
     """The requested history was removed by retention."""
 
@@ -142,6 +166,13 @@ def refused_because_broken(cause: BaseException) -> StoreBrokenError:
 
 class StoreLockedError(SessionDBError):
     """Another process has the store directory open for writing."""
+
+
+class ResourceExhaustedError(SessionDBError):
+    """The system refused a resource (EMFILE, ENFILE, ENOMEM); nothing is damaged.
+
+    Raise the limit (``ulimit -n``) or release other resources, then retry.
+    """
 
 
 class CorruptionError(SessionDBError):

@@ -28,6 +28,8 @@ from ._errors import (
     ConflictError,
     HistoryUnavailableError,
     InvalidInputError,
+    SessionDeletedError,
+    SessionExistsError,
     SessionNotFoundError,
     StoreClosedError,
     refused_because_broken,
@@ -54,6 +56,7 @@ from ._ids import generate_session_id, now_ms, validate_session_id
 from ._paths import user_path
 from ._projection import Projection, Session, is_continuation_message, replay_session
 from ._subscriptions import DEFAULT_BUFFER_EVENTS, Subscription, subscribe_every_session, subscribe_session
+from ._values import MAX_EVENT_ID_CHARS, MAX_METADATA_CHARS, check_event, check_text
 from ._writer import Writer
 
 DEFAULT_MAX_PENDING = 16_384
@@ -197,7 +200,18 @@ class Store:
         if writer.full:
             await writer.wait_for_space()
             self._check_open()
-        return await writer.submit(request)
+        try:
+            return await writer.submit(request)
+        except (SessionNotFoundError, SessionExistsError):
+            await self._raise_if_deleted(request.session_id)
+            raise
+
+    async def _raise_if_deleted(self, session_id: str) -> None:
+        """The one rule for a deleted session's id, whatever the backend said: ``SessionDeletedError``."""
+        if type(session_id) is str:
+            info = await self.backend.info(session_id)
+            if info is not None and info.deleted:
+                raise SessionDeletedError(session_id) from None
 
     @on_store_loop
     async def create_session(
@@ -210,6 +224,7 @@ class Store:
         """Create a session and return its id (generated unless given)."""
         self._check_open()
         session_id = generate_session_id() if session_id is None else validate_session_id(session_id)
+        _check_metadata(session_id, model, workspace_root, None)
         started = SessionStarted(now_ms(), model, workspace_root)
         await self._submit(AppendRequest(session_id, (started,), timestamp_ms=started.created_at_ms, creates=True))
         return session_id
@@ -259,6 +274,10 @@ class Store:
             validate_session_id(session_id)
         if self._redact is not None:
             events = self._redacted(session_id, events)
+        _check_values(session_id, events)
+        if event_ids is not None:
+            for index, event_id in enumerate(event_ids):
+                check_text(session_id, f"event_ids[{index}]", event_id, limit=MAX_EVENT_ID_CHARS)
         request = AppendRequest(
             session_id,
             events,
@@ -274,6 +293,7 @@ class Store:
             return (await writer.submit(request)).version
         except SessionNotFoundError:
             validate_session_id(session_id)  # an id no session can have gets the clearer error
+            await self._raise_if_deleted(session_id)
             raise
 
     def _redacted(self, session_id: str, events: tuple[Event, ...]) -> tuple[Event, ...]:
@@ -308,6 +328,9 @@ class Store:
             raise InvalidInputError(f"timestamp_ms must be a non-negative int, got {timestamp_ms!r}")
         if self._redact is not None:  # imported history is redacted like any append
             events = self._redacted(session_id, tuple(events))
+        branch = started.fork.branch_name if started.fork is not None else None
+        _check_metadata(session_id, started.model, started.workspace_root, branch)
+        _check_values(session_id, events)
         request = AppendRequest(session_id, (started, *events), timestamp_ms=timestamp_ms, creates=True)
         return (await self._submit(request)).version
 
@@ -357,6 +380,7 @@ class Store:
                 raise InvalidInputError(f"fork() takes a str branch_name (or None), got {type(branch_name).__name__}")
             branch = branch_name.strip() or None if branch_name is not None else None
             child_id = generate_session_id() if session_id is None else validate_session_id(session_id)
+            _check_metadata(child_id, None, None, branch)
             started = SessionStarted(
                 now_ms(),
                 # From the summary, not the replay: a fork at version 0 keeps the parent's model and workspace.
@@ -385,7 +409,7 @@ class Store:
             validate_session_id(session_id)  # an id no session can have gets the clearer error
             raise SessionNotFoundError(session_id)
         if info.deleted:
-            raise SessionNotFoundError(session_id, "it was deleted")
+            raise SessionDeletedError(session_id)
         return info
 
     def _check_readable(self) -> None:
@@ -670,6 +694,22 @@ def _check_message(message: Message) -> None:
         else:
             return
     message.__post_init__()  # the full check, which raises with the precise reason
+
+
+def _check_values(session_id: str, events: Sequence[Event]) -> None:
+    """Refuse, before anything is written, a value the stored JSON would not give back equal."""
+    if len(events) == 1:
+        check_event(session_id, "event", events[0])
+    else:
+        for index, event in enumerate(events):
+            check_event(session_id, f"events[{index}]", event)
+
+
+def _check_metadata(session_id: str, model: object, workspace_root: object, branch_name: object) -> None:
+    """The same limits on every backend (PostgreSQL's text columns cannot hold NUL)."""
+    check_text(session_id, "model", model, limit=MAX_METADATA_CHARS)
+    check_text(session_id, "workspace_root", workspace_root, limit=MAX_METADATA_CHARS)
+    check_text(session_id, "branch_name", branch_name, limit=MAX_METADATA_CHARS)
 
 
 def _wrong_event_message(session_id: str, event: object) -> str:

@@ -40,7 +40,9 @@ async def test_snapshots_beyond_a_repaired_log_are_not_trusted(tmp_path: Path) -
     data[at + 2] ^= 0x01
     segment.write_bytes(bytes(data))
     report = repair_store(path)
-    assert report.changed and report.dropped_events == 19, report.format()  # readable ones; "old 20" is damaged
+    # Every dropped event, the damaged batch's own ("old 20", v22) included: v22-41.
+    assert report.changed and report.dropped_events == 20, report.format()
+    assert report.dropped[0].versions == {"a": list(range(22, 42))}
     assert segment.stat().st_size == frame.offset
     assert "snapshot of session 'a' version 41 is ahead of the log" in report.format()  # moved aside
     after = verify_store(path)

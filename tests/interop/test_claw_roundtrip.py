@@ -98,6 +98,8 @@ def sessions(
     draw: st.DrawFn,
 ) -> tuple[dict[str, Any], dict[str, Any] | None, list[dict[str, Any]], list[dict[str, Any]]]:
     created = draw(i64)
+    # Metadata the store keeps in PostgreSQL text columns holds no NUL (refused on every backend).
+    metadata_texts = texts.map(lambda text: text.replace("\x00", ""))
     meta: dict[str, Any] = {
         "version": 1,
         "session_id": "session-" + draw(st.from_regex(r"[0-9]{1,13}-[0-9]{1,4}", fullmatch=True)),
@@ -106,12 +108,12 @@ def sessions(
     }
     if draw(st.booleans()):
         fork: dict[str, Any] = {"parent_session_id": draw(texts)}
-        branch = draw(st.none() | texts)
+        branch = draw(st.none() | metadata_texts)
         if branch is not None:
             fork["branch_name"] = branch
         meta["fork"] = fork
     for key in ("workspace_root", "model"):
-        value = draw(st.none() | texts)
+        value = draw(st.none() | metadata_texts)
         if value is not None:
             meta[key] = value
     compaction = draw(

@@ -160,11 +160,11 @@ def _check(recorded: list[RecordedEvent], sid: str, events: list[Event]) -> None
 @given(st.lists(user_event, min_size=1, max_size=8), st.lists(st.booleans(), max_size=8))
 async def test_memory_store_round_trip(events: list[Event], split: list[bool]) -> None:
     async with sessiondb.open_store(":memory:") as store:
-        sid = await store.create_session(model="\u2028m\x00", workspace_root="/\U0001f600")
+        sid = await store.create_session(model="\u2028m\x7f", workspace_root="/\U0001f600")
         await _append_all(store, sid, events, split)
         _check(await _stored(store, sid), sid, events)
         session = await store.load(sid)
-        assert session.model == "\u2028m\x00" and session.workspace_root == "/\U0001f600"
+        assert session.model == "\u2028m\x7f" and session.workspace_root == "/\U0001f600"
         assert session.version == len(events) + 1
 
 

@@ -7,9 +7,10 @@ import asyncio
 import contextlib
 import errno
 import os
+import signal
 import sys
-from collections.abc import Sequence
-from typing import TextIO
+from collections.abc import Coroutine, Sequence
+from typing import Any, TextIO
 
 from .._errors import SessionDBError
 from ._context import (
@@ -43,14 +44,40 @@ def _interval(text: str) -> float:
     return value
 
 
+class _IntermixedParser(argparse.ArgumentParser):
+    """A subcommand parser that takes options anywhere between its positionals.
+
+    Plain ``parse_args`` binds an optional positional (``export STORE SESSION [FILE]``)
+    before it sees a later option, so ``export s chat --at 4 out.jsonl`` failed with
+    "unrecognized arguments". ``parse_known_intermixed_args`` itself calls
+    ``parse_known_args``, hence the re-entry guard.
+    """
+
+    _intermixing = False
+
+    def parse_known_args(  # type: ignore[override]
+        self, args: Any = None, namespace: Any = None
+    ) -> tuple[argparse.Namespace, list[str]]:
+        if self._intermixing:
+            return super().parse_known_args(args, namespace)
+        self._intermixing = True
+        try:
+            return self.parse_known_intermixed_args(args, namespace)
+        finally:
+            self._intermixing = False
+
+
 def build_parser() -> argparse.ArgumentParser:
+    from .. import __version__  # the package is fully imported by the time a parser is built
+
     parser = argparse.ArgumentParser(
         prog=PROG,
         description="Look at, follow, check and move sessiondb stores. STORE is a store directory "
         "(or a postgresql:// URL). Reading commands open the store read-only and work while "
         "another process writes to it.",
     )
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True, parser_class=_IntermixedParser)
 
     ls = sub.add_parser("ls", help="list sessions, most recently updated first")
     ls.add_argument("store", metavar="STORE")
@@ -133,6 +160,41 @@ def _single(group: BaseExceptionGroup[BaseException]) -> BaseException:
     return error
 
 
+async def _interruptible(command: Coroutine[Any, Any, int]) -> int:
+    """Run ``command``; the first Ctrl-C stops it cleanly, later ones are ignored while it stops.
+
+    With Python's default handler a second SIGINT raised KeyboardInterrupt inside the
+    cleanup (closing the store, the event loop's signal wakeup fd), printing "Exception
+    ignored ... Invalid file descriptor". After an interrupt SIGINT stays ignored: the
+    process is exiting with status 130.
+    """
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+    assert task is not None
+    interrupted = False
+
+    def on_interrupt() -> None:
+        nonlocal interrupted
+        if not interrupted:
+            interrupted = True
+            task.cancel()
+
+    try:
+        loop.add_signal_handler(signal.SIGINT, on_interrupt)
+    except (NotImplementedError, RuntimeError, ValueError):  # not the main thread: no signals to handle
+        return await command
+    try:
+        return await command
+    except asyncio.CancelledError:
+        if interrupted:
+            raise KeyboardInterrupt from None
+        raise
+    finally:
+        loop.remove_signal_handler(signal.SIGINT)
+        if interrupted:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def main(argv: Sequence[str] | None = None, *, stdout: TextIO | None = None, stderr: TextIO | None = None) -> int:
     """Run the command line; return the exit status (0 ok, 1 error, 2 usage, 130 interrupted)."""
     stdout = stdout if stdout is not None else sys.stdout
@@ -146,7 +208,7 @@ def main(argv: Sequence[str] | None = None, *, stdout: TextIO | None = None, std
     out = _Output(stdout, stderr)
     try:
         try:
-            status: int = asyncio.run(args.run(args, out))
+            status: int = asyncio.run(_interruptible(args.run(args, out)))
             return status
         except BaseExceptionGroup as group:
             raise _single(group) from None

@@ -22,7 +22,6 @@ batch across all of them).
 
 from __future__ import annotations
 
-import contextlib
 import json
 import weakref
 from collections.abc import Sequence
@@ -30,7 +29,7 @@ from typing import Any
 
 import msgspec
 
-from .._errors import ConflictError, SessionExistsError, SessionNotFoundError
+from .._errors import ConflictError, SessionDeletedError, SessionExistsError, SessionNotFoundError
 from .._events import Custom, Event, RecordedEvent, SessionStarted
 from .._ids import now_ms
 from .._projection import Projection
@@ -204,6 +203,8 @@ class SessionDBSession:
         if not self._exists:
             try:
                 await self.store.session_info(self.session_id)  # in memory for the local backend
+            except SessionDeletedError:
+                raise  # one rule with the store: a deleted session's id is not reused
             except SessionNotFoundError:
                 started = SessionStarted(now_ms(), self.model)
                 try:
@@ -234,9 +235,16 @@ class SessionDBSession:
             return item
 
     async def clear_session(self) -> None:
-        """Remove every item (the events stay in the log: ``items_at`` can still show them)."""
-        with contextlib.suppress(SessionNotFoundError):
+        """Remove every item (the events stay in the log: ``items_at`` can still show them).
+
+        ``SessionDeletedError`` if the store's session was deleted (as every method raises then).
+        """
+        try:
             await self.store.append(self.session_id, Custom(CLEAR))
+        except SessionDeletedError:
+            raise
+        except SessionNotFoundError:
+            pass  # never created: nothing to clear
 
     # ------------------------------------------------------------------ beyond the protocol
 
@@ -255,6 +263,8 @@ class SessionDBSession:
     async def _state(self) -> ItemsState | None:
         try:
             state: ItemsState = await self.store.project(self.session_id, PROJECTION_NAME)
+        except SessionDeletedError:
+            raise  # not "no items yet": add_items would be refused too
         except SessionNotFoundError:
             return None
         return state

@@ -109,11 +109,11 @@ class ProcessWorkload:
         child = f"{self._name()}-f"
         self.emit(f"T {child} fork {at + 1} {parent} {at}")
         try:
-            await self.store.fork(parent, at_version=at, new_session_id=child, branch_name=f"b{at}")
+            await self.store.fork(parent, at_version=at, session_id=child, branch_name=f"b{at}")
         except HistoryUnavailableError:
             at = await self._head(parent)  # retention removed that version: fork at the head
             self.emit(f"T {child} fork {at + 1} {parent} {at}")
-            await self.store.fork(parent, at_version=at, new_session_id=child, branch_name=f"b{at}")
+            await self.store.fork(parent, at_version=at, session_id=child, branch_name=f"b{at}")
         self.emit(f"A {child} {at + 1}")
         self.own.append(child)
 

@@ -30,6 +30,7 @@ from ..._errors import (
     DiskFullError,
     HistoryUnavailableError,
     InvalidInputError,
+    ResourceExhaustedError,
     SessionDBError,
     SessionNotFoundError,
     StoreBrokenError,
@@ -41,6 +42,7 @@ from ..._paths import missing_directories, not_a_directory, user_path
 from .._base import AppendRequest, Backend, SessionInfo
 from .._fs import FileSystem
 from ._checkpoint import Checkpointer
+from ._fdcache import DEFAULT_MAX_READ_FDS, RESOURCE_ERRNOS, resource_error
 from ._follower import LogCatchUp
 from ._index import Index
 from ._locks import STORE_LOCK, StoreLocks, warn_if_network_file_system
@@ -71,6 +73,7 @@ class LocalBackend(Backend):
         max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES,
         read_only: bool = False,
         file_system: FileSystem | None = None,
+        max_read_fds: int = DEFAULT_MAX_READ_FDS,
     ) -> None:
         self.path = os.path.abspath(user_path(path, what="a store path"))
         self.segment_bytes = segment_bytes
@@ -82,7 +85,7 @@ class LocalBackend(Backend):
         self._closed = False
         # The parts. Each owns its state; the ones below take the ones above as collaborators.
         self.index = Index()
-        self.segments = SegmentSet(self.path, self.fs, segment_bytes)
+        self.segments = SegmentSet(self.path, self.fs, segment_bytes, max_read_fds)
         self.snapshots = SnapshotFiles(self.path, self.fs)
         self.checkpoints = Checkpointer(self.path, self.fs, self.index, self.segments, self.snapshots)
         self.retention = Retention(self.path, self.fs, self.index, self.segments, self.snapshots, self.checkpoints)
@@ -165,7 +168,6 @@ class LocalBackend(Backend):
             return
         self._closed = True
         try:
-            self.segments.bury()
             # The next open then scans nothing. One process at a time writes checkpoints, and
             # only one that knows the whole log and every snapshot file as they are now.
             if not self.read_only and self._broken is None and self.locks.try_compact():
@@ -227,6 +229,12 @@ class LocalBackend(Backend):
         try:
             self._follower.catch_up(locked=True)
             self.segments.follow_active()
+        except ResourceExhaustedError as exc:
+            # The system refused a descriptor or a read before anything was written, and the
+            # index holds whole frames only: this batch fails alone, the store stays usable.
+            for request in batch:
+                request.error = exc
+            return
         except (OSError, SessionDBError) as exc:
             self._broken = _broken_error(exc, self.segments.active.path)
             raise self._broken from exc
@@ -435,8 +443,10 @@ class LocalBackend(Backend):
         }
 
 
-def _open_error(exc: OSError, path: str) -> StoreBrokenError:
+def _open_error(exc: OSError, path: str) -> StoreBrokenError | ResourceExhaustedError:
     where = exc.filename if isinstance(exc.filename, str) else path
+    if exc.errno in RESOURCE_ERRNOS:
+        return resource_error(exc, f"opening store {path} (at {where})")
     if exc.errno == errno.ENOSPC:
         return DiskFullError(
             f"the disk holding {where} is full, so store {path} could not be opened; free space and retry"

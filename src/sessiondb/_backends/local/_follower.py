@@ -54,8 +54,10 @@ class LogCatchUp:
         if not segments.segments:  # a read-only store opened before any writer created the log
             return self.fs.exists(segments.path_of(1))
         active = segments.active
-        fd, _path = segments.read_fd(active.number)
-        if self.fs.fstat_size(fd) != active.size:
+        # The active segment's descriptor is the most recently used one: the cache finds it at once.
+        with segments.read_fd(active.number) as (fd, _path):
+            size = self.fs.fstat_size(fd)
+        if size != active.size:
             return True
         return self.fs.exists(segments.path_of(active.number + 1))
 
@@ -79,8 +81,8 @@ class LogCatchUp:
             # Another process rolled: it sealed this segment first (cutting any torn tail under the
             # lock), so a second look must find it complete up to its end.
             learned += self._follow_segment(active, locked)
-            fd, path = self.segments.read_fd(active.number)
-            size = self.fs.fstat_size(fd)
+            with self.segments.read_fd(active.number) as (fd, path):
+                size = self.fs.fstat_size(fd)
             if size != active.size:
                 raise CorruptionError(
                     path,
@@ -92,8 +94,12 @@ class LogCatchUp:
         return learned
 
     def _follow_segment(self, segment: Segment, locked: bool) -> int:
+        # The descriptor stays pinned throughout: the cache never closes it under this loop.
+        with self.segments.read_fd(segment.number) as (fd, path):
+            return self._follow_open_segment(segment, fd, path, locked)
+
+    def _follow_open_segment(self, segment: Segment, fd: int, path: str, locked: bool) -> int:
         fs = self.fs
-        fd, path = self.segments.read_fd(segment.number)
         learned = 0
         while True:
             size = fs.fstat_size(fd)
@@ -107,6 +113,7 @@ class LogCatchUp:
                 if frame is None:
                     break
                 before = self.index.next_position
+                # A record nested deeper than this stack allows is decoded on a fresh one (_index.py).
                 self.index.index_frame(
                     segment, data, frame.offset, frame.payload_offset, frame.end, frame.first_position, base=base
                 )
@@ -122,10 +129,12 @@ class LogCatchUp:
             if offset == len(data) and base + len(data) < size:
                 continue  # a chunk boundary: read on
             if offset < len(data):
-                self._bad_tail(segment, data, offset, reason, size, locked)
+                self._bad_tail(segment, fd, data, offset, reason, size, locked)
             return learned
 
-    def _bad_tail(self, segment: Segment, data: Any, offset: int, reason: str, size: int, locked: bool) -> None:
+    def _bad_tail(
+        self, segment: Segment, fd: int, data: Any, offset: int, reason: str, size: int, locked: bool
+    ) -> None:
         """Bytes after the last valid frame: a torn tail, a frame still being written, or corruption."""
         where = segment.size
         if _valid_frame_after(data, offset):
@@ -134,7 +143,7 @@ class LogCatchUp:
             return  # maybe a live writer's frame in progress: look again later
         if len(data) - offset < size - where:
             # A chunk cut the tail short: the whole tail must be checked before it is cut.
-            rest = self.fs.pread(self.segments.read_fd(segment.number)[0], size - where, where)
+            rest = self.fs.pread(fd, size - where, where)
             if _valid_frame_after(rest, 0):
                 raise CorruptionError(segment.path, where, reason + " (valid data follows)")
         self.fs.truncate(segment.path, where)

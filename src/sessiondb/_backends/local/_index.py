@@ -20,6 +20,7 @@ import msgspec
 from ..._errors import CorruptionError, HistoryUnavailableError, InvalidInputError
 from ..._events import Message
 from ..._ids import validate_session_id
+from ..._values import decode_deep
 from .._base import AppendRequest, SessionInfo, apply_to_info
 from ._format import FrameBuilder, index_record_decoder, iter_lines
 
@@ -250,8 +251,11 @@ def _decode_frame_one_by_one(path: str, data: bytes, start: int, end: int, base:
     view = memoryview(data)
     records = []
     for line_offset, length in iter_lines(data, start, end):
+        line = view[line_offset : line_offset + length]
         try:
-            records.append(index_record_decoder.decode(view[line_offset : line_offset + length]))
-        except (msgspec.DecodeError, ValueError, RecursionError) as exc:
+            records.append(index_record_decoder.decode(line))
+        except RecursionError:  # deep data on a deep stack (a read's catch-up): intact, decode on a fresh one
+            records.append(decode_deep(index_record_decoder.decode, line, f"{path} offset {base + line_offset}"))
+        except (msgspec.DecodeError, ValueError) as exc:
             raise CorruptionError(path, base + line_offset, f"record does not decode ({exc})") from None
     return records

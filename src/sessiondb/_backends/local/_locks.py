@@ -24,6 +24,8 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
+from collections import Counter
 
 from .._fs import FileSystem
 
@@ -38,6 +40,16 @@ _NETWORK_FILE_SYSTEMS = frozenset(
     ("nfs", "nfs4", "cifs", "smb3", "smbfs", "ncpfs", "afs", "9p", "ceph", "glusterfs", "lustre", "gpfs", "sshfs")
 )
 _logger = logging.getLogger("sessiondb")
+# Store directories this process has open for writing, and how many times: a refusal of
+# the store lock (``repair``) can then say whether this very process holds it.
+_OPEN_HERE: Counter[str] = Counter()
+_OPEN_HERE_LOCK = threading.Lock()
+
+
+def opens_in_this_process(directory: str) -> int:
+    """How many writable opens of ``directory`` this process holds (not closed yet)."""
+    with _OPEN_HERE_LOCK:
+        return _OPEN_HERE[os.path.realpath(directory)]
 
 
 class StoreLocks:
@@ -51,6 +63,7 @@ class StoreLocks:
         self._compact_fd: int | None = None
         self.write_held = False
         self.compact_held = False
+        self._counted: str | None = None  # the key this open holds in _OPEN_HERE
 
     def _path(self, name: str) -> str:
         return os.path.join(self.directory, name)
@@ -68,6 +81,17 @@ class StoreLocks:
         self._store_fd = fd
         self._write_fd = self.fs.open_lock(self._path(WRITE_LOCK))
         self._compact_fd = self.fs.open_lock(self._path(COMPACT_LOCK))
+        with _OPEN_HERE_LOCK:
+            self._counted = os.path.realpath(self.directory)
+            _OPEN_HERE[self._counted] += 1
+
+    def _uncount(self) -> None:
+        with _OPEN_HERE_LOCK:
+            if self._counted is not None:
+                _OPEN_HERE[self._counted] -= 1
+                if _OPEN_HERE[self._counted] <= 0:
+                    del _OPEN_HERE[self._counted]
+                self._counted = None
 
     def open_exclusive(self) -> None:
         """Hold the store alone (no other process has it open); BlockingIOError otherwise."""
@@ -129,6 +153,7 @@ class StoreLocks:
         """Release every lock and close the lock files (closing releases a flock too)."""
         self.release_write()
         self.release_compact()
+        self._uncount()
         for name in ("_write_fd", "_compact_fd", "_store_fd"):
             fd = getattr(self, name)
             if fd is not None:
@@ -139,6 +164,7 @@ class StoreLocks:
         """Forget the descriptors without unlocking: in a forked child, they are the parent's locks."""
         self._store_fd = self._write_fd = self._compact_fd = None
         self.write_held = self.compact_held = False
+        self._uncount()  # the child holds no open of its own: a refusal there names the parent as another process
 
 
 def mount_type(path: str, mountinfo: str) -> str | None:

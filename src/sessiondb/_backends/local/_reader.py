@@ -15,6 +15,7 @@ import msgspec
 from ..._errors import CorruptionError
 from ..._events import RecordedEvent
 from ..._gcpause import gc_paused
+from ..._values import decode_deep
 from .._fs import FileSystem
 from ._format import ReadRecord, frame_header_decoder, iter_lines, read_record_decoder
 from ._index import OFFSET_BITS, OFFSET_MASK
@@ -67,9 +68,9 @@ class Reader:
                 j += 1
             blocks.append(j)
             number = run_start >> OFFSET_BITS
-            fd, path = self.segments.read_fd(number)
             offset = run_start & OFFSET_MASK
-            data = self.fs.pread(fd, run_end - run_start, offset)
+            with self.segments.read_fd(number) as (fd, path):
+                data = self.fs.pread(fd, run_end - run_start, offset)
             if len(data) != run_end - run_start:
                 raise CorruptionError(path, offset, "the file is shorter than the index says")
             view = memoryview(data)
@@ -98,9 +99,13 @@ class Reader:
         records = []
         for n in range(k, m):
             start = locations[n] - run_start
+            line = view[start : start + lengths[n]]
             try:
-                records.append(read_record_decoder.decode(view[start : start + lengths[n]]))
-            except (msgspec.DecodeError, ValueError, RecursionError) as exc:
+                records.append(read_record_decoder.decode(line))
+            except RecursionError:  # deep data on a deep stack: intact, decode it on a fresh one
+                where = f"{path} offset {(run_start & OFFSET_MASK) + start}"
+                records.append(decode_deep(read_record_decoder.decode, line, where))
+            except (msgspec.DecodeError, ValueError) as exc:
                 offset = (run_start & OFFSET_MASK) + start
                 raise CorruptionError(path, offset, f"record does not decode ({exc})") from None
         return records
@@ -118,8 +123,8 @@ class Reader:
             start = segment.frame_offsets[first_frame]
             end_frame = bisect_right(segment.frame_offsets, start + 1024 * 1024)
             end = segment.frame_offsets[end_frame] if end_frame < len(segment.frame_offsets) else segment.size
-            fd, path = self.segments.read_fd(segment.number)
-            data = self.fs.pread(fd, end - start, start)
+            with self.segments.read_fd(segment.number) as (fd, path):
+                data = self.fs.pread(fd, end - start, start)
             offset = 0
             while offset < len(data) and len(out) < limit:
                 newline = data.index(b"\n", offset)
@@ -129,7 +134,9 @@ class Reader:
                     for line, length in iter_lines(data, newline + 1, payload_end):
                         try:
                             record = decode(data[line : line + length])
-                        except (msgspec.DecodeError, ValueError, RecursionError) as exc:
+                        except RecursionError:  # intact, but deeper than this stack: decode on a fresh one
+                            record = decode_deep(decode, data[line : line + length], f"{path} offset {start + line}")
+                        except (msgspec.DecodeError, ValueError) as exc:
                             raise CorruptionError(path, start + line, f"record does not decode ({exc})") from None
                         if record.p >= wanted:
                             out.append(RecordedEvent(record.s, record.v, record.p, record.t, record.e, record.i))

@@ -22,9 +22,11 @@ from ._checkpoint import CHECKPOINT_NAME
 from ._format import (
     FRAME_PREFIX,
     _parse_frame,
+    frame_header_decoder,
     iter_lines,
     read_record_decoder,
 )
+from ._locks import opens_in_this_process
 from ._reports import Dropped, MovedAside, RepairReport, VerifyReport
 from ._verify import verify_store
 
@@ -55,6 +57,42 @@ def _readable_events(data: bytes, start: int) -> tuple[int, dict[str, list[int]]
     return count, versions
 
 
+def _kept_heads(fs: FileSystem, root: str, names: list[str], prefix: bytes) -> dict[str, int]:
+    """The last version of each session in what repair keeps: the earlier segments and ``prefix``."""
+    heads: dict[str, int] = {}
+    for data in [*(fs.read_file(os.path.join(root, name)) for name in names), prefix]:
+        for session, versions in _readable_events(data, 0)[1].items():
+            heads[session] = max(heads.get(session, 0), *versions)
+    return heads
+
+
+def _add_damaged_batch(entry: Dropped, data: bytes, offset: int, kept: dict[str, int], dropped: list[Dropped]) -> None:
+    """Add the damaged batch's own events to ``entry`` (it was omitted: "v7-57 dropped" when v6 was too).
+
+    Its frame header (when readable) gives how many there were; a session's versions
+    are contiguous in the log, so every version between the last kept one and the first
+    dropped one read elsewhere was in the damaged batch. Its damaged records themselves
+    are not trusted to name anything.
+    """
+    count = 0
+    newline = data.find(b"\n", offset, offset + 256)
+    if newline > 0:
+        try:
+            header = frame_header_decoder.decode(data[offset:newline])
+        except (msgspec.DecodeError, ValueError, RecursionError):
+            header = None
+        if header is not None and header.batch > 0:
+            count = header.batch  # how many; which ones only where contiguity proves it (damaged bytes lie)
+    for session, head in kept.items():
+        seen = [v for item in dropped for v in item.versions.get(session, ())]
+        if seen and min(seen) > head + 1:
+            entry.versions.setdefault(session, []).extend(range(head + 1, min(seen)))
+    for session, versions in entry.versions.items():
+        entry.versions[session] = sorted(set(versions))
+    listed = sum(len(versions) for versions in entry.versions.values())
+    entry.events = max(entry.events + count, listed)
+
+
 def repair_store(path: str | os.PathLike[str], *, file_system: FileSystem | None = None) -> RepairReport:
     """Keep everything before the first damage; move the rest aside; return what was dropped.
 
@@ -76,9 +114,7 @@ def repair_store(path: str | os.PathLike[str], *, file_system: FileSystem | None
     try:
         lock = fs.lock(os.path.join(root, LOCK_NAME))
     except BlockingIOError:
-        raise StoreLockedError(
-            f"store {root} is open for writing (in this process or another); close every store open on it, then repair"
-        ) from None
+        raise StoreLockedError(_held_message(root)) from None
     try:
         if not before.problems:
             return report
@@ -93,6 +129,17 @@ def repair_store(path: str | os.PathLike[str], *, file_system: FileSystem | None
         return report
     finally:
         fs.unlock(lock)
+
+
+def _held_message(root: str) -> str:
+    """Who holds the store: this process (named, not mistaken for another) or another one."""
+    here = opens_in_this_process(root)
+    if here:
+        return (
+            f"store {root} is open for writing in this process (pid {os.getpid()}: {here} open_store() not "
+            "closed yet, and maybe in other processes too); close every store open on it, then repair"
+        )
+    return f"store {root} is open for writing in another process; close every store open on it, then repair"
 
 
 def _saved_directory(fs: FileSystem, root: str, report: RepairReport) -> str:
@@ -141,6 +188,8 @@ def _repair_log(fs: FileSystem, root: str, before: VerifyReport, report: RepairR
         later_data = fs.read_file(later_path)
         events, versions = _readable_events(later_data, 0)
         report.dropped.append(Dropped(later_path, 0, len(later_data), os.path.join(saved, name), events, versions))
+    kept = _kept_heads(fs, root, names[: names.index(damaged_name)], data[: damage.offset])
+    _add_damaged_batch(report.dropped[-1 - len(later)], data, damage.offset, kept, report.dropped)
     # 2. Move later segments aside (newest first, so a crash midway still leaves a prefix), then cut.
     for name in reversed(later):
         _move_aside(fs, root, saved, name)

@@ -112,8 +112,6 @@ class Retention:
     async def run_pass(self, settings: Any) -> dict[str, Any]:
         """Delete covered sealed segments (after a checkpoint that no longer lists them) and checkpoint."""
         counters = {"segments_deleted": 0, "bytes_reclaimed": 0}
-        # fds of segments deleted by the previous pass: any read that began before it has finished.
-        self.segments.bury()
         candidates = self.candidates(settings.keep_segments, settings.keep_seconds)
         while candidates and self.unmet_needs(candidates):
             candidates.pop()  # retention deletes a prefix only: stop before the first still-needed segment

@@ -6,6 +6,10 @@ table (position and byte offset of each frame), which ``read_all`` bisects.
 Segments are numbered 1, 2, 3 …; retention deletes a prefix, so the live ones
 are always a contiguous run, and a number below the first live one (or in
 ``removed``) is history retention removed.
+
+Read descriptors come from a bounded cache (``_fdcache.py``): ``reading`` pins
+one for the duration of a block, so neither eviction nor retention closes it
+under a read or a catch-up.
 """
 
 from __future__ import annotations
@@ -13,9 +17,11 @@ from __future__ import annotations
 import os
 from array import array
 from bisect import bisect_right
+from types import TracebackType
 
 from ..._errors import HistoryUnavailableError
 from .._fs import FileSystem
+from ._fdcache import DEFAULT_MAX_READ_FDS, RESOURCE_ERRNOS, ReadDescriptors, resource_error
 from ._format import encode_segment_header, segment_name
 
 
@@ -31,20 +37,23 @@ class Segment:
         self.frame_positions = array("Q")
         self.frame_offsets = array("Q")
         self.size = size
-        self.read_fd: int | None = None
+        self.read_fd: int | None = None  # set by ReadDescriptors only
 
 
 class SegmentSet:
     """The segments of one store directory, oldest first; the last is the active (written) one."""
 
-    def __init__(self, directory: str, fs: FileSystem, segment_bytes: int) -> None:
+    def __init__(
+        self, directory: str, fs: FileSystem, segment_bytes: int, max_read_fds: int = DEFAULT_MAX_READ_FDS
+    ) -> None:
         self.directory = directory
         self.fs = fs
         self.segment_bytes = segment_bytes
         self.segments: list[Segment] = []
         self.starts: list[int] = []  # first positions, for bisect
         self.removed: set[int] = set()  # numbers retention deleted (readers check before opening)
-        self.graveyard: list[int] = []  # read fds of deleted segments, closed one pass later
+        # Bounded: one descriptor per segment ever read would exhaust the process's (issue 11).
+        self.read_fds = ReadDescriptors(fs, max_read_fds)
         self.write_fd: int | None = None
         self.write_number = 0  # the segment write_fd appends to
         self.segments_created = 0
@@ -148,21 +157,14 @@ class SegmentSet:
 
     # ------------------------------------------------------------------ reading
 
-    def read_fd(self, number: int) -> tuple[int, str]:
-        segment = self.by_number(number)
-        if segment.read_fd is None:
-            try:
-                segment.read_fd = self.fs.open_read(segment.path)
-            except FileNotFoundError:
-                if segment is self.segments[-1]:
-                    raise
-                # Retention in another process removed it (after snapshots covered its events).
-                self.forget_removed(segment)
-                raise HistoryUnavailableError(
-                    f"segment {number} of store {self.directory} was removed by retention in another process; "
-                    "its events are covered by snapshots"
-                ) from None
-        return segment.read_fd, segment.path
+    def read_fd(self, number: int) -> _PinnedReadFd:
+        """``with segments.read_fd(n) as (fd, path):`` segment ``n``'s read descriptor, open until the block ends.
+
+        ``HistoryUnavailableError`` for a segment retention removed (here, or in another
+        process: ENOENT on a sealed segment); ``ResourceExhaustedError`` when the system
+        refuses a descriptor, or a read in the block for lack of resources.
+        """
+        return _PinnedReadFd(self, number)
 
     def forget_removed(self, segment: Segment) -> None:
         """Another process's retention unlinked ``segment``: stop opening it (an open fd still reads)."""
@@ -174,37 +176,58 @@ class SegmentSet:
         """Unlink sealed segments (retention); return the bytes freed."""
         total = 0
         for segment in segments:
-            # Readers check this set before opening; a read already running keeps its fd (closed next pass).
+            # Readers check this set before opening; a read already running keeps its fd until it unpins.
             self.removed.add(segment.number)
             total += segment.size
             self.fs.unlink(segment.path)
-            if segment.read_fd is not None:
-                self.graveyard.append(segment.read_fd)
-                segment.read_fd = None
+            self.read_fds.discard(segment)  # under the cache's lock: an eviction must not close it too
         self.fs.fsync_directory(self.directory)
         self.segments_deleted += len(segments)
         return total
 
-    def bury(self) -> None:
-        """Close the read fds of segments deleted by the previous pass: any read that began before has ended."""
-        graveyard, self.graveyard = self.graveyard, []
-        for fd in graveyard:
-            self.fs.close(fd)
-
     def abandon(self) -> None:
         """Forget every descriptor without closing (a forked child: they are the parent's to close)."""
-        for segment in self.segments:
-            segment.read_fd = None
-        self.graveyard = []
+        self.read_fds.abandon()
         self.write_fd = None
 
     def release(self) -> None:
         """Close every descriptor (read and write)."""
         fs = self.fs
-        for segment in self.segments:
-            if segment.read_fd is not None:
-                fs.close(segment.read_fd)
-                segment.read_fd = None
+        self.read_fds.close_all()
         if self.write_fd is not None:
             fs.close(self.write_fd)
             self.write_fd = None
+
+
+class _PinnedReadFd:
+    """The context manager ``SegmentSet.read_fd`` returns (a class, not a generator: the log
+    catch-up enters one on every read, so its cost counts)."""
+
+    __slots__ = ("_fd", "_number", "_segment", "_set")
+
+    def __init__(self, segment_set: SegmentSet, number: int) -> None:
+        self._set = segment_set
+        self._number = number
+
+    def __enter__(self) -> tuple[int, str]:
+        segment_set = self._set
+        segment = self._segment = segment_set.by_number(self._number)
+        try:
+            self._fd = segment_set.read_fds.pin(segment)
+        except FileNotFoundError:
+            if segment is segment_set.segments[-1]:
+                raise
+            # Retention in another process removed it (after snapshots covered its events).
+            segment_set.forget_removed(segment)
+            raise HistoryUnavailableError(
+                f"segment {self._number} of store {segment_set.directory} was removed by retention in another "
+                "process; its events are covered by snapshots"
+            ) from None
+        return self._fd, segment.path
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, traceback: TracebackType | None
+    ) -> None:
+        self._set.read_fds.unpin(self._fd)
+        if isinstance(exc, OSError) and exc.errno in RESOURCE_ERRNOS:
+            raise resource_error(exc, f"a read of {self._segment.path}") from exc

@@ -32,6 +32,7 @@ from ..._errors import InvalidInputError, SessionDBError
 from ..._events import SessionDeleted, SessionStarted
 from ..._ids import validate_session_id
 from ..._paths import not_a_directory, user_path
+from ..._values import decode_deep
 from .._fs import FileSystem
 from .._snapshot_payload import SnapshotFormatError, decode_snapshot
 from ._checkpoint import CHECKPOINT_NAME, Checkpoint, read_checkpoint_file, verify_checkpoint_segments
@@ -74,7 +75,9 @@ def _check_records(walk: _Walk, path: str, data: bytes, start: int, end: int, fi
     for offset, length in iter_lines(data, start, end):
         try:
             record = read_record_decoder.decode(data[offset : offset + length])
-        except (msgspec.DecodeError, ValueError, RecursionError) as exc:
+        except RecursionError:  # deep data on a deep stack is intact: decode it on a fresh one
+            record = decode_deep(read_record_decoder.decode, data[offset : offset + length], f"{path} offset {offset}")
+        except (msgspec.DecodeError, ValueError) as exc:
             return f"record at offset {offset} does not decode ({exc})"
         if record.p != position:
             return f"record at offset {offset} has position {record.p}, expected {position}"

@@ -25,6 +25,7 @@ import msgspec
 
 from ..._errors import BackendUnavailableError, SchemaVersionError, SessionNotFoundError
 from ..._events import Event, Fork, RecordedEvent
+from ..._values import decode_deep
 from .._base import AppendRequest, Backend, SessionInfo
 from ._batch import BatchArrays, apply_outcomes, build_batch, placeholders, split_batch
 from ._schema import (
@@ -424,13 +425,22 @@ class PostgresBackend(Backend):
         if self._listener is not None and not self._listener.is_closed():
             return
         self._listener = None
+        conn = None
         try:
             conn = await self._asyncpg.connect(
                 self.dsn, timeout=self.connect_timeout, server_settings={"application_name": "sessiondb-listener"}
             )
             await conn.add_listener(self.channel, lambda *_: self._wake_waiters())
-        except Exception:
-            return  # polling still works
+        except BaseException as exc:
+            # A subscriber cancelled mid-connect (its subscription closed) must not leak the connection.
+            if conn is not None:
+                conn.terminate()
+            if isinstance(exc, Exception):
+                return  # polling still works
+            raise
+        if self._closed or self._listener is not None:  # closed, or another waiter won the race meanwhile
+            conn.terminate()
+            return
         self._listener = conn
 
     @property
@@ -543,7 +553,16 @@ class PostgresBackend(Backend):
 
     def _decode_rows(self, rows: Sequence[Any]) -> list[RecordedEvent]:
         decode = self._decoder.decode
-        return [RecordedEvent(row[0], row[1], row[2], row[3], decode(row[5]), row[4]) for row in rows]
+        try:
+            return [RecordedEvent(row[0], row[1], row[2], row[3], decode(row[5]), row[4]) for row in rows]
+        except RecursionError:  # deep data on a deep stack is intact: decode it on a fresh one
+            return [
+                RecordedEvent(row[0], row[1], row[2], row[3], decode_deep(decode, row[5], self._where(row)), row[4])
+                for row in rows
+            ]
+
+    def _where(self, row: Any) -> str:
+        return f"session {row[0]!r} version {row[1]} in schema {self.schema}"
 
     @property
     def last_position(self) -> int:
