@@ -263,12 +263,19 @@ class Store:
         return redacted
 
     async def _import_session(
-        self, session_id: str, started: SessionStarted, events: Sequence[Event], *, timestamp_ms: int
+        self,
+        session_id: str,
+        started: SessionStarted,
+        events: Sequence[Event],
+        *,
+        timestamp_ms: int,
+        event_ids: Sequence[str | None] | None = None,
     ) -> int:
         """Create a session with a given start and history as ONE atomic append; return its version.
 
         For importers and integrations (claw-code files, the OpenAI Agents session):
         nothing is half-created. No per-append event limit: an imported file is atomic.
+        ``event_ids`` (one per event of ``events``) are stored as ``append`` stores them.
         """
         self._check_open()
         validate_session_id(session_id)
@@ -281,7 +288,12 @@ class Store:
             raise InvalidInputError(f"timestamp_ms must be a non-negative int, got {timestamp_ms!r}")
         if self._redact is not None:  # imported history is redacted like any append
             events = self._redacted(session_id, tuple(events))
-        request = AppendRequest(session_id, (started, *events), timestamp_ms=timestamp_ms, creates=True)
+        ids: list[str | None] | None = None
+        if event_ids is not None:
+            ids = [None, *event_ids]
+            if len(ids) != len(events) + 1 or not all(i is None or isinstance(i, str) for i in ids):
+                raise InvalidInputError("event_ids must hold one str (or None) per event")
+        request = AppendRequest(session_id, (started, *events), timestamp_ms=timestamp_ms, creates=True, event_ids=ids)
         return (await self._submit(request)).version
 
     async def record_prompt(self, session_id: str, text: str) -> int:
