@@ -40,8 +40,11 @@ def check_entry(where: str, index: int, entry: object) -> None:
     if type(entry.get("type")) is not str:
         raise InvalidInputError(f"{where}: entry {index} has no str 'type' field; nothing was written")
     uuid = entry.get("uuid")
-    if uuid is not None and type(uuid) is not str:
-        raise InvalidInputError(f"{where}: entry {index} has a non-str 'uuid' ({uuid!r}); nothing was written")
+    if uuid is not None and (type(uuid) is not str or not uuid or "\x00" in uuid):
+        raise InvalidInputError(
+            f"{where}: entry {index} has a 'uuid' that is not a non-empty str without NUL ({uuid!r}); "
+            "nothing was written"
+        )
     problem = _json_problem(entry, 0)
     if problem is not None:
         raise InvalidInputError(
