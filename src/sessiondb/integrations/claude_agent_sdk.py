@@ -242,6 +242,11 @@ class SessionDBSessionStore(SessionStore):
 
     # ------------------------------------------------------------------ reading
 
+    async def session_id_for(self, key: SessionKey) -> str | None:
+        """The sessiondb session id holding ``key``'s transcript now (for ``Store.load``, ``fork`` …), or None."""
+        info = await self._live(encode_key(key))
+        return info.session_id if info is not None else None
+
     async def load(self, key: SessionKey) -> list[SessionStoreEntry] | None:
         """The key's entries in append order (deep-equal to what was appended), or None if never written."""
         info = await self._live(encode_key(key))
