@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 from claude_agent_sdk.testing import run_session_store_conformance
 
@@ -25,3 +28,12 @@ def test_every_optional_method_is_implemented() -> None:
 
     for method in ("list_sessions", "list_session_summaries", "delete", "list_subkeys"):
         assert getattr(SessionDBSessionStore, method) is not getattr(SessionStore, method)
+
+
+def test_only_the_integration_module_imports_the_sdk() -> None:
+    code = (
+        "import sys, sessiondb, sessiondb.integrations, sessiondb.integrations._claude_keys, "
+        "sessiondb.integrations._claude_entries; "
+        "assert 'claude_agent_sdk' not in sys.modules, 'claude_agent_sdk imported'"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
