@@ -17,18 +17,20 @@ import json
 from collections import OrderedDict
 from typing import Any
 
+import msgspec
+
 from .._errors import InvalidInputError
 from .._events import Block, Message, Text, Thinking, ToolResult, ToolUse, Usage
 
 ENTRY = "claude_agent_sdk.entry"
 SUMMARY = "claude_agent_sdk.summary"
-# Deep enough for any transcript line (tool inputs included), shallow enough to refuse
-# data that would exhaust the decoder's recursion.
-MAX_NESTING = 64
+# Only for naming the culprit of a failed round trip: nesting past this exhausts Python's
+# recursion in the encoder (what a store's own event validation allows is checked when building).
+MAX_NESTING = 500
 _U32_MAX = 2**32 - 1
-_INT_MIN, _INT_MAX = -(2**63), 2**64 - 1
+_encode = msgspec.json.Encoder().encode
+_decode = msgspec.json.Decoder().decode
 _TOOL_NAMES_KEPT = 1024
-_USAGE_FIELDS = ("input_tokens", "output_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")
 
 
 def check_entry(where: str, index: int, entry: object) -> None:
@@ -45,8 +47,13 @@ def check_entry(where: str, index: int, entry: object) -> None:
             f"{where}: entry {index} has a 'uuid' that is not a non-empty str without NUL ({uuid!r}); "
             "nothing was written"
         )
-    problem = _json_problem(entry, 0)
-    if problem is not None:
+    # The round trip the store itself performs, at C speed; the slow walk only names the culprit.
+    try:
+        equal = _decode(_encode(entry)) == entry
+    except (UnicodeEncodeError, RecursionError, TypeError, ValueError, msgspec.EncodeError):
+        equal = False
+    if not equal:
+        problem = _json_problem(entry, 0) or "it does not survive a JSON round trip"
         raise InvalidInputError(
             f"{where}: entry {index} would not read back equal: {problem}; entries must be plain JSON "
             "(dict with str keys, list, str, finite float, int, bool, None); nothing was written"
@@ -63,10 +70,8 @@ def _json_problem(value: Any, depth: int) -> str | None:
             except UnicodeEncodeError:
                 return f"the string {value[:40]!r} holds a lone surrogate"
         return None
-    if kind is bool or value is None:
+    if kind is bool or kind is int or value is None:
         return None
-    if kind is int:
-        return None if _INT_MIN <= value <= _INT_MAX else f"the int {value} is outside -2**63..2**64-1"
     if kind is float:
         return None if value - value == 0.0 else f"the float {value!r} has no JSON form"
     if depth >= MAX_NESTING:
@@ -183,18 +188,24 @@ class TranscriptState:
         raw = message.get("usage")
         if not isinstance(raw, dict):
             return None
-        reported = tuple(_count(raw.get(field)) for field in _USAGE_FIELDS)
-        response_id = message.get("id") if isinstance(message.get("id"), str) else None
-        if response_id is not None and response_id == self.response_id:
+        get = raw.get
+        reported = (
+            _count(get("input_tokens")),
+            _count(get("output_tokens")),
+            _count(get("cache_creation_input_tokens")),
+            _count(get("cache_read_input_tokens")),
+        )
+        response_id = message.get("id")
+        if type(response_id) is str and response_id == self.response_id:
             # Another part of the same response: add only what it reports beyond the parts before.
             counted = self.response_usage
-            added = tuple(max(0, now - before) for now, before in zip(reported, counted, strict=True))
+            added = tuple(now - before if now > before else 0 for now, before in zip(reported, counted, strict=True))
             self.response_usage = tuple(max(now, before) for now, before in zip(reported, counted, strict=True))
         else:
             added = reported
-            self.response_id = response_id
+            self.response_id = response_id if type(response_id) is str else None
             self.response_usage = reported
-        if not any(added):
+        if not (added[0] or added[1] or added[2] or added[3]):
             return None
         return Usage(*added)
 
@@ -203,7 +214,7 @@ def _count(value: Any) -> int:
     """A token count as a message may hold it (u32); anything else counts as 0."""
     if type(value) is not int or value < 0:
         return 0
-    return min(value, _U32_MAX)
+    return value if value <= _U32_MAX else _U32_MAX
 
 
 def _result_text(content: Any) -> str:

@@ -120,19 +120,22 @@ class SessionDBSessionStore(SessionStore):
                 work = TranscriptState(session_id)
             events: list[Event] = []
             ids: list[str | None] = []
-            for entry in batch:
-                events.append(Custom(ENTRY, entry))
-                ids.append(entry.get("uuid"))
-                message = work.project(entry)
-                if message is not None:
-                    events.append(message)
+            try:  # an event the store's own validation refuses (Custom data limits …) fails the call
+                for entry in batch:
+                    events.append(Custom(ENTRY, entry))
+                    ids.append(entry.get("uuid"))
+                    message = work.project(entry)
+                    if message is not None:
+                        events.append(message)
+                        ids.append(None)
+                if main:
+                    previous = cast("SessionSummaryEntry | None", work.summary)
+                    folded = fold_session_summary(previous, key, cast("list[SessionStoreEntry]", batch))
+                    work.summary = cast("dict[str, Any]", folded)
+                    events.append(Custom(SUMMARY, dict(folded)))
                     ids.append(None)
-            if main:
-                previous = cast("SessionSummaryEntry | None", work.summary)
-                folded = fold_session_summary(previous, key, cast("list[SessionStoreEntry]", batch))
-                work.summary = cast("dict[str, Any]", folded)
-                events.append(Custom(SUMMARY, dict(folded)))
-                ids.append(None)
+            except InvalidInputError as exc:
+                raise InvalidInputError(f"{where}: {exc}; nothing was written") from exc
             try:
                 if state is None:
                     version = await self.store._import_session(
