@@ -21,6 +21,7 @@ import msgspec
 
 from .._errors import InvalidInputError
 from .._events import Block, Message, Text, Thinking, ToolResult, ToolUse, Usage
+from ._claude_keys import describe_key
 
 ENTRY = "claude_agent_sdk.entry"
 SUMMARY = "claude_agent_sdk.summary"
@@ -33,8 +34,19 @@ _decode = msgspec.json.Decoder().decode
 _TOOL_NAMES_KEPT = 1024
 
 
-def check_entry(where: str, index: int, entry: object) -> None:
-    """Raise ``InvalidInputError`` unless ``entry`` is a JSON object with a str ``type`` that reads back equal."""
+def check_entry(key: object, index: int, entry: object) -> None:
+    """Raise ``InvalidInputError`` naming ``key`` unless ``entry`` is a JSON object with a str ``type``
+    (and a non-empty str ``uuid`` without NUL, if any) that reads back equal."""
+    if type(entry) is dict and type(entry.get("type")) is str:
+        uuid = entry.get("uuid")
+        if uuid is None or (type(uuid) is str and uuid and "\x00" not in uuid):
+            # The round trip the store itself performs, at C speed; the slow walk below only names the culprit.
+            try:
+                if _decode(_encode(entry)) == entry:
+                    return
+            except (UnicodeEncodeError, RecursionError, TypeError, ValueError, msgspec.EncodeError):
+                pass
+    where = describe_key(key)
     if type(entry) is not dict:
         raise InvalidInputError(
             f"{where}: entry {index} is a {type(entry).__name__}, not a JSON object; nothing was written"
@@ -47,17 +59,11 @@ def check_entry(where: str, index: int, entry: object) -> None:
             f"{where}: entry {index} has a 'uuid' that is not a non-empty str without NUL ({uuid!r}); "
             "nothing was written"
         )
-    # The round trip the store itself performs, at C speed; the slow walk only names the culprit.
-    try:
-        equal = _decode(_encode(entry)) == entry
-    except (UnicodeEncodeError, RecursionError, TypeError, ValueError, msgspec.EncodeError):
-        equal = False
-    if not equal:
-        problem = _json_problem(entry, 0) or "it does not survive a JSON round trip"
-        raise InvalidInputError(
-            f"{where}: entry {index} would not read back equal: {problem}; entries must be plain JSON "
-            "(dict with str keys, list, str, finite float, int, bool, None); nothing was written"
-        )
+    problem = _json_problem(entry, 0) or "it does not survive a JSON round trip"
+    raise InvalidInputError(
+        f"{where}: entry {index} would not read back equal: {problem}; entries must be plain JSON "
+        "(dict with str keys, list, str, finite float, int, bool, None); nothing was written"
+    )
 
 
 def _json_problem(value: Any, depth: int) -> str | None:

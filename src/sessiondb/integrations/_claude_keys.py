@@ -31,6 +31,11 @@ _UNESCAPES = {code[1:]: char for char, code in _ESCAPES.items()}
 _GENERATION = re.compile(r"~~([2-9]|[1-9][0-9]+)\Z")
 
 
+# (project_key, session_id, subpath) -> session id, for keys that passed every check.
+_encoded: dict[tuple[str, str, str | None], str] = {}
+_ENCODED_KEPT = 65_536
+
+
 class DecodedKey(NamedTuple):
     """A session id taken apart: the SDK key's parts and the generation (1 for the first)."""
 
@@ -58,6 +63,9 @@ def _unescape(part: str) -> str:
     return _UNESCAPE.sub(lambda match: _UNESCAPES[match.group(1)], part)
 
 
+_FORBIDDEN = re.compile("[\x00-\x1f\x7f\x85\u2028\u2029\ud800-\udfff]")
+
+
 def _check_part(key: object, field: str, value: object, *, path: bool = False) -> str:
     """A key part: a non-empty str without control characters; names the key when it is not."""
     if type(value) is not str:
@@ -67,13 +75,12 @@ def _check_part(key: object, field: str, value: object, *, path: bool = False) -
     if not value:
         hint = " (omit subpath for the main transcript)" if field == "subpath" else ""
         raise InvalidInputError(f"{describe_key(key)}: {field} must not be empty{hint}; nothing was written")
-    for character in value:
-        code = ord(character)
-        if code < 0x20 or code == 0x7F or 0xD800 <= code <= 0xDFFF or code in (0x85, 0x2028, 0x2029):
-            raise InvalidInputError(
-                f"{describe_key(key)}: {field} contains {character!r}; control, line-break and "
-                "surrogate characters are not allowed; nothing was written"
-            )
+    forbidden = _FORBIDDEN.search(value)
+    if forbidden is not None:
+        raise InvalidInputError(
+            f"{describe_key(key)}: {field} contains {forbidden.group()!r}; control, line-break and "
+            "surrogate characters are not allowed; nothing was written"
+        )
     if path:
         if value.startswith("/") or "\\" in value:
             raise InvalidInputError(
@@ -107,6 +114,13 @@ def check_key(key: object, *, allow_subpath: bool = True) -> tuple[str, str, str
 
 def encode_key(key: object, *, allow_subpath: bool = True) -> str:
     """The session id of the key's first generation; ``InvalidInputError`` naming the key if it has none."""
+    if type(key) is dict:
+        # The hot path: a key seen before (an SDK mirror appends to the same few keys over and over).
+        parts = (key.get("project_key"), key.get("session_id"), key.get("subpath") if allow_subpath else None)
+        if type(parts[0]) is str and type(parts[1]) is str and (parts[2] is None or type(parts[2]) is str):
+            cached = _encoded.get(parts)  # type: ignore[arg-type]
+            if cached is not None:
+                return cached
     project_key, session_id, subpath = check_key(key, allow_subpath=allow_subpath)
     encoded = PREFIX + _escape(project_key) + "~" + _escape(session_id)
     if subpath is not None:
@@ -117,7 +131,11 @@ def encode_key(key: object, *, allow_subpath: bool = True) -> str:
             f"{describe_key(key)} encodes to a {len(encoded)}-character session id; sessiondb's limit is "
             f"{MAX_SESSION_ID_LENGTH} (with 6 kept for generations): use a shorter project_key; nothing was written"
         )
-    return validate_session_id(encoded)
+    validate_session_id(encoded)
+    if len(_encoded) >= _ENCODED_KEPT:
+        _encoded.clear()
+    _encoded[(project_key, session_id, subpath)] = encoded
+    return encoded
 
 
 def generation_id(base: str, generation: int) -> str:

@@ -95,11 +95,10 @@ class SessionDBSessionStore(SessionStore):
     async def append(self, key: SessionKey, entries: list[SessionStoreEntry]) -> None:
         """Append ``entries`` to ``key``'s transcript atomically (an empty list writes nothing)."""
         base = encode_key(key)
-        where = describe_key(key)
         if not isinstance(entries, list):
-            raise InvalidInputError(f"{where}: entries must be a list, got {type(entries).__name__}")
+            raise InvalidInputError(f"{describe_key(key)}: entries must be a list, got {type(entries).__name__}")
         for index, entry in enumerate(entries):
-            check_entry(where, index, entry)
+            check_entry(key, index, entry)
         batch = _without_repeated_uuids(cast("list[dict[str, Any]]", entries))
         if not batch:
             return
@@ -107,9 +106,9 @@ class SessionDBSessionStore(SessionStore):
         if lock is None:
             lock = self._locks[base] = asyncio.Lock()
         async with lock:
-            await self._append_locked(key, base, where, batch)
+            await self._append_locked(key, base, batch)
 
-    async def _append_locked(self, key: SessionKey, base: str, where: str, batch: list[dict[str, Any]]) -> None:
+    async def _append_locked(self, key: SessionKey, base: str, batch: list[dict[str, Any]]) -> None:
         main = key.get("subpath") is None
         conflict: SessionDBError | None = None
         for _ in range(_MAX_ATTEMPTS):
@@ -135,7 +134,7 @@ class SessionDBSessionStore(SessionStore):
                     events.append(Custom(SUMMARY, dict(folded)))
                     ids.append(None)
             except InvalidInputError as exc:
-                raise InvalidInputError(f"{where}: {exc}; nothing was written") from exc
+                raise InvalidInputError(f"{describe_key(key)}: {exc}; nothing was written") from exc
             try:
                 if state is None:
                     version = await self.store._import_session(
@@ -164,7 +163,7 @@ class SessionDBSessionStore(SessionStore):
                             return
                         batch = unstored
                         continue
-                raise type(exc)(f"{where}: {exc}") from exc
+                raise type(exc)(f"{describe_key(key)}: {exc}") from exc
             except SessionDBError:
                 self._states.pop(base, None)
                 raise
