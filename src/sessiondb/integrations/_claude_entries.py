@@ -25,6 +25,8 @@ from ._claude_keys import describe_key
 
 ENTRY = "claude_agent_sdk.entry"
 SUMMARY = "claude_agent_sdk.summary"
+# An imported line kept byte for byte (after its ENTRY) when the entry would not serialize back to it.
+LINE = "claude_agent_sdk.line"
 # Only for naming the culprit of a failed round trip: nesting past this exhausts Python's
 # recursion in the encoder (what a store's own event validation allows is checked when building).
 MAX_NESTING = 500

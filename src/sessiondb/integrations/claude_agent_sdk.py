@@ -54,7 +54,7 @@ from .._errors import (
 from .._events import Custom, Event, RecordedEvent, SessionStarted
 from .._ids import now_ms
 from .._store import Store
-from ._claude_entries import ENTRY, SUMMARY, TranscriptState, check_entry
+from ._claude_entries import ENTRY, LINE, SUMMARY, TranscriptState, check_entry
 from ._claude_keys import (
     DecodedKey,
     decode_session_id,
@@ -64,7 +64,7 @@ from ._claude_keys import (
     project_prefix,
 )
 
-__all__ = ["ENTRY", "SUMMARY", "SessionDBSessionStore"]
+__all__ = ["ENTRY", "LINE", "SUMMARY", "SessionDBSessionStore"]
 
 # Events read back from a transcript's end to rebuild its state (summary, response usage, tool names).
 _TAIL_EVENTS = 64
@@ -108,7 +108,11 @@ class SessionDBSessionStore(SessionStore):
         async with lock:
             await self._append_locked(key, base, batch)
 
-    async def _append_locked(self, key: SessionKey, base: str, batch: list[dict[str, Any]]) -> None:
+    async def _append_locked(
+        self, key: SessionKey, base: str, batch: list[dict[str, Any]], lines: dict[int, str] | None = None
+    ) -> None:
+        """The append under the key's lock. ``lines``: id(entry) -> its source line, kept when it is not
+        how the entry serializes back (importers that promise byte-exact export)."""
         main = key.get("subpath") is None
         conflict: SessionDBError | None = None
         for _ in range(_MAX_ATTEMPTS):
@@ -123,6 +127,9 @@ class SessionDBSessionStore(SessionStore):
                 for entry in batch:
                     events.append(Custom(ENTRY, entry))
                     ids.append(entry.get("uuid"))
+                    if lines is not None and id(entry) in lines:
+                        events.append(Custom(LINE, lines[id(entry)]))
+                        ids.append(None)
                     message = work.project(entry)
                     if message is not None:
                         events.append(message)
