@@ -248,3 +248,35 @@ async def test_a_reopened_directory_store_goes_on_where_it_stopped(tmp_path: Pat
         assert summary["mtime"] == listed["mtime"] == (await store.list_sessions())[0].updated_at_ms
         assert summary["data"] == fold_session_summary(None, KEY, [*first, entry(3, customTitle="two")])["data"]  # type: ignore[list-item]
         assert summary["data"]["custom_title"] == "two"
+
+
+async def test_transcripts_survive_retention(tmp_path: Path) -> None:
+    # Small segments and retention of none of them: old history is deleted once snapshots cover it.
+    settings = sessiondb.CompactionSettings(
+        background=False, min_tail_events=1, min_tail_bytes=1, keep_segments=0, keep_seconds=None
+    )
+    sub = {**KEY, "subpath": "subagents/agent-1"}
+    async with sessiondb.open_store(tmp_path / "s", segment_bytes=4096, compaction=settings) as store:
+        adapter = SessionDBSessionStore(store)
+        written = [entry(n, message={"role": "user", "content": f"prompt {n} " * 20}) for n in range(40)]
+        for start in range(0, 40, 4):
+            await adapter.append(KEY, written[start : start + 4])
+        await adapter.append(sub, [entry(100)])
+        for _ in range(3):
+            await adapter.append({"project_key": "proj", "session_id": "other"}, [entry(200 + _)])
+            await store.compact()
+        sid = await adapter.session_id_for(KEY)
+        assert sid is not None
+        with pytest.raises(sessiondb.HistoryUnavailableError):
+            [event async for event in store.read(sid)]  # the log no longer has the start
+    async with sessiondb.open_store(tmp_path / "s", segment_bytes=4096, compaction=settings) as store:
+        adapter = SessionDBSessionStore(store)  # a fresh adapter: nothing cached
+        assert await adapter.load(KEY) == written
+        assert await adapter.load(sub) == [entry(100)]
+        summaries = {s["session_id"]: s for s in await adapter.list_session_summaries("proj")}
+        assert summaries["sess"]["data"] == fold_session_summary(None, KEY, written)["data"]  # type: ignore[arg-type]
+        await adapter.append(KEY, [*written[-2:], entry(41, customTitle="t")])  # a retry and a new entry
+        assert await adapter.load(KEY) == [*written, entry(41, customTitle="t")]
+        summaries = {s["session_id"]: s for s in await adapter.list_session_summaries("proj")}
+        assert summaries["sess"]["data"]["custom_title"] == "t"
+        assert len((await store.load(sid)).messages) == 40

@@ -20,7 +20,8 @@ from typing import Any
 import msgspec
 
 from .._errors import InvalidInputError
-from .._events import Block, Message, Text, Thinking, ToolResult, ToolUse, Usage
+from .._events import Block, Custom, Message, RecordedEvent, Text, Thinking, ToolResult, ToolUse, Usage
+from .._projection import Projection
 from ._claude_keys import describe_key
 
 ENTRY = "claude_agent_sdk.entry"
@@ -99,6 +100,44 @@ def _json_problem(value: Any, depth: int) -> str | None:
                 return problem
         return None
     return f"a {kind.__name__} would read back as something else (or not at all)"
+
+
+class TranscriptFold(msgspec.Struct, gc=False):
+    """The transcript projection's state: every entry (its JSON), the newest summary, kept source lines.
+
+    Registered on the store, so it is snapshotted with the session: a transcript stays
+    loadable after retention removed the log segments that held its events.
+    """
+
+    entries: list[msgspec.Raw] = msgspec.field(default_factory=list)
+    summary: Any = None
+    # index in ``entries`` -> the source line an importer kept (byte-exact export)
+    lines: dict[int, str] = msgspec.field(default_factory=dict)
+    version: int = 0
+
+
+def _fold_transcript(state: TranscriptFold, recorded: RecordedEvent) -> TranscriptFold:
+    # In place: the store owns the state it caches and folds each event into it once.
+    state.version = recorded.version
+    event = recorded.event
+    if type(event) is Custom:
+        if event.name == ENTRY:
+            state.entries.append(msgspec.Raw(_encode(event.data)))
+        elif event.name == SUMMARY:
+            state.summary = event.data
+        elif event.name == LINE and state.entries:
+            state.lines[len(state.entries) - 1] = event.data
+    return state
+
+
+TRANSCRIPT_PROJECTION: Projection[TranscriptFold] = Projection(
+    "claude_agent_sdk.transcript", lambda _sid: TranscriptFold(), _fold_transcript, state_type=TranscriptFold
+)
+
+
+def decode_entry(raw: msgspec.Raw) -> dict[str, Any]:
+    """A stored entry, as a new dict."""
+    return _decode(raw)  # type: ignore[no-any-return]
 
 
 class TranscriptState:

@@ -46,15 +46,25 @@ from claude_agent_sdk.types import (
 from .._backends._base import SessionInfo
 from .._errors import (
     ConflictError,
+    HistoryUnavailableError,
     InvalidInputError,
     SessionDBError,
     SessionExistsError,
     SessionNotFoundError,
 )
-from .._events import Custom, Event, RecordedEvent, SessionStarted
+from .._events import Custom, Event, SessionStarted
 from .._ids import now_ms
 from .._store import Store
-from ._claude_entries import ENTRY, LINE, SUMMARY, TranscriptState, check_entry
+from ._claude_entries import (
+    ENTRY,
+    LINE,
+    SUMMARY,
+    TRANSCRIPT_PROJECTION,
+    TranscriptFold,
+    TranscriptState,
+    check_entry,
+    decode_entry,
+)
 from ._claude_keys import (
     DecodedKey,
     decode_session_id,
@@ -66,8 +76,8 @@ from ._claude_keys import (
 
 __all__ = ["ENTRY", "LINE", "SUMMARY", "SessionDBSessionStore"]
 
-# Events read back from a transcript's end to rebuild its state (summary, response usage, tool names).
-_TAIL_EVENTS = 64
+# Entries re-projected from a transcript's end to rebuild its state (response usage, tool names).
+_TAIL_ENTRIES = 64
 _STATES_KEPT = 4_096
 # Each conflict means another append to the key committed: progress is made, so this only
 # bounds a pathological storm.
@@ -86,6 +96,14 @@ class SessionDBSessionStore(SessionStore):
         if not isinstance(store, Store):
             raise InvalidInputError(f"SessionDBSessionStore needs an open sessiondb Store, got {type(store).__name__}")
         self.store = store
+        existing = store._projections.get(TRANSCRIPT_PROJECTION.name)
+        if existing is None:
+            store.register_projection(TRANSCRIPT_PROJECTION)
+        elif existing is not TRANSCRIPT_PROJECTION:
+            raise InvalidInputError(
+                f"another projection is registered as {TRANSCRIPT_PROJECTION.name!r} on this store; "
+                "SessionDBSessionStore needs that name for its own"
+            )
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
         # first-generation id -> the live session id and its transcript state (valid at state.version)
         self._states: OrderedDict[str, TranscriptState] = OrderedDict()
@@ -206,7 +224,7 @@ class SessionDBSessionStore(SessionStore):
             generation += 1
 
     async def _state(self, base: str, main: bool) -> TranscriptState | None:
-        """The key's transcript state (cached, or rebuilt from the session's tail); None if it has no session."""
+        """The key's transcript state (cached, or rebuilt from its projection); None if it has no session."""
         cached = self._states.get(base)
         if cached is not None:
             self._states.move_to_end(base)
@@ -214,18 +232,17 @@ class SessionDBSessionStore(SessionStore):
         info = await self._live(base)
         if info is None:
             return None
-        state = TranscriptState(info.session_id, info.version)
-        tail = await self._read(info, max(0, info.version - _TAIL_EVENTS))
-        for recorded in tail:
-            event = recorded.event
-            if type(event) is Custom and event.name == ENTRY:
-                state.project(event.data)
-            elif type(event) is Custom and event.name == SUMMARY:
-                state.summary = event.data
-        if main and state.summary is None and info.version > _TAIL_EVENTS:
-            state.summary = await self._last_summary(info)
+        fold = await self._fold(info.session_id)
+        state = TranscriptState(info.session_id, fold.version)
+        for raw in fold.entries[-_TAIL_ENTRIES:]:
+            state.project(decode_entry(raw))
+        state.summary = fold.summary if main else None
         self._remember(base, state)
         return state
+
+    async def _fold(self, session_id: str) -> TranscriptFold:
+        """The transcript projection of a session (from the store's cache, its snapshot and log tail)."""
+        return cast(TranscriptFold, await self.store.project(session_id, TRANSCRIPT_PROJECTION))
 
     def _remember(self, base: str, state: TranscriptState) -> None:
         self._states[base] = state
@@ -233,20 +250,8 @@ class SessionDBSessionStore(SessionStore):
         if len(self._states) > _STATES_KEPT:
             self._states.popitem(last=False)
 
-    async def _read(self, info: SessionInfo, after: int) -> list[RecordedEvent]:
-        return [recorded async for recorded in self.store.read(info.session_id, after=after, up_to=info.version)]
-
-    async def _last_summary(self, info: SessionInfo) -> dict[str, Any] | None:
-        """The newest summary event of a session, looking back from its end."""
-        summary = None
-        for recorded in await self._read(info, 0):
-            event = recorded.event
-            if type(event) is Custom and event.name == SUMMARY:
-                summary = event.data
-        return cast("dict[str, Any] | None", summary)
-
     async def _unstored(self, session_id: str, batch: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        stored = {recorded.event_id async for recorded in self.store.read(session_id) if recorded.event_id}
+        stored = {decode_entry(raw).get("uuid") for raw in (await self._fold(session_id)).entries}
         return [entry for entry in batch if entry.get("uuid") not in stored]
 
     # ------------------------------------------------------------------ reading
@@ -261,12 +266,7 @@ class SessionDBSessionStore(SessionStore):
         info = await self._live(encode_key(key))
         if info is None:
             return None
-        entries: list[SessionStoreEntry] = []
-        for recorded in await self._read(info, 0):
-            event = recorded.event
-            if type(event) is Custom and event.name == ENTRY:
-                entries.append(event.data)
-        return entries
+        return [cast(SessionStoreEntry, decode_entry(raw)) for raw in (await self._fold(info.session_id)).entries]
 
     async def _project_sessions(self, project_key: str) -> list[tuple[DecodedKey, SessionInfo]]:
         """Every live session of ``project_key`` (main transcripts and subkeys)."""
@@ -294,12 +294,16 @@ class SessionDBSessionStore(SessionStore):
         for decoded, info in await self._project_sessions(project_key):
             if decoded.subpath is not None:
                 continue
-            last = await self._read(info, info.version - 1)
-            event = last[-1].event if last else None
+            # The adapter appends the summary last: one event to read, unless retention removed it
+            # or something else appended after it (then the projection has it).
+            event: Any = None
+            with contextlib.suppress(HistoryUnavailableError):
+                last = [r async for r in self.store.read(info.session_id, after=info.version - 1)]
+                event = last[-1].event if last else None
             if type(event) is Custom and event.name == SUMMARY:
                 summary = event.data
-            else:  # something other than this adapter appended last
-                summary = await self._last_summary(info)
+            else:
+                summary = (await self._fold(info.session_id)).summary
             if summary is not None:
                 summaries.append(
                     {"session_id": decoded.session_id, "mtime": info.updated_at_ms, "data": summary["data"]}

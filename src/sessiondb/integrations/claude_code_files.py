@@ -28,9 +28,8 @@ from typing import Any
 import anyio
 
 from .._errors import ImportFormatError, InvalidInputError, SessionNotFoundError
-from .._events import Custom
 from .._store import Store
-from ._claude_entries import ENTRY, LINE, check_entry
+from ._claude_entries import check_entry, decode_entry
 from ._claude_keys import encode_key
 from .claude_agent_sdk import SessionDBSessionStore
 
@@ -201,21 +200,8 @@ async def export_claude_code_transcript(store: Store, key: dict[str, str], path:
     session_id = await adapter.session_id_for(key)  # type: ignore[arg-type]
     if session_id is None:
         raise SessionNotFoundError(encode_key(key), f"no transcript for key {key}")
-    lines: list[str] = []
-    pending: Any = None
-    async for recorded in store.read(session_id):
-        event = recorded.event
-        if type(event) is not Custom:
-            continue
-        if event.name == ENTRY:
-            if pending is not None:
-                lines.append(_render(pending))
-            pending = event.data
-        elif event.name == LINE and pending is not None:
-            lines.append(event.data)
-            pending = None
-    if pending is not None:
-        lines.append(_render(pending))
+    fold = await adapter._fold(session_id)
+    lines = [fold.lines.get(index) or _render(decode_entry(raw)) for index, raw in enumerate(fold.entries)]
     data = "".join(line + "\n" for line in lines).encode("utf-8")
     await anyio.to_thread.run_sync(_write_durably, Path(path), data)
     return len(lines)
