@@ -1,8 +1,9 @@
 """A scripted Anthropic Messages API on 127.0.0.1, for running the real Claude Code program offline.
 
-Every ``POST /v1/messages`` gets the next scripted reply text (the last one repeats),
-streamed as server-sent events when the request asks for a stream, as one JSON
-message otherwise. Each request body is kept in ``requests`` for the test to inspect.
+Every ``POST /v1/messages`` gets the scripted reply whose cue appears in the request's
+last user message (``"OK."`` when none does, e.g. for a side request the program makes on
+its own), streamed as server-sent events when the request asks for a stream, as one
+JSON message otherwise. Each request body is kept in ``requests`` for the test.
 """
 
 from __future__ import annotations
@@ -25,20 +26,21 @@ USAGE = {"input_tokens": 21, "output_tokens": 7, "cache_creation_input_tokens": 
 
 
 class ScriptedMessagesAPI:
-    def __init__(self, replies: list[str]) -> None:
+    def __init__(self, replies: dict[str, str]) -> None:
         self.replies = replies
         self.requests: list[dict[str, Any]] = []
         self._ids = itertools.count(1)
         self.base_url = ""
 
-    def _reply_text(self) -> str:
-        index = min(len(self.requests) - 1, len(self.replies) - 1)
-        return self.replies[index]
+    def _reply_text(self, body: dict[str, Any]) -> str:
+        users = [m for m in body.get("messages") or [] if m.get("role") == "user"] or [{}]
+        last = json.dumps(users[-1].get("content", ""))
+        return next((reply for cue, reply in self.replies.items() if cue in last), "OK.")
 
     async def messages(self, request: Request) -> Response:
         body = await request.json()
         self.requests.append(body)
-        text = self._reply_text()
+        text = self._reply_text(body)
         message = {
             "id": f"msg_scripted_{next(self._ids)}",
             "type": "message",

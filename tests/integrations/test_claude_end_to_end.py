@@ -55,7 +55,7 @@ def _texts(request: dict[str, Any]) -> list[str]:
 @pytest.mark.timeout(600)
 async def test_query_mirrors_into_sessiondb_and_resumes_from_it(tmp_path: Path) -> None:
     (tmp_path / "work").mkdir()
-    api = ScriptedMessagesAPI(["Hello from the scripted server.", "Still here."])
+    api = ScriptedMessagesAPI({"Say hello": "Hello from the scripted server.", "And again?": "Still here."})
     async with api.serve(), sessiondb.open_store(tmp_path / "store") as store:
         adapter = SessionDBSessionStore(store)
         session_id, texts = await _run("Say hello", _options(adapter, api, tmp_path, "home-1"))
@@ -81,7 +81,7 @@ async def test_query_mirrors_into_sessiondb_and_resumes_from_it(tmp_path: Path) 
         # Resume from the store alone: another, empty CLAUDE_CONFIG_DIR has no local transcript.
         resumed_id, texts = await _run("And again?", _options(adapter, api, tmp_path, "home-2", resume=session_id))
         assert texts == ["Still here."]
-        last_request = api.requests[-1]
+        last_request = next(r for r in reversed(api.requests) if "And again?" in json.dumps(r["messages"]))
         assert "Say hello" in _texts(last_request)  # the first turn came back from the store
         assert "Hello from the scripted server." in _texts(last_request)
         assert "And again?" in " ".join(_texts(last_request))
