@@ -157,14 +157,6 @@ class TranscriptState:
         self.response_usage: tuple[int, ...] = (0, 0, 0, 0)
         self.tool_names: OrderedDict[str, str] = OrderedDict()
 
-    def copy(self) -> TranscriptState:
-        other = TranscriptState(self.session_id, self.version)
-        other.summary = self.summary
-        other.response_id = self.response_id
-        other.response_usage = self.response_usage
-        other.tool_names = OrderedDict(self.tool_names)
-        return other
-
     def project(self, entry: dict[str, Any]) -> Message | None:
         """The message ``entry`` stands for (None for entries that are not conversation), updating the state."""
         kind = entry.get("type")

@@ -135,10 +135,14 @@ class SessionDBSessionStore(SessionStore):
         conflict: SessionDBError | None = None
         for _ in range(_MAX_ATTEMPTS):
             state = await self._state(base, main)
-            work = state.copy() if state is not None else None
-            session_id = work.session_id if work is not None else await self._new_session_id(base)
-            if work is None:
+            # Projected in place: any outcome but success drops the cached state (it is rebuilt
+            # from the store), so a failed attempt leaves nothing of itself behind.
+            if state is not None:
+                work, session_id = state, state.session_id
+            else:
+                session_id = await self._new_session_id(base)
                 work = TranscriptState(session_id)
+            expected = work.version
             events: list[Event] = []
             ids: list[str | None] = []
             try:  # an event the store's own validation refuses (Custom data limits …) fails the call
@@ -159,6 +163,7 @@ class SessionDBSessionStore(SessionStore):
                     events.append(Custom(SUMMARY, dict(folded)))
                     ids.append(None)
             except InvalidInputError as exc:
+                self._states.pop(base, None)
                 raise InvalidInputError(f"{describe_key(key)}: {exc}; nothing was written") from exc
             try:
                 if state is None:
@@ -170,9 +175,7 @@ class SessionDBSessionStore(SessionStore):
                         event_ids=ids,
                     )
                 else:
-                    version = await self.store.append(
-                        session_id, *events, expected_version=state.version, event_ids=ids
-                    )
+                    version = await self.store.append(session_id, *events, expected_version=expected, event_ids=ids)
             except (ConflictError, SessionExistsError, SessionNotFoundError) as exc:
                 self._states.pop(base, None)  # another writer got there first: re-read and fold again
                 conflict = exc
@@ -189,10 +192,10 @@ class SessionDBSessionStore(SessionStore):
                         batch = unstored
                         continue
                 raise type(exc)(f"{describe_key(key)}: {exc}") from exc
-            except SessionDBError:
+            except BaseException:  # cancelled too: whether the append landed is for the next call to find out
                 self._states.pop(base, None)
                 raise
-            if version != state_version_after(state, events):
+            if version != (expected if state is not None else 1) + len(events):
                 # A retry of a batch already stored: the state may be stale, read it again next time.
                 self._states.pop(base, None)
                 return
@@ -341,11 +344,6 @@ class SessionDBSessionStore(SessionStore):
     async def _delete_session(self, session_id: str) -> None:
         with contextlib.suppress(SessionNotFoundError):  # deleted meanwhile by another writer: as asked
             await self.store.delete_session(session_id)
-
-
-def state_version_after(state: TranscriptState | None, events: list[Event]) -> int:
-    """The session version an append of ``events`` produces when it is stored (not recognised as a retry)."""
-    return (state.version if state is not None else 1) + len(events)
 
 
 def _without_repeated_uuids(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
