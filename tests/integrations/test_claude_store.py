@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 from pathlib import Path
 from typing import Any
@@ -280,3 +281,22 @@ async def test_transcripts_survive_retention(tmp_path: Path) -> None:
         summaries = {s["session_id"]: s for s in await adapter.list_session_summaries("proj")}
         assert summaries["sess"]["data"]["custom_title"] == "t"
         assert len((await store.load(sid)).messages) == 40
+
+
+@pytest.mark.parametrize("steps", [0, 1, 2, 3, 5, 8])
+async def test_a_cancelled_append_lands_whole_or_not_at_all(steps: int) -> None:
+    async with sessiondb.open_store(":memory:") as store:
+        adapter = SessionDBSessionStore(store)
+        await adapter.append(KEY, [entry(0)])
+        first = [entry(1), entry(2)]
+        task = asyncio.ensure_future(adapter.append(KEY, first))
+        for _ in range(steps):
+            await asyncio.sleep(0)  # let the append get that far, then cancel it
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await adapter.append(KEY, [entry(3)])
+        loaded = await adapter.load(KEY)
+        assert loaded in ([entry(0), entry(3)], [entry(0), *first, entry(3)])
+        (summary,) = await adapter.list_session_summaries("proj")
+        assert summary["data"] == fold_session_summary(None, KEY, loaded)["data"]  # type: ignore[arg-type]
