@@ -45,3 +45,12 @@ def test_different_keys_get_different_ids(a: dict[str, Any], b: dict[str, Any]) 
 def test_ids_of_other_writers_are_not_keys() -> None:
     for other in ["session-1-2", "cc~only", "cc~a~b~c~d", "cc~~x", "cc~a~~b"]:
         assert decode_session_id(other) is None
+
+
+def test_the_sdks_longest_project_keys_fit_with_a_uuid_session() -> None:
+    from claude_agent_sdk import project_key_for_directory
+
+    project_key = project_key_for_directory("/" + "deep/" * 100 + "app")  # truncated to 200 + a hash
+    assert len(project_key) > 200
+    encoded = encode_key({"project_key": project_key, "session_id": "4f1c2a3b-0000-4000-8000-123456789abc"})
+    assert validate_session_id(generation_id(encoded, 9_999))
