@@ -10,7 +10,7 @@ import asyncio
 import sys
 
 import sessiondb
-from sessiondb._backends._postgres import PostgresBackend
+from sessiondb._backends.postgres import PostgresBackend
 from sessiondb.integrations.claude_agent_sdk import SessionDBSessionStore
 
 KEY = {"project_key": "proj", "session_id": "shared"}

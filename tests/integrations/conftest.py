@@ -12,7 +12,7 @@ import pytest
 from tests.backends.conftest import pg_dsn, pg_schema  # noqa: F401  (fixtures used by the tests here)
 
 import sessiondb
-from sessiondb._backends._postgres import PostgresBackend
+from sessiondb._backends.postgres import PostgresBackend
 
 StoreFactory = Callable[[], Awaitable[sessiondb.Store]]
 BACKENDS = ["directory", "memory", pytest.param("postgres", marks=pytest.mark.postgres)]

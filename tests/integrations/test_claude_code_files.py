@@ -13,7 +13,7 @@ import pytest
 
 import sessiondb
 from sessiondb import ImportFormatError, InvalidInputError
-from sessiondb._cli import main
+from sessiondb.cli import main
 from sessiondb.integrations.claude_agent_sdk import SessionDBSessionStore
 from sessiondb.integrations.claude_code_files import export_claude_code_transcript, import_claude_code_files
 

@@ -157,7 +157,7 @@ async def test_transcripts_become_sessiondb_messages(open_fresh_store: StoreFact
 
 
 async def test_sessiondb_show_prints_an_sdk_transcript(tmp_path: Path) -> None:
-    from sessiondb._cli import main
+    from sessiondb.cli import main
 
     key: Any = {"project_key": "proj", "session_id": str(uuid.uuid4())}
     async with sessiondb.open_store(tmp_path / "s") as store:

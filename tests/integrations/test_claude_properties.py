@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import sessiondb
-from sessiondb._backends._postgres import PostgresBackend
+from sessiondb._backends.postgres import PostgresBackend
 from sessiondb.integrations.claude_agent_sdk import SessionDBSessionStore
 
 KEY: Any = {"project_key": "proj", "session_id": "sess"}

@@ -110,7 +110,8 @@ def build_parser() -> argparse.ArgumentParser:
     export.set_defaults(run=cmd_export)
 
     imp = sub.add_parser(
-        "import", help="import claw-code session files or Claude Code transcripts, files or trees (creates STORE if new)"
+        "import",
+        help="import claw-code session files or Claude Code transcripts (files or trees; creates STORE if new)",
     )
     imp.add_argument("store", metavar="STORE")
     imp.add_argument("files", metavar="FILE", nargs="+")
