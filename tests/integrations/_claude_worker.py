@@ -1,6 +1,7 @@
 """A worker process for the multi-process test: appends batches to one SDK key through its own adapter.
 
-Usage: python _claude_worker.py DSN SCHEMA WORKER TASKS BATCHES SIZE
+Usage: python _claude_worker.py TARGET WORKER TASKS BATCHES SIZE
+(TARGET: a store directory, or a PostgreSQL URL with ``?schema=``).
 Each entry records its worker, task, batch and index; the test checks they come back grouped and in order.
 """
 
@@ -10,14 +11,13 @@ import asyncio
 import sys
 
 import sessiondb
-from sessiondb._backends.postgres import PostgresBackend
 from sessiondb.integrations.claude_agent_sdk import SessionDBSessionStore
 
 KEY = {"project_key": "proj", "session_id": "shared"}
 
 
-async def main(dsn: str, schema: str, worker: int, tasks: int, batches: int, size: int) -> None:
-    async with sessiondb.open_store(PostgresBackend(dsn, schema=schema)) as store:
+async def main(target: str, worker: int, tasks: int, batches: int, size: int) -> None:
+    async with sessiondb.open_store(target) as store:
         adapter = SessionDBSessionStore(store)
 
         async def task(t: int) -> None:
@@ -32,5 +32,5 @@ async def main(dsn: str, schema: str, worker: int, tasks: int, batches: int, siz
 
 
 if __name__ == "__main__":
-    dsn, schema, *numbers = sys.argv[1:]
-    asyncio.run(main(dsn, schema, *map(int, numbers)))  # type: ignore[arg-type]
+    target, *numbers = sys.argv[1:]
+    asyncio.run(main(target, *map(int, numbers)))  # type: ignore[arg-type]

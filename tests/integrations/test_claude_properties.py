@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import sessiondb
-from sessiondb._backends.postgres import PostgresBackend
 from sessiondb.integrations.claude_agent_sdk import SessionDBSessionStore
 
 KEY: Any = {"project_key": "proj", "session_id": "sess"}
@@ -115,20 +115,38 @@ def test_generated_entries_round_trip_deep_equal(generated: list[list[dict[str, 
     anyio.run(run)
 
 
-@pytest.mark.postgres
 @pytest.mark.anyio
-async def test_appends_from_several_processes_keep_each_call_together(pg_dsn: str, pg_schema: str) -> None:
+@pytest.mark.parametrize("kind", ["directory", pytest.param("postgres", marks=pytest.mark.postgres)])
+async def test_appends_from_several_processes_keep_each_call_together(
+    kind: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    schema = f"sdbtest_{uuid.uuid4().hex[:12]}"
+    dsn = request.getfixturevalue("pg_dsn") if kind == "postgres" else None
+    # PostgreSQL: a fresh schema; the directory: several writer processes on one store directory.
+    target = f"{dsn}?schema={schema}" if dsn is not None else str(tmp_path / "store")
+    try:
+        await _several_processes(target)
+    finally:
+        if dsn is not None:
+            import asyncpg
+
+            conn = await asyncpg.connect(dsn)
+            try:
+                await conn.execute(f"drop schema if exists {schema} cascade")
+            finally:
+                await conn.close()
+
+
+async def _several_processes(target: str) -> None:
     workers, tasks, batches, size = 3, 3, 4, 3
     script = Path(__file__).with_name("_claude_worker.py")
     processes = [
-        await asyncio.create_subprocess_exec(
-            sys.executable, str(script), pg_dsn, pg_schema, *map(str, (w, tasks, batches, size))
-        )
+        await asyncio.create_subprocess_exec(sys.executable, str(script), target, *map(str, (w, tasks, batches, size)))
         for w in range(workers)
     ]
     codes = await asyncio.wait_for(asyncio.gather(*(p.wait() for p in processes)), timeout=120)
     assert codes == [0] * workers
-    async with sessiondb.open_store(PostgresBackend(pg_dsn, schema=pg_schema)) as store:
+    async with sessiondb.open_store(target) as store:
         adapter = SessionDBSessionStore(store)
         key: Any = {"project_key": "proj", "session_id": "shared"}
         loaded = await adapter.load(key)
