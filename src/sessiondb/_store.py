@@ -310,12 +310,19 @@ class Store:
 
     @on_store_loop
     async def _import_session(
-        self, session_id: str, started: SessionStarted, events: Sequence[Event], *, timestamp_ms: int
+        self,
+        session_id: str,
+        started: SessionStarted,
+        events: Sequence[Event],
+        *,
+        timestamp_ms: int,
+        event_ids: Sequence[str | None] | None = None,
     ) -> int:
         """Create a session with a given start and history as ONE atomic append; return its version.
 
         For importers and integrations (claw-code files, the OpenAI Agents session):
         nothing is half-created. No per-append event limit: an imported file is atomic.
+        ``event_ids`` (one per event of ``events``) are stored as ``append`` stores them.
         """
         self._check_open()
         validate_session_id(session_id)
@@ -331,7 +338,14 @@ class Store:
         branch = started.fork.branch_name if started.fork is not None else None
         _check_metadata(session_id, started.model, started.workspace_root, branch)
         _check_values(session_id, events)
-        request = AppendRequest(session_id, (started, *events), timestamp_ms=timestamp_ms, creates=True)
+        ids: list[str | None] | None = None
+        if event_ids is not None:
+            ids = [None, *event_ids]
+            if len(ids) != len(events) + 1 or not all(i is None or isinstance(i, str) for i in ids):
+                raise InvalidInputError("event_ids must hold one str (or None) per event")
+            for index, event_id in enumerate(event_ids):
+                check_text(session_id, f"event_ids[{index}]", event_id, limit=MAX_EVENT_ID_CHARS)
+        request = AppendRequest(session_id, (started, *events), timestamp_ms=timestamp_ms, creates=True, event_ids=ids)
         return (await self._submit(request)).version
 
     @on_store_loop

@@ -142,7 +142,10 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--all", action="store_true", help="every session, into a directory")
     export.set_defaults(run=cmd_export)
 
-    imp = sub.add_parser("import", help="import claw-code session files or directories (creates STORE if new)")
+    imp = sub.add_parser(
+        "import",
+        help="import claw-code session files or Claude Code transcripts (files or trees; creates STORE if new)",
+    )
     imp.add_argument("store", metavar="STORE")
     imp.add_argument("files", metavar="FILE", nargs="+")
     imp.add_argument("--skip-bad-lines", action="store_true", help="leave malformed JSONL lines out, and list them")

@@ -13,7 +13,7 @@ import msgspec
 
 from .._backends._base import AppendRequest
 from .._backends.local import repair_store, verify_store
-from .._errors import ExportError, SessionExistsError
+from .._errors import ExportError, InvalidInputError, SessionExistsError
 from .._interop import ClawImportReport, export_claw_session, export_claw_sessions, import_claw_files
 from .._interop._claw_store import select_files
 from .._paths import names_directory
@@ -133,6 +133,8 @@ async def cmd_export(args: argparse.Namespace, out: _Output) -> int:
 
 
 async def cmd_import(args: argparse.Namespace, out: _Output) -> int:
+    if await anyio.to_thread.run_sync(_claude_code_dialect, args.files):
+        return await _import_claude_code(args, out)
     total = len(await anyio.to_thread.run_sync(select_files, args.files, ClawImportReport()))
     progress = Progress("importing", total, unit="sessions", stream=out.stderr)
 
@@ -163,6 +165,39 @@ async def cmd_import(args: argparse.Namespace, out: _Output) -> int:
                 "skipped_sessions": report.skipped_sessions,
                 "ignored_files": report.ignored_files,
                 "notes": report.notes,
+            }
+        )
+    else:
+        out.line(str(report))
+    return 0
+
+
+def _claude_code_dialect(paths: Sequence[str]) -> bool:
+    """Whether ``paths`` hold Claude Code transcripts (else: claw-code session files)."""
+    try:
+        from ..integrations.claude_code_files import looks_like_claude_code
+    except ImportError:  # the SDK is not installed: these are claw-code files, or the import says why not
+        return False
+    try:
+        return looks_like_claude_code(paths)
+    except InvalidInputError:
+        return False  # a missing path: the claw-code import reports it
+
+
+async def _import_claude_code(args: argparse.Namespace, out: _Output) -> int:
+    from ..integrations.claude_code_files import import_claude_code_files
+
+    async with _writing(args.store, create=True) as store:
+        report = await import_claude_code_files(
+            store, *args.files, skip_bad_lines=args.skip_bad_lines, skip_existing=args.skip_existing
+        )
+    if args.json:
+        out.json(
+            {
+                "dialect": "claude-code",
+                "imported": [vars(item) for item in report.imported],
+                "skipped_lines": report.skipped_lines,
+                "skipped_files": report.skipped_files,
             }
         )
     else:
