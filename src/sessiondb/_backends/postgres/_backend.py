@@ -461,6 +461,7 @@ class PostgresBackend(Backend):
         await self._ensure_listener()
         loop = asyncio.get_running_loop()
         backoff = 0.005
+        hinted = False
         while True:
             waiter: asyncio.Future[None] = loop.create_future()
             self._waiters.add(waiter)
@@ -471,18 +472,18 @@ class PostgresBackend(Backend):
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     return after_position
-                hinted = False
+                # After a hint, a commit is known but an older transaction may still hold the
+                # horizon back: look again after a growing pause, not only at the next NOTIFY
+                # (which may never come) or a full poll interval.
+                pause = min(backoff, self.poll_interval) if hinted else self.poll_interval
                 try:
-                    await asyncio.wait_for(asyncio.shield(waiter), min(remaining, self.poll_interval))
+                    await asyncio.wait_for(asyncio.shield(waiter), min(remaining, pause))
                     hinted = True
                 except TimeoutError:
                     pass
             finally:
                 self._waiters.discard(waiter)
             if hinted:
-                # Committed, but an older transaction may still hold the horizon back:
-                # look again soon rather than after a full poll interval.
-                await asyncio.sleep(min(backoff, max(0.0, deadline - time.monotonic())))
                 backoff = min(backoff * 2, self.poll_interval)
 
     async def _newest_readable(self, after_position: int) -> int:
