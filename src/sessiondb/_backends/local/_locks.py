@@ -93,18 +93,6 @@ class StoreLocks:
                     del _OPEN_HERE[self._counted]
                 self._counted = None
 
-    def open_exclusive(self) -> None:
-        """Hold the store alone (no other process has it open); BlockingIOError otherwise."""
-        fd = self.fs.open_lock(self._path(STORE_LOCK))
-        try:
-            self.fs.flock(fd, exclusive=True, blocking=False)
-        except BaseException:
-            self.fs.close(fd)
-            raise
-        self._store_fd = fd
-        self._write_fd = self.fs.open_lock(self._path(WRITE_LOCK))
-        self._compact_fd = self.fs.open_lock(self._path(COMPACT_LOCK))
-
     # ------------------------------------------------------------------ the write lock
 
     def try_write(self) -> bool:
