@@ -163,7 +163,8 @@ async def test_notify_wakes_a_waiter_in_another_process(pg_dsn: str, pg_schema: 
         sessiondb.open_store(_backend(pg_dsn, pg_schema)) as writer,
     ):
         sid = await writer.create_session()
-        after = (await reader.read_all())[-1].position
+        after = await reader.backend.wait_for_new_events(0, 30)  # type: ignore[attr-defined]
+        assert after == (await reader.read_all())[-1].position
         waiting = asyncio.ensure_future(reader.backend.wait_for_new_events(after, 10))  # type: ignore[attr-defined]
         await asyncio.sleep(0.2)
         assert not waiting.done()
@@ -180,7 +181,10 @@ async def test_polling_finds_events_without_notify(pg_dsn: str, pg_schema: str) 
         sessiondb.open_store(_backend(pg_dsn, pg_schema, notify=False)) as writer,
     ):
         sid = await writer.create_session()
-        after = (await reader.read_all())[-1].position
+        # read_all shows a commit once no older transaction anywhere on the server is open
+        # (docs/postgres.md): wait for that, as a subscriber would, before taking the position.
+        after = await reader.backend.wait_for_new_events(0, 30)  # type: ignore[attr-defined]
+        assert after == (await reader.read_all())[-1].position
         waiting = asyncio.ensure_future(reader.backend.wait_for_new_events(after, 10))  # type: ignore[attr-defined]
         await asyncio.sleep(0.1)
         await writer.append(sid, Message.user("found by polling"))
