@@ -107,3 +107,14 @@ async def test_a_deleted_id_in_the_openai_agents_adapter(opener: tuple[Callable[
         ):
             with pytest.raises(SessionDeletedError):
                 await call()
+
+
+async def test_importing_a_file_for_a_deleted_id_says_it_was_deleted(tmp_path: Path) -> None:
+    """The import path follows the one rule too: not 'already exists' for an id nobody can see."""
+    async with sessiondb.open_store(tmp_path / "store") as store:
+        sid = await store.create_session(session_id="gone")
+        await store.append(sid, Message.user("hi"))
+        exported = await sessiondb.export_claw_session(store, sid, tmp_path / "gone.jsonl")
+        await store.delete_session(sid)
+        with pytest.raises(sessiondb.SessionDeletedError, match="was deleted"):
+            await sessiondb.import_claw_files(store, exported)

@@ -23,7 +23,8 @@ from typing import Literal
 import aiofiles
 import anyio
 
-from .._errors import ExportError, InvalidInputError, SessionDBError, SessionExistsError
+from .._backends._base import SessionInfo
+from .._errors import ExportError, InvalidInputError, SessionDBError, SessionDeletedError, SessionExistsError
 from .._handoff import on_store_loop
 from .._ids import EXPORT_SUFFIX, now_ms, validate_session_id
 from .._paths import names_directory, not_a_directory, user_path
@@ -196,9 +197,11 @@ async def import_claw_files(
             report.skipped_sessions.append((claw.path, claw.session_id, f"same session id as {first.path}"))
             continue
         by_id[claw.session_id] = claw
-        if await _exists(store, claw.session_id):
+        existing = await _existing(store, claw.session_id)
+        if existing is not None:
             if if_exists == "error":
-                raise SessionExistsError(claw.session_id)
+                # A deleted session's id stays taken in the log: say so, as create_session does.
+                raise SessionDeletedError(claw.session_id) if existing.deleted else SessionExistsError(claw.session_id)
             report.skipped_sessions.append((claw.path, claw.session_id, "already in the store"))
             continue
         to_write.append(claw)
@@ -236,9 +239,9 @@ async def import_claw_files(
 
 
 @on_store_loop  # it reads the backend directly: from another thread's loop, that runs on the store's
-async def _exists(store: Store, session_id: str) -> bool:
-    # A deleted session's id stays taken in the log: creating it again would fail too.
-    return await store.backend.info(session_id) is not None
+async def _existing(store: Store, session_id: str) -> SessionInfo | None:
+    # A deleted session's id stays taken in the log: its summary says so (``deleted``).
+    return await store.backend.info(session_id)
 
 
 # ---------------------------------------------------------------- export

@@ -13,7 +13,7 @@ import msgspec
 
 from .._backends._base import AppendRequest
 from .._backends.local import repair_store, verify_store
-from .._errors import ExportError, InvalidInputError, SessionExistsError
+from .._errors import ExportError, InvalidInputError, SessionDeletedError, SessionExistsError
 from .._interop import ClawImportReport, export_claw_session, export_claw_sessions, import_claw_files
 from .._interop._claw_store import select_files
 from .._paths import names_directory
@@ -151,6 +151,8 @@ async def cmd_import(args: argparse.Namespace, out: _Output) -> int:
                     skip_bad_lines=args.skip_bad_lines,
                     if_exists="skip" if args.skip_existing else "error",
                 )
+            except SessionDeletedError as exc:
+                raise CommandError(f"{exc}; nothing was imported (--skip-existing imports the others)") from None
             except SessionExistsError as exc:
                 raise CommandError(
                     f"session {exc.session_id!r} is already in store {args.store}; nothing was imported "

@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import re
 
+from ..._errors import InvalidInputError
+
 SCHEMA_VERSION = 3
 POSITION_SHIFT = 24
 # xid << 24 must stay below 2**63.
@@ -37,7 +39,7 @@ MIGRATION_LOCK_KEY = 0x5E55
 
 def check_schema_name(schema: str) -> str:
     if not isinstance(schema, str) or not _IDENTIFIER.match(schema):
-        raise ValueError(
+        raise InvalidInputError(
             f"schema name {schema!r} is not a plain lower-case SQL identifier (a-z, 0-9, _; at most 63 characters)"
         )
     return schema
