@@ -19,17 +19,6 @@ def sample(tmp_path: Path) -> Path:
     return path
 
 
-@pytest.fixture
-def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    home = tmp_path / "home"
-    home.mkdir()
-    cwd = tmp_path / "cwd"
-    cwd.mkdir()
-    monkeypatch.setenv("HOME", str(home))
-    monkeypatch.chdir(cwd)
-    return home
-
-
 def test_export_to_a_new_directory_with_trailing_separator(sample: Path, tmp_path: Path) -> None:
     newdir = tmp_path / "newdir"
     result = run_subprocess("export", str(sample), "chat", f"{newdir}/")

@@ -18,18 +18,6 @@ from sessiondb._backends.local._checkpoint import CHECKPOINT_NAME
 pytestmark = pytest.mark.anyio
 
 
-@pytest.fixture
-def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A fake home directory, and a separate current directory where no literal ``~`` may appear."""
-    home = tmp_path / "home"
-    home.mkdir()
-    cwd = tmp_path / "cwd"
-    cwd.mkdir()
-    monkeypatch.setenv("HOME", str(home))
-    monkeypatch.chdir(cwd)
-    return home
-
-
 def no_literal_tilde(cwd: Path) -> None:
     assert not (cwd / "~").exists(), "a literal ./~ directory was created"
 
