@@ -23,6 +23,7 @@ from ..._ids import validate_session_id
 from ..._values import decode_deep
 from .._base import AppendRequest, SessionInfo, apply_to_info
 from ._format import FrameBuilder, index_record_decoder, iter_lines
+from ._label_index import LabelIndex
 
 if TYPE_CHECKING:
     from ._segments import Segment, SegmentSet
@@ -67,10 +68,20 @@ class Index:
         self.batches = 0
         self.events = 0
         self.bytes_written = 0
+        # Live sessions by scope, tag and pin, for filtered listings (maintained by _fold_other).
+        self.labels = LabelIndex()
 
     def clear(self) -> None:
         self.streams.clear()
+        self.labels.clear()
         self.next_position = 1
+
+    def _fold_other(self, info: SessionInfo, event: Any, version: int, timestamp_ms: int) -> None:
+        """Fold an event other than a Message, keeping the label sets in step with the summary."""
+        scope, tags, pinned, deleted = info.scope, info.tags, info.pinned, info.deleted
+        apply_to_info(info, event, version, timestamp_ms)
+        if info.tags is not tags or info.pinned != pinned or info.deleted != deleted or info.scope != scope:
+            self.labels.change(info, scope, tags, pinned, deleted)
 
     @property
     def last_position(self) -> int:
@@ -121,6 +132,7 @@ class Index:
                 if record.e.type != "session_started":
                     # Allowed only where retention removed the start (raises CorruptionError otherwise).
                     stream = streams[record.s] = self.on_headless(record, segment.path, base + line_offset)
+                    self.labels.add(stream.info)  # its summary may come from a snapshot
                 else:
                     fork = record.e.fork
                     fork_base = fork.parent_version if fork is not None else 0
@@ -156,7 +168,7 @@ class Index:
                         info.cache_creation_input_tokens += usage.cache_creation_input_tokens
                         info.cache_read_input_tokens += usage.cache_read_input_tokens
                 else:
-                    apply_to_info(info, event, record.v, record.t)
+                    self._fold_other(info, event, record.v, record.t)
             line_offset = newline + 1
         if line_offset != end:
             raise CorruptionError(segment.path, base + line_offset, "frame payload holds more lines than records")
@@ -206,7 +218,7 @@ class Index:
                         info.cache_creation_input_tokens += usage.cache_creation_input_tokens
                         info.cache_read_input_tokens += usage.cache_read_input_tokens
                 else:
-                    apply_to_info(info, event, version, timestamp)
+                    self._fold_other(info, event, version, timestamp)
                 if event_ids is not None and event_ids[index] is not None:
                     if stream.event_ids is None:
                         stream.event_ids = {}
