@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime
 import os
 import shutil
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, TextIO
 
 import msgspec
@@ -118,6 +118,28 @@ def session_rows(sessions: Sequence[SessionInfo]) -> list[list[str]]:
 SESSION_HEADER = ("SESSION", "UPDATED", "MESSAGES", "TOKENS", "MODEL", "FORK OF")
 
 
+def label_columns(
+    sessions: Sequence[SessionInfo], rows: list[list[str]], header: tuple[str, ...]
+) -> tuple[list[list[str]], tuple[str, ...]]:
+    """Add TITLE (``*`` marks a pinned session), TAGS and SCOPE columns, each only if some session has one."""
+    columns: tuple[tuple[str, Callable[[SessionInfo], str]], ...] = (
+        ("TITLE", lambda info: ("* " if info.pinned else "") + (info.title or ("-" if not info.pinned else ""))),
+        ("TAGS", lambda info: " ".join(info.tags) or "-"),
+        ("SCOPE", lambda info: info.scope or "-"),
+    )
+    wanted = (
+        any(info.title is not None or info.pinned for info in sessions),
+        any(info.tags for info in sessions),
+        any(info.scope is not None for info in sessions),
+    )
+    for (name, cell), use in zip(columns, wanted, strict=True):
+        if use:
+            header = (*header, name)
+            for row, info in zip(rows, sessions, strict=True):
+                row.append(cell(info))
+    return rows, header
+
+
 def info_json(info: SessionInfo) -> dict[str, Any]:
     fork = info.fork
     return {
@@ -136,6 +158,10 @@ def info_json(info: SessionInfo) -> dict[str, Any]:
         "parent_version": fork.parent_version if fork else None,
         "branch_name": fork.branch_name if fork else None,
         "compacted": info.compacted,
+        "scope": info.scope,
+        "title": info.title,
+        "tags": list(info.tags),
+        "pinned": info.pinned,
     }
 
 
@@ -274,6 +300,7 @@ __all__ = [
     "format_count",
     "format_time",
     "info_json",
+    "label_columns",
     "render_session",
     "session_rows",
     "table",
