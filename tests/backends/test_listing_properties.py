@@ -98,7 +98,9 @@ def _brute_force(infos: list[SessionInfo], query: dict[str, Any]) -> list[str]:
 
 
 @BUDGET
-@given(sessions=st.lists(_session, max_size=6), queries=st.lists(_query, min_size=1, max_size=4), limit=st.integers(1, 5))
+@given(
+    sessions=st.lists(_session, max_size=6), queries=st.lists(_query, min_size=1, max_size=4), limit=st.integers(1, 5)
+)
 async def test_pages_equal_the_listing_and_brute_force(
     harness: Harness, sessions: list[dict[str, Any]], queries: list[dict[str, Any]], limit: int
 ) -> None:
