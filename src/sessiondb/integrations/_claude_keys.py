@@ -18,6 +18,12 @@ over 120 bytes (the SDK makes keys of up to ~210 characters for deep directories
 written as ``%h`` and the first 40 hex digits of its SHA-256. ``%h`` is no escape, so
 no short key can produce it, and every call names its project key, so the adapter
 compares projects in their encoded form and never needs the long key back.
+
+Every session the adapter creates carries a sessiondb *scope*, ``project_scope(project_key)``:
+the escaped project key (the key itself for SDK keys, which hold no ``% ~ / \\``), or,
+past sessiondb's scope limit of 512 bytes, the same ``%h`` hash form. So a project's
+sessions are listed from the scope index, and ``store.list_sessions(scope=project_key)``
+finds them too.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ from typing import NamedTuple
 
 from .._errors import InvalidInputError, InvalidSessionIdError
 from .._ids import MAX_SESSION_ID_BYTES, validate_session_id
+from .._labels import MAX_SCOPE_BYTES
 
 PREFIX = "cc~"
 # Escaped project keys longer than this are written as their hash (see the module docstring).
@@ -67,6 +74,14 @@ def project_part(project_key: str) -> str:
     """The project key as it appears in session ids: escaped, or hashed when long."""
     escaped = _escape(project_key)
     if len(escaped.encode()) <= _PROJECT_PART_BYTES:
+        return escaped
+    return "%h" + hashlib.sha256(project_key.encode()).hexdigest()[:40]
+
+
+def project_scope(project_key: str) -> str:
+    """The sessiondb scope of a project's sessions: escaped (injective: no escape is ``%h``), hashed when long."""
+    escaped = _escape(project_key)
+    if len(escaped.encode()) <= MAX_SCOPE_BYTES:
         return escaped
     return "%h" + hashlib.sha256(project_key.encode()).hexdigest()[:40]
 

@@ -17,6 +17,14 @@ BackendFactory = Callable[..., Backend]
 _ORDERS = ("updated", "created", "title", "version")
 
 
+_KEYS: dict[str, Callable[[SessionInfo], tuple[object, str]]] = {
+    "updated": lambda i: (i.updated_at_ms, i.session_id),
+    "created": lambda i: (i.created_at_ms, i.session_id),
+    "title": lambda i: (i.title or "", i.session_id),
+    "version": lambda i: (i.version, i.session_id),
+}
+
+
 def _labels(info: SessionInfo) -> tuple[object, ...]:
     return (info.scope, info.title, info.tags, info.pinned)
 
@@ -119,12 +127,7 @@ class LabelConformance:
             for descending in (True, False):
                 for filters in ({}, {"scope": "s"}):
                     full = await store.list_sessions(order=order, descending=descending, **filters)  # type: ignore[arg-type]
-                    key = {
-                        "updated": lambda i: (i.updated_at_ms, i.session_id),
-                        "created": lambda i: (i.created_at_ms, i.session_id),
-                        "title": lambda i: (i.title or "", i.session_id),
-                        "version": lambda i: (i.version, i.session_id),
-                    }[order]
+                    key = _KEYS[order]
                     assert [key(i) for i in full] == sorted((key(i) for i in full), reverse=descending)
                     for limit in (1, 2, 4, 50):
                         paged = await _page_all(store, limit, order=order, descending=descending, **filters)
