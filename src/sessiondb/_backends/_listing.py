@@ -20,6 +20,7 @@ import binascii
 import heapq
 import zlib
 from collections.abc import Callable, Iterable
+from operator import attrgetter
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -74,16 +75,24 @@ class SessionQuery(msgspec.Struct, frozen=True, gc=False):
 
     def sort_key(self) -> Callable[[SessionInfo], SortKey]:
         order = self.order
-        if order == "updated":
-            return lambda info: (info.updated_at_ms, info.session_id)
-        if order == "created":
-            return lambda info: (info.created_at_ms, info.session_id)
-        if order == "version":
-            return lambda info: (info.version, info.session_id)
-        return lambda info: (info.title or "", info.session_id)
+        if order == "title":
+            return _title_key
+        # attrgetter builds the (key, id) tuple in C: a page of an unfiltered listing calls it per session.
+        return _ATTRIBUTE_KEYS[order]  # type: ignore[return-value]
 
     def fingerprint(self) -> int:
         return zlib.crc32(msgspec.json.encode([self.scope, self.tag, self.title, self.pinned]))
+
+
+def _title_key(info: SessionInfo) -> SortKey:
+    return (info.title or "", info.session_id)
+
+
+_ATTRIBUTE_KEYS = {
+    "updated": attrgetter("updated_at_ms", "session_id"),
+    "created": attrgetter("created_at_ms", "session_id"),
+    "version": attrgetter("version", "session_id"),
+}
 
 
 def session_query(

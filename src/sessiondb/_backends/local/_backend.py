@@ -349,9 +349,9 @@ class LocalBackend(Backend):
         streams = self.index.streams
         ids = self.index.labels.candidates(query)
         if ids is None:
-            infos: Iterable[SessionInfo] = (stream.info for stream in streams.values())
+            infos: Iterable[SessionInfo] = [stream.info for stream in streams.values()]
         else:
-            infos = (streams[session_id].info for session_id in ids)
+            infos = [streams[session_id].info for session_id in ids]
         return [info.copy() for info in select_sessions(infos, query, limit, after)]
 
     @property

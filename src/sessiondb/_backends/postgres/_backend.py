@@ -65,9 +65,6 @@ _ORDER_KEYS = {
     "version": "version",
     "title": "coalesce(title, '') collate \"C\"",
 }
-# Title filters are applied here, in Python (str.casefold, the same on every backend), over
-# rows the database pages through in chunks of at least this many.
-_TITLE_CHUNK = 500
 
 
 def _info_from_row(row: Any) -> SessionInfo:
@@ -537,26 +534,9 @@ class PostgresBackend(Backend):
     async def page_sessions(
         self, query: SessionQuery, limit: int | None, after: SortKey | None = None
     ) -> list[SessionInfo]:
-        if query.title is None:
-            sql, arguments = self._listing_sql(query, after is not None, limit is not None)
-            arguments += [*(after or ()), *_limit(limit)]
-            return [_info_from_row(row) for row in await self._fetch(sql, arguments)]
-        match = query.matcher()
-        assert match is not None
-        key = query.sort_key()
-        found: list[SessionInfo] = []
-        chunk = max(_TITLE_CHUNK, 4 * (limit or 0))
-        while True:  # keyset pages of titled sessions, filtered here, until the page is full
-            sql, arguments = self._listing_sql(query, after is not None, True)
-            arguments += [*(after or ()), chunk]
-            batch = await self._fetch(sql, arguments)
-            infos = [_info_from_row(row) for row in batch]
-            found.extend(info for info in infos if match(info))
-            if limit is not None and len(found) >= limit:
-                return found[:limit]
-            if len(batch) < chunk:
-                return found
-            after = key(infos[-1])
+        sql, arguments = self._listing_sql(query, after is not None, limit is not None)
+        arguments += [*(after or ()), *_limit(limit)]
+        return [_info_from_row(row) for row in await self._fetch(sql, arguments)]
 
     async def _fetch(self, sql: str, arguments: list[Any]) -> list[Any]:
         rows: list[Any] = await self._read(lambda conn: conn.fetch(sql, *arguments))
@@ -576,7 +556,9 @@ class PostgresBackend(Backend):
             arguments.append(query.pinned)
             where.append(f"pinned = ${len(arguments)}")
         if query.title is not None:
-            where.append("title is not null")
+            # The same rule as everywhere: a substring of str.casefold() of the title (folded by the writer).
+            arguments.append(query.title.casefold())
+            where.append(f"strpos(title_folded, ${len(arguments)}) > 0")
         key = _ORDER_KEYS[query.order]
         direction = "desc" if query.descending else "asc"
         if after:

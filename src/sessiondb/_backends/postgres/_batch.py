@@ -47,13 +47,13 @@ COLUMNS: tuple[tuple[str, str], ...] = (
     ("a_ws", "text[]"), ("a_parent", "text[]"), ("a_branch", "text[]"), ("e_ai", "integer[]"),
     ("e_k", "integer[]"), ("e_id", "text[]"), ("e_payload", "bytea[]"), ("a_first", "integer[]"),
     ("e_carrier", "integer[]"), ("a_scope", "text[]"), ("l_ai", "integer[]"), ("l_op", "integer[]"),
-    ("l_arg", "text[]"),
+    ("l_arg", "text[]"), ("l_fold", "text[]"),
 )  # fmt: skip
 _COLUMNS = tuple(name for name, _ in COLUMNS)
 _LITERAL = frozenset(name for name, sql_type in COLUMNS if sql_type in ("integer[]", "bigint[]"))
 _BOOLEAN = frozenset(name for name, sql_type in COLUMNS if sql_type == "boolean[]")
 # Text columns that are often all NULL: sent empty then (unnest pads a short array with NULLs).
-_SPARSE = frozenset(("a_model", "a_ws", "a_parent", "a_branch", "e_id", "a_scope", "l_arg"))
+_SPARSE = frozenset(("a_model", "a_ws", "a_parent", "a_branch", "e_id", "a_scope", "l_arg", "l_fold"))
 
 
 def placeholders(first: int) -> str:
@@ -110,6 +110,7 @@ class BatchArrays:
     l_ai: list[int]
     l_op: list[int]
     l_arg: list[str | None]
+    l_fold: list[str | None]  # a set title's str.casefold() (the title filter's form)
 
     def __init__(self) -> None:
         self.sent = []
@@ -313,6 +314,7 @@ def _add_label(arrays: BatchArrays, event: Any) -> None:
         arrays.l_ai.append(index)
         arrays.l_op.append(op)
         arrays.l_arg.append(arg)
+        arrays.l_fold.append(arg.casefold() if op == LABEL_SET_TITLE and arg is not None else None)
 
 
 def _add_create(arrays: BatchArrays, request: AppendRequest) -> None:

@@ -127,6 +127,7 @@ def _version_4(s: str) -> list[str]:
         alter table {s}.sessions
             add column scope text collate "C",
             add column title text collate "C",
+            add column title_folded text collate "C",
             add column tags text[] collate "C" not null default '{{}}',
             add column pinned boolean not null default false
         """,
@@ -156,8 +157,11 @@ LABEL_SET_TITLE, LABEL_CLEAR_TITLE, LABEL_ADD_TAG, LABEL_REMOVE_TAG, LABEL_PIN, 
 def _apply_labels_function(s: str) -> str:
     # Label events are rare: applied one operation at a time, in batch order, to admitted appends only,
     # so several appends to one session in one batch fold exactly as the log replays them.
+    # title_folded is the title's str.casefold(), computed by the client, so that the title filter
+    # (a substring of the folded title) means exactly what it means on the directory store.
     return f"""
-    create function {s}.apply_labels(a_sess text[], codes integer[], l_ai integer[], l_op integer[], l_arg text[])
+    create function {s}.apply_labels(
+        a_sess text[], codes integer[], l_ai integer[], l_op integer[], l_arg text[], l_fold text[])
     returns void language plpgsql as $fn$
     declare
         j integer;
@@ -167,6 +171,8 @@ def _apply_labels_function(s: str) -> str:
             update {s}.sessions as t set
                 title = case l_op[j] when {LABEL_SET_TITLE} then l_arg[j] when {LABEL_CLEAR_TITLE} then null
                         else t.title end,
+                title_folded = case l_op[j] when {LABEL_SET_TITLE} then l_fold[j] when {LABEL_CLEAR_TITLE} then null
+                               else t.title_folded end,
                 tags = case l_op[j]
                        when {LABEL_ADD_TAG} then array(select distinct x collate "C" from
                                                        unnest(array_append(t.tags, l_arg[j])) as u(x) order by 1)
@@ -200,7 +206,7 @@ def _append_batch_function(s: str) -> str:
         a_flags integer[], a_ncomp integer[], c_removed integer[], c_after integer[],
         a_base integer[], a_created bigint[], a_model text[], a_ws text[], a_parent text[], a_branch text[],
         e_ai integer[], e_k integer[], e_id text[], e_payload bytea[], a_first integer[], e_carrier integer[],
-        a_scope text[], l_ai integer[], l_op integer[], l_arg text[],
+        a_scope text[], l_ai integer[], l_op integer[], l_arg text[], l_fold text[],
         out codes integer[], out versions integer[], out base bigint)
     language plpgsql as $fn$
     declare
@@ -284,7 +290,7 @@ def _append_batch_function(s: str) -> str:
                    as u(sid, kind, code, ver, ts, msgs, tin, tout, tcc, tcr, flags)
              where u.kind = 0 and u.code = 0 and t.session_id = u.sid;
             if cardinality(l_ai) > 0 then
-                perform {s}.apply_labels(a_sess, codes, l_ai, l_op, l_arg);
+                perform {s}.apply_labels(a_sess, codes, l_ai, l_op, l_arg, l_fold);
             end if;
             insert into {s}.batches (token, codes, versions, base) values (p_token, codes, versions, base);
             return;
@@ -442,7 +448,7 @@ def _append_batch_function(s: str) -> str:
          where u.last and u.touched and t.session_id = u.sid;
 
         if cardinality(l_ai) > 0 then
-            perform {s}.apply_labels(a_sess, codes, l_ai, l_op, l_arg);
+            perform {s}.apply_labels(a_sess, codes, l_ai, l_op, l_arg, l_fold);
         end if;
 
         insert into {s}.batches (token, codes, versions, base) values (p_token, codes, versions, base);
