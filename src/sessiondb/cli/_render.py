@@ -15,12 +15,15 @@ from .._events import (
     Compacted,
     Custom,
     Message,
+    PinChanged,
     PromptRecorded,
     RecordedEvent,
     SessionDeleted,
     SessionStarted,
+    TagsChanged,
     Text,
     Thinking,
+    TitleChanged,
     ToolResult,
     ToolUse,
     Usage,
@@ -194,6 +197,13 @@ def render_session(session: Session, style: Style, *, thinking: bool = False, fu
     ]
     if session.fork is not None:
         out.append(f"{style.bold('fork of')}  {fork_label(session)}")
+    if session.title is not None or session.pinned:
+        out.append(f"{style.bold('title')}    {session.title or '-'}" + ("    (pinned)" if session.pinned else ""))
+    if session.tags or session.scope is not None:
+        out.append(
+            f"{style.bold('tags')}     {' '.join(session.tags) or '-'}"
+            + (f"    {style.bold('scope')} {session.scope}" if session.scope is not None else "")
+        )
     if session.compaction is not None:
         out.append(
             f"{style.bold('compacted')} {session.compaction.count} time(s); the first message summarises "
@@ -260,7 +270,8 @@ def event_summary(event: object, limit: int = 160) -> str:
         usage = f" ({usage_text(event.usage)})" if event.usage is not None else ""
         return _one_line(f"{event.role}: " + " ".join(parts), limit) + usage
     if isinstance(event, SessionStarted):
-        text = f"session started (model {event.model or '-'})"
+        text = f"session started (model {event.model or '-'}"
+        text += f", scope {event.scope})" if event.scope is not None else ")"
         if event.fork is not None:
             text += f", fork of {event.fork.parent_session_id}@{event.fork.parent_version}"
         return text
@@ -272,6 +283,13 @@ def event_summary(event: object, limit: int = 160) -> str:
         return _one_line(f"custom {event.name}: {msgspec.json.encode(event.data).decode()}", limit)
     if isinstance(event, SessionDeleted):
         return "session deleted"
+    if isinstance(event, TitleChanged):
+        return _one_line(f"title: {event.title}" if event.title is not None else "title cleared", limit)
+    if isinstance(event, TagsChanged):
+        changes = [f"+{tag}" for tag in event.added] + [f"-{tag}" for tag in event.removed]
+        return _one_line("tags " + " ".join(changes), limit)
+    if isinstance(event, PinChanged):
+        return "pinned" if event.pinned else "unpinned"
     return type(event).__name__  # pragma: no cover
 
 
