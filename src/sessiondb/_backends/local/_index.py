@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from ..._errors import CorruptionError, HistoryUnavailableError, InvalidInputError
-from ..._events import Message
+from ..._events import Message, PinChanged, SessionDeleted, SessionStarted, TagsChanged, TitleChanged
 from ..._ids import validate_session_id
 from ..._values import decode_deep
 from .._base import AppendRequest, SessionInfo, apply_to_info
@@ -29,6 +29,9 @@ if TYPE_CHECKING:
     from ._segments import Segment, SegmentSet
 
 OFFSET_BITS = 40
+# The events that can move a session between the label sets (the rest fold without looking at them).
+_RELABELLING_TYPES = frozenset((SessionStarted, SessionDeleted, TitleChanged, TagsChanged, PinChanged))
+_RELABELLING_TAGS = frozenset(("session_started", "session_deleted", "title", "tags", "pin"))
 OFFSET_MASK = (1 << OFFSET_BITS) - 1
 
 
@@ -77,7 +80,7 @@ class Index:
         self.next_position = 1
 
     def _fold_other(self, info: SessionInfo, event: Any, version: int, timestamp_ms: int) -> None:
-        """Fold an event other than a Message, keeping the label sets in step with the summary."""
+        """Fold an event that may change a session's scope, labels or liveness, and move it between label sets."""
         scope, tags, pinned, deleted = info.scope, info.tags, info.pinned, info.deleted
         apply_to_info(info, event, version, timestamp_ms)
         if info.tags is not tags or info.pinned != pinned or info.deleted != deleted or info.scope != scope:
@@ -167,8 +170,10 @@ class Index:
                         info.output_tokens += usage.output_tokens
                         info.cache_creation_input_tokens += usage.cache_creation_input_tokens
                         info.cache_read_input_tokens += usage.cache_read_input_tokens
-                else:
+                elif event.type in _RELABELLING_TAGS:
                     self._fold_other(info, event, record.v, record.t)
+                else:
+                    apply_to_info(info, event, record.v, record.t)
             line_offset = newline + 1
         if line_offset != end:
             raise CorruptionError(segment.path, base + line_offset, "frame payload holds more lines than records")
@@ -217,8 +222,10 @@ class Index:
                         info.output_tokens += usage.output_tokens
                         info.cache_creation_input_tokens += usage.cache_creation_input_tokens
                         info.cache_read_input_tokens += usage.cache_read_input_tokens
-                else:
+                elif type(event) in _RELABELLING_TYPES:
                     self._fold_other(info, event, version, timestamp)
+                else:
+                    apply_to_info(info, event, version, timestamp)
                 if event_ids is not None and event_ids[index] is not None:
                     if stream.event_ids is None:
                         stream.event_ids = {}
