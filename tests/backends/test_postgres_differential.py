@@ -26,8 +26,8 @@ from sessiondb import (
     TitleChanged,
     Usage,
 )
-from sessiondb._backends._listing import session_query
 from sessiondb._backends._base import AppendRequest
+from sessiondb._backends._listing import session_query
 from sessiondb._backends._memory import MemoryFileSystem
 from sessiondb._backends.postgres import PostgresBackend
 
