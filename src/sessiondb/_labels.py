@@ -26,7 +26,8 @@ MAX_TITLE_CHARS = 500
 MAX_TAG_CHARS = 64
 MAX_TAGS = 64
 
-_FORBIDDEN = re.compile("[\x00-\x1f\x7f\x85\u2028\u2029\ud800-\udfff]")
+# Control, line-break and surrogate characters: refused in scopes and titles (and in SDK key parts).
+FORBIDDEN_CHARACTERS = re.compile("[\x00-\x1f\x7f\x85\u2028\u2029\ud800-\udfff]")
 _TAG_EXTRA = frozenset("_-.:/@#")
 
 
@@ -43,7 +44,7 @@ def check_scope(scope: object, session_id: object = None) -> str | None:
         raise InvalidInputError(f"{where}scope must be a str or None, got {type(scope).__name__}")
     if not scope:
         raise InvalidInputError(f"{where}scope must not be empty (pass None for no scope)")
-    forbidden = _FORBIDDEN.search(scope)
+    forbidden = FORBIDDEN_CHARACTERS.search(scope)
     if forbidden is not None:
         raise InvalidInputError(
             f"{where}scope {scope[:60]!r} contains {forbidden.group()!r}; control, line-break and surrogate "
@@ -67,7 +68,7 @@ def check_title(title: object, session_id: object = None) -> str | None:
         raise InvalidInputError(f"{where}a title must not be empty; clear it with None")
     if len(title) > MAX_TITLE_CHARS:
         raise InvalidInputError(f"{where}a title is at most {MAX_TITLE_CHARS} characters; got {len(title)}")
-    forbidden = _FORBIDDEN.search(title)
+    forbidden = FORBIDDEN_CHARACTERS.search(title)
     if forbidden is not None:
         raise InvalidInputError(
             f"{where}title {title[:60]!r} contains {forbidden.group()!r}; a title is one line, without control "
@@ -105,6 +106,7 @@ def check_tags(tags: object, session_id: object = None) -> list[str]:
 
 
 __all__ = [
+    "FORBIDDEN_CHARACTERS",
     "MAX_SCOPE_BYTES",
     "MAX_TAGS",
     "MAX_TAG_CHARS",

@@ -34,7 +34,7 @@ from typing import NamedTuple
 
 from .._errors import InvalidInputError, InvalidSessionIdError
 from .._ids import MAX_SESSION_ID_BYTES, validate_session_id
-from .._labels import MAX_SCOPE_BYTES
+from .._labels import FORBIDDEN_CHARACTERS, MAX_SCOPE_BYTES
 
 PREFIX = "cc~"
 # Escaped project keys longer than this are written as their hash (see the module docstring).
@@ -94,9 +94,6 @@ def _unescape(part: str) -> str:
     return _UNESCAPE.sub(lambda match: _UNESCAPES[match.group(1)], part)
 
 
-_FORBIDDEN = re.compile("[\x00-\x1f\x7f\x85\u2028\u2029\ud800-\udfff]")
-
-
 def _check_part(key: object, field: str, value: object, *, path: bool = False) -> str:
     """A key part: a non-empty str without control characters; names the key when it is not."""
     if type(value) is not str:
@@ -106,7 +103,7 @@ def _check_part(key: object, field: str, value: object, *, path: bool = False) -
     if not value:
         hint = " (omit subpath for the main transcript)" if field == "subpath" else ""
         raise InvalidInputError(f"{describe_key(key)}: {field} must not be empty{hint}; nothing was written")
-    forbidden = _FORBIDDEN.search(value)
+    forbidden = FORBIDDEN_CHARACTERS.search(value)
     if forbidden is not None:
         raise InvalidInputError(
             f"{describe_key(key)}: {field} contains {forbidden.group()!r}; control, line-break and "
