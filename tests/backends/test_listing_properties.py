@@ -134,3 +134,67 @@ async def test_pages_equal_the_listing_and_brute_force(
                 break
             cursor = page.next_cursor
         assert paged == expected, query
+
+
+_change = st.tuples(st.sampled_from(("append", "create", "title", "tag", "untag", "pin", "delete")), st.integers(0, 99))
+
+
+@BUDGET
+@given(
+    sessions=st.lists(_session, min_size=1, max_size=6),
+    query=_query,
+    limit=st.integers(1, 3),
+    changes=st.lists(st.lists(_change, max_size=3), max_size=6),
+)
+async def test_pages_stay_consistent_while_the_store_changes(
+    harness: Harness,
+    sessions: list[dict[str, Any]],
+    query: dict[str, Any],
+    limit: int,
+    changes: list[list[tuple[str, int]]],
+) -> None:
+    """Keyset pages with appends, creates, label changes and deletes between them: every session left
+    untouched that matched at the start is shown, in order; and where a change can only move a session
+    ahead of the cursor (creation order, or newest updated or highest version first), none is shown twice."""
+    store = harness.store
+    for spec in sessions:
+        sid = await store.create_session(scope=spec["scope"])
+        harness.ids.append(sid)
+        if spec["title"] is not None:
+            await store.set_title(sid, spec["title"])
+        if spec["tags"]:
+            await store.add_tags(sid, *spec["tags"])
+    before = [info for info in (await store.list_sessions(**query))]
+    touched: set[str] = set()
+    shown: list[str] = []
+    cursor = None
+    rounds = iter(changes)
+    while True:
+        page = await store.page_sessions(**query, limit=limit, cursor=cursor)
+        shown += [info.session_id for info in page.sessions]
+        if page.next_cursor is None:
+            break
+        cursor = page.next_cursor
+        for kind, n in next(rounds, []):
+            live = [info.session_id for info in await store.list_sessions()]
+            target = live[n % len(live)] if live else None
+            if kind == "create" or target is None:
+                harness.ids.append(await store.create_session(scope=SCOPES[n % len(SCOPES)]))
+                continue
+            touched.add(target)
+            if kind == "append":
+                await store.append(target, Message.user("between pages"))
+            elif kind == "title":
+                await store.set_title(target, TITLES[n % len(TITLES)])
+            elif kind == "tag":
+                await store.add_tags(target, TAGS[n % len(TAGS)])
+            elif kind == "untag":
+                await store.remove_tags(target, TAGS[n % len(TAGS)])
+            elif kind == "pin":
+                await store.set_pinned(target, n % 2 == 0)
+            else:
+                await store.delete_session(target)
+    if query["order"] == "created" or (query["order"] in ("updated", "version") and query["descending"]):
+        assert len(shown) == len(set(shown)), (query, shown)
+    untouched = [info.session_id for info in before if info.session_id not in touched]
+    assert [sid for sid in shown if sid in set(untouched)] == untouched, query
