@@ -1,4 +1,4 @@
-"""LangGraph's own checkpointer conformance suite (langgraph-checkpoint-conformance), every capability, every backend."""
+"""LangGraph's checkpointer conformance suite (langgraph-checkpoint-conformance): every capability, every backend."""
 
 from __future__ import annotations
 

@@ -59,7 +59,8 @@ async def _scenario(saver: BaseCheckpointSaver[Any]) -> dict[str, Any]:
     history = [s async for s in graph.aget_state_history(config)]
     seen["history"] = [_snapshot(s) for s in history]
     thread = {"configurable": {"thread_id": "conversation"}}
-    seen["namespaces"] = sorted({t.config["configurable"]["checkpoint_ns"].split(":")[0] async for t in saver.alist(thread)})
+    namespaces = {t.config["configurable"]["checkpoint_ns"].split(":")[0] async for t in saver.alist(thread)}
+    seen["namespaces"] = sorted(namespaces)
     # Fork: update_state on a past checkpoint (the first interrupt) makes a new branch.
     past = next(s for s in history if s.next == ("tools",))
     fork_config = await graph.aupdate_state(past.config, {"messages": [{"role": "user", "content": "edited"}]})

@@ -18,6 +18,7 @@ delete, since sessiondb never reuses a deleted id). Its events are ``Custom``:
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import re
 from bisect import bisect_left, insort
@@ -225,10 +226,8 @@ def _remove(namespace: Namespace, checkpoint_id: str, *, keep_writes: bool = Fal
             continue
         ids = by_value.get(indexed[position + 1])
         if ids is not None:
-            try:
+            with contextlib.suppress(ValueError):
                 ids.remove(checkpoint_id)
-            except ValueError:
-                pass
             if not ids:
                 del by_value[indexed[position + 1]]
                 if not by_value:

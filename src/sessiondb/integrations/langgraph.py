@@ -18,12 +18,9 @@ snapshotted by the compactor. The only module that imports LangGraph (docs/langg
 
 from __future__ import annotations
 
-import asyncio
 import base64
-import concurrent.futures
 import random
-import threading
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Sequence
 from typing import Any, TypeVar, cast
 
 import msgspec
@@ -36,11 +33,11 @@ from langgraph.checkpoint.base import (
     CheckpointMetadata,
     CheckpointTuple,
     PendingWrite,
-    SerializerProtocol,
     get_checkpoint_id,
     get_checkpoint_metadata,
     writes_sort_key,
 )
+from langgraph.checkpoint.serde.base import SerializerProtocol
 
 from .._errors import (
     InvalidInputError,
@@ -211,7 +208,8 @@ class SessionDBSaver(BaseCheckpointSaver[str]):
                 blobs.append([key, kind, _b64(data)])
             else:
                 blobs.append([key, "empty", ""])
-        refs = {_blob_key([channel, version]).decode() for channel, version in saved["channel_versions"].items()}
+        versions = cast("ChannelVersions", saved["channel_versions"])
+        refs = {_blob_key([channel, version]).decode() for channel, version in versions.items()}
         refs.update(blob[0] for blob in blobs)
         full_metadata = get_checkpoint_metadata(config, metadata)
         indexed: list[str] = []
@@ -233,7 +231,7 @@ class SessionDBSaver(BaseCheckpointSaver[str]):
             },
         )
         await self._append(thread_id, event)
-        return {"configurable": {"thread_id": thread_id, "checkpoint_ns": namespace, "checkpoint_id": checkpoint["id"]}}
+        return _config(thread_id, namespace, checkpoint["id"])
 
     async def aput_writes(
         self,
@@ -385,16 +383,10 @@ class SessionDBSaver(BaseCheckpointSaver[str]):
         pending: list[PendingWrite] = [(write.task_id, write.channel, loads(write.value)) for write in writes]
         parent = entry.parent
         return CheckpointTuple(
-            config={
-                "configurable": {"thread_id": thread_id, "checkpoint_ns": namespace_name, "checkpoint_id": checkpoint_id}
-            },
+            config=_config(thread_id, namespace_name, checkpoint_id),
             checkpoint=checkpoint,
-            metadata=metadata if metadata is not None else loads(entry.metadata),
-            parent_config=(
-                {"configurable": {"thread_id": thread_id, "checkpoint_ns": namespace_name, "checkpoint_id": parent}}
-                if parent
-                else None
-            ),
+            metadata=cast("CheckpointMetadata", metadata if metadata is not None else loads(entry.metadata)),
+            parent_config=_config(thread_id, namespace_name, parent) if parent else None,
             pending_writes=pending,
         )
 
@@ -505,24 +497,15 @@ class SessionDBSaver(BaseCheckpointSaver[str]):
 
     # ------------------------------------------------------------------ sync twins
 
-    def _blocking(self, start: Callable[[], Awaitable[_T]], method: str) -> _T:
-        """Run ``start()`` on the store's loop and wait for it; refuse on that loop's own thread."""
-        home = self.store._home
-        loop = home.loop
-        if loop is not None and threading.get_ident() == home.thread:
-            raise StoreLoopError(
-                f"SessionDBSaver.{method}() was called on the thread that runs the store's event loop (graph.invoke "
-                "or graph.stream inside async code?): waiting there would block the loop the store needs. Use "
-                "graph.ainvoke / graph.astream, or run the sync graph in another thread "
-                "(await asyncio.to_thread(graph.invoke, ...))"
-            )
-        if loop is None or loop.is_closed() or not loop.is_running():
-            raise StoreLoopError(
-                f"SessionDBSaver.{method}(): the store's event loop is not running; the sync methods hand calls to "
-                "it, so keep it running in a thread of its own (or use the async methods on it)"
-            )
-        future: concurrent.futures.Future[_T] = asyncio.run_coroutine_threadsafe(_awaited(start), loop)
-        return future.result()
+    def _blocking(self, start: Callable[[], Coroutine[Any, Any, _T]], method: str) -> _T:
+        """Run ``start()`` on the store's loop and wait for it (``StoreLoop.call_blocking``)."""
+        return self.store._home.call_blocking(
+            start,
+            f"SessionDBSaver.{method}() was called on the thread that runs the store's event loop (graph.invoke "
+            "or graph.stream inside async code?): waiting there would block the loop the store needs. Use "
+            "graph.ainvoke / graph.astream, or run the sync graph in another thread "
+            "(await asyncio.to_thread(graph.invoke, ...))",
+        )
 
     def get_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
         return self._blocking(lambda: self.aget_tuple(config), "get_tuple")
@@ -568,10 +551,6 @@ class SessionDBSaver(BaseCheckpointSaver[str]):
         self._blocking(lambda: self.aprune(thread_ids, strategy=strategy), "prune")
 
 
-async def _awaited(start: Callable[[], Awaitable[_T]]) -> _T:
-    return await start()
-
-
 def _configurable(config: RunnableConfig) -> dict[str, Any]:
     configurable = config.get("configurable") if isinstance(config, dict) else None
     if not isinstance(configurable, dict) or "thread_id" not in configurable:
@@ -582,6 +561,10 @@ def _configurable(config: RunnableConfig) -> dict[str, Any]:
     if type(thread_id) is not str:
         configurable = {**configurable, "thread_id": str(thread_id)}  # LangGraph accepts ints and UUIDs here
     return configurable
+
+
+def _config(thread_id: str, namespace: str, checkpoint_id: str) -> RunnableConfig:
+    return {"configurable": {"thread_id": thread_id, "checkpoint_ns": namespace, "checkpoint_id": checkpoint_id}}
 
 
 def _b64(data: bytes) -> str:
