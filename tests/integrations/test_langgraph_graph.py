@@ -53,9 +53,7 @@ async def _scenario(saver: BaseCheckpointSaver[Any]) -> dict[str, Any]:
     await graph.ainvoke(Command(resume="yes"), config)
     await graph.ainvoke(Command(resume="yes"), config)
     seen["final"] = _snapshot(await graph.aget_state(config))
-    seen["subgraph"] = [
-        _snapshot(s) for s in [await graph.aget_state(config, subgraphs=True)] if s is not None
-    ]
+    seen["subgraph"] = [_snapshot(s) for s in [await graph.aget_state(config, subgraphs=True)] if s is not None]
     history = [s async for s in graph.aget_state_history(config)]
     seen["history"] = [_snapshot(s) for s in history]
     thread = {"configurable": {"thread_id": "conversation"}}

@@ -19,6 +19,7 @@ snapshotted by the compactor. The only module that imports LangGraph (docs/langg
 from __future__ import annotations
 
 import base64
+import contextlib
 import random
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Sequence
 from typing import Any, TypeVar, cast
@@ -405,10 +406,8 @@ class SessionDBSaver(BaseCheckpointSaver[str]):
         self._sessions.pop(thread_id, None)
         if session_id is None:
             return
-        try:
+        with contextlib.suppress(SessionNotFoundError):  # deleted by someone else meanwhile
             await self.store.delete_session(session_id)
-        except SessionNotFoundError:
-            pass  # deleted by someone else meanwhile
 
     async def adelete_for_runs(self, run_ids: Sequence[str]) -> None:
         """Delete, in every thread, the checkpoints (and their writes) whose metadata ``run_id`` is one of ``run_ids``.
