@@ -16,8 +16,8 @@ from .._backends.local import repair_store, verify_store
 from .._errors import ExportError, InvalidInputError, SessionDeletedError, SessionExistsError
 from .._interop import ClawImportReport, export_claw_session, export_claw_sessions, import_claw_files
 from .._interop._claw_store import select_files
-from ..integrations._langgraph_state import register as register_langgraph_projection
 from .._paths import names_directory
+from ..integrations._langgraph_state import register as register_langgraph_projection
 from ._context import (
     CommandError,
     _describe,

@@ -417,19 +417,20 @@ class LocalBackend(Backend):
         """Roll the active segment if it holds a record, so a purge's retention may delete it like any sealed one."""
         if self.read_only or self._broken is not None:
             return False
-        with anyio.CancelScope(shield=True):
+        sealed = False
+        with anyio.CancelScope(shield=True):  # like a batch: a roll once begun must finish or break the store
             async with self._write_lock():
                 self._follower.catch_up(locked=True)
                 self.segments.follow_active()
                 active = self.segments.active
-                if active.first_position >= self.index.next_position:
-                    return False  # nothing in it yet
-                try:
-                    await anyio.to_thread.run_sync(self.segments.roll, self.index.next_position)
-                except BaseException as exc:
-                    self._broken = _broken_error(exc, active.path)
-                    raise self._broken from exc
-                return True
+                if active.first_position < self.index.next_position:  # it holds a record
+                    try:
+                        await anyio.to_thread.run_sync(self.segments.roll, self.index.next_position)
+                    except BaseException as exc:
+                        self._broken = _broken_error(exc, active.path)
+                        raise self._broken from exc
+                    sealed = True
+        return sealed
 
     async def write_checkpoint(self, exclude: set[int] | None = None) -> int:
         return await self.checkpoints.write(exclude)
