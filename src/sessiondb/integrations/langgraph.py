@@ -42,7 +42,6 @@ from langgraph.checkpoint.serde.base import SerializerProtocol
 
 from .._errors import (
     InvalidInputError,
-    SessionDeletedError,
     SessionExistsError,
     SessionNotFoundError,
     StoreLoopError,
@@ -111,11 +110,15 @@ class SessionDBSaver(BaseCheckpointSaver[str]):
 
     # ------------------------------------------------------------------ threads and sessions
 
-    async def _live_session(self, thread_id: str) -> str | None:
-        """The session id of the thread's live generation, or None if it has none."""
+    async def _target(self, thread_id: str) -> tuple[str, bool]:
+        """(session id, exists): the thread's live session, or the id its next generation gets.
+
+        One walk over the generations: a live one found on the way is used, so a session
+        another writer created meanwhile is appended to, never passed over.
+        """
         cached = self._sessions.get(thread_id)
         if cached is not None:
-            return cached
+            return cached, True
         base = thread_session_id(thread_id)
         backend = self.store.backend
         generation = 1
@@ -123,44 +126,34 @@ class SessionDBSaver(BaseCheckpointSaver[str]):
             session_id = generation_id(base, generation)
             info = await backend.info(session_id)
             if info is None:
-                return None
+                return session_id, False
             if not info.deleted:
-                self._remember(thread_id, session_id)
-                return session_id
+                if len(self._sessions) >= _THREADS_KEPT:
+                    self._sessions.clear()
+                self._sessions[thread_id] = session_id
+                return session_id, True
             generation += 1
 
-    def _remember(self, thread_id: str, session_id: str) -> None:
-        if len(self._sessions) >= _THREADS_KEPT:
-            self._sessions.clear()
-        self._sessions[thread_id] = session_id
-
-    async def _next_session(self, thread_id: str) -> str:
-        """The id the thread's next session gets: the first generation no session ever had."""
-        base = thread_session_id(thread_id)
-        generation = 1
-        while await self.store.backend.info(generation_id(base, generation)) is not None:
-            generation += 1
-        return generation_id(base, generation)
+    async def _live_session(self, thread_id: str) -> str | None:
+        """The session id of the thread's live generation, or None if it has none."""
+        session_id, exists = await self._target(thread_id)
+        return session_id if exists else None
 
     async def _append(self, thread_id: str, *events: Custom) -> None:
         """Append to the thread's session, creating it (its next generation) if it has none."""
         store = self.store
         for _ in range(_MAX_ATTEMPTS):
-            session_id = await self._live_session(thread_id)
+            session_id, exists = await self._target(thread_id)
             try:
-                if session_id is not None:
+                if exists:
                     await store.append(session_id, *events)
-                    return
-                session_id = await self._next_session(thread_id)
-                now = now_ms()
-                await store._import_session(session_id, SessionStarted(now), events, timestamp_ms=now)
-                self._remember(thread_id, session_id)
+                else:
+                    now = now_ms()
+                    await store._import_session(session_id, SessionStarted(now), events, timestamp_ms=now)
                 return
-            except SessionDeletedError:
-                self._sessions.pop(thread_id, None)  # deleted meanwhile: the next generation takes it
-            except SessionExistsError:
-                self._sessions.pop(thread_id, None)  # another writer created it first: append to that
-            except SessionNotFoundError:
+            except (SessionNotFoundError, SessionExistsError):
+                # Deleted meanwhile (SessionDeletedError is both), or created first by another writer:
+                # look again; a deleted thread continues in its next generation.
                 self._sessions.pop(thread_id, None)
         raise StoreLoopError(f"thread {thread_id!r}: its session kept changing under {_MAX_ATTEMPTS} attempts")
 
@@ -446,14 +439,13 @@ class SessionDBSaver(BaseCheckpointSaver[str]):
         source = await self._live_session(source_thread_id)
         if source is None:
             return
-        if await self._live_session(target_thread_id) is not None:
+        target, exists = await self._target(target_thread_id)
+        if exists:
             raise InvalidInputError(
                 f"acopy_thread: the target thread {target_thread_id!r} already has checkpoints; "
                 "delete it first (adelete_thread) or copy to a new thread id"
             )
-        target = await self._next_session(target_thread_id)
         await self.store.fork(source, session_id=target)
-        self._remember(target_thread_id, target)
 
     async def aprune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
         """Prune threads: ``"keep_latest"`` keeps the newest checkpoint of each namespace, ``"delete"`` deletes all.
