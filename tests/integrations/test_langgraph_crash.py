@@ -62,9 +62,12 @@ async def test_sigkill_mid_run_loses_nothing_acknowledged(tmp_path: Path, seed: 
         graph = build().compile(checkpointer=saver)
         last: dict[str, dict[str, Any]] = {}
         for record in acked:
-            config = {"configurable": {"thread_id": record["thread"], "checkpoint_ns": "", "checkpoint_id": record["id"]}}
+            config = {
+                "configurable": {"thread_id": record["thread"], "checkpoint_ns": "", "checkpoint_id": record["id"]}
+            }
             assert await saver.aget_tuple(config) is not None, record
             last[record["thread"]] = record
+
         async def resume(thread: str, record: dict[str, Any]) -> None:
             config: dict[str, Any] = {"configurable": {"thread_id": thread}, "recursion_limit": TARGET * 4}
             newest = await saver.aget_tuple(config)

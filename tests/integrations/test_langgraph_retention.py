@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -19,15 +20,20 @@ pytestmark = pytest.mark.anyio
 
 
 def _stored_form(saver: SessionDBSaver, value: str) -> bytes:
-    """How ``value`` appears in the store's files: serde bytes, base64 (what the log and snapshots hold)."""
-    return base64.b64encode(saver.serde.dumps_typed(value)[1])
+    """What of ``value`` the store's files hold: its serde bytes, inside base64 (log, snapshots) or not."""
+    return saver.serde.dumps_typed(value)[1]
 
 
 def _on_disk(directory: Path, needle: bytes) -> list[str]:
+    """Files holding ``needle`` as such or inside any base64 string (at any of the 3 alignments)."""
     found = []
     for root, _, files in os.walk(directory):
         for name in files:
-            if needle in (Path(root) / name).read_bytes():
+            blob = (Path(root) / name).read_bytes()
+            texts = [blob]
+            for run in re.findall(rb"[A-Za-z0-9+/]{8,}", blob):  # base64 strings start a JSON string
+                texts.append(base64.b64decode(run[: len(run) - len(run) % 4]))
+            if any(needle in text for text in texts):
                 found.append(name)
     return found
 

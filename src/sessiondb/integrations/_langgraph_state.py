@@ -5,19 +5,23 @@ framework installed). Values arrive already serialized by the saver's ``serde`` 
 ``(type, base64 of bytes)``: a stored value may not hold bytes.
 
 One session per thread (``lg~<escaped thread id>``, a later generation ``~~N`` after a
-delete, since sessiondb never reuses a deleted id). Its events are ``Custom``:
+delete, since sessiondb never reuses a deleted id). Its events are ``Custom``; the ids
+stay readable JSON, the rest is one base64 string ``x`` of msgpack (a stored value may
+not hold bytes, and one string is checked and encoded far faster than a tree of them):
 
-- ``langgraph.checkpoint``: ``{"ns", "id", "parent", "c": [type, b64], "m": [type, b64],
-  "ix": [key, value hash, ...], "b": [[blob key, type, b64], ...], "refs": [blob key, ...]}``;
-  a blob key is the JSON text of ``[channel, version]``; ``refs`` are the blobs the
-  checkpoint reads or wrote (they live while one checkpoint refers to them).
-- ``langgraph.writes``: ``{"ns", "id", "task", "path", "w": [[idx, channel, type, b64], ...]}``.
+- ``langgraph.checkpoint``: ``{"ns", "id", "parent", "x"}``, ``x`` = ``[checkpoint type,
+  bytes, metadata type, bytes, [key, value hash, ...], [[blob key, type, bytes], ...],
+  [blob key, ...]]``; a blob key is the JSON text of ``[channel, version]``; the last list
+  names the blobs the checkpoint reads or wrote (a blob lives while a checkpoint names it).
+- ``langgraph.writes``: ``{"ns", "id", "task", "path", "x"}``, ``x`` = ``[[idx, channel,
+  type, bytes], ...]``.
 - ``langgraph.removed``: ``{"ns", "ids": [checkpoint id, ...]}``, the tombstone of
   ``delete_for_runs`` and ``prune``: every reader's projection drops them at once.
 """
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import hashlib
 import re
@@ -39,6 +43,19 @@ PROJECTION_NAME = "langgraph.checkpoints"
 # A value of a metadata key the index cannot hash exactly (a dict, a list, a huge int):
 # the checkpoint is a candidate for every filter on that key and is checked by decoding.
 UNINDEXED = "*"
+
+_packer = msgspec.msgpack.Encoder()
+_unpack = msgspec.msgpack.decode
+
+
+def pack(value: Any) -> str:
+    """``x`` of an event: msgpack (bytes kept as bytes), then base64."""
+    return base64.b64encode(_packer.encode(value)).decode("ascii")
+
+
+def unpack(text: str) -> Any:
+    return _unpack(base64.b64decode(text))
+
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
 _GENERATION = re.compile(r"~~([2-9]|[1-9][0-9]+)\Z")
@@ -94,8 +111,8 @@ class StoredCheckpoint(msgspec.Struct, array_like=True, gc=False):
     """One checkpoint of a namespace as the fold keeps it (values still serialized)."""
 
     parent: str | None
-    checkpoint: tuple[str, str]
-    metadata: tuple[str, str]
+    checkpoint: tuple[str, bytes]
+    metadata: tuple[str, bytes]
     indexed: list[str]  # key, value hash, key, value hash ...
     refs: list[str]
 
@@ -103,7 +120,7 @@ class StoredCheckpoint(msgspec.Struct, array_like=True, gc=False):
 class StoredWrite(msgspec.Struct, array_like=True, gc=False):
     task_id: str
     channel: str
-    value: tuple[str, str]
+    value: tuple[str, bytes]
     path: str
     idx: int
 
@@ -113,7 +130,7 @@ class Namespace(msgspec.Struct, gc=False):
 
     checkpoints: dict[str, StoredCheckpoint] = msgspec.field(default_factory=dict)
     order: list[str] = msgspec.field(default_factory=list)  # checkpoint ids, ascending
-    blobs: dict[str, tuple[str, str]] = msgspec.field(default_factory=dict)
+    blobs: dict[str, tuple[str, bytes]] = msgspec.field(default_factory=dict)
     refcount: dict[str, int] = msgspec.field(default_factory=dict)
     writes: dict[str, dict[str, StoredWrite]] = msgspec.field(default_factory=dict)
     # metadata key -> value hash -> checkpoint ids: filters look up, they do not scan
@@ -158,13 +175,12 @@ def _put(state: ThreadState, data: dict[str, Any]) -> None:
     checkpoint_id = data["id"]
     if checkpoint_id in namespace.checkpoints:
         _remove(namespace, checkpoint_id, keep_writes=True)  # put again under the same id: the last one wins
-    for key, kind, blob in data["b"]:
+    c_kind, c_data, m_kind, m_data, indexed, blobs, refs = unpack(data["x"])
+    for key, kind, blob in blobs:
         namespace.blobs[key] = (kind, blob)
     refcount = namespace.refcount
-    refs = data["refs"]
     for key in refs:
         refcount[key] = refcount.get(key, 0) + 1
-    indexed = data["ix"]
     index = namespace.index
     for position in range(0, len(indexed), 2):
         by_value = index.get(indexed[position])
@@ -175,8 +191,9 @@ def _put(state: ThreadState, data: dict[str, Any]) -> None:
             by_value[indexed[position + 1]] = [checkpoint_id]
         else:
             ids.append(checkpoint_id)
-    c, m = data["c"], data["m"]
-    namespace.checkpoints[checkpoint_id] = StoredCheckpoint(data["parent"], (c[0], c[1]), (m[0], m[1]), indexed, refs)
+    namespace.checkpoints[checkpoint_id] = StoredCheckpoint(
+        data["parent"], (c_kind, c_data), (m_kind, m_data), indexed, refs
+    )
     order = namespace.order
     if not order or order[-1] < checkpoint_id:
         order.append(checkpoint_id)  # the usual case: ids grow
@@ -192,7 +209,7 @@ def _put_writes(state: ThreadState, data: dict[str, Any]) -> None:
     if stored is None:
         stored = namespace.writes[data["id"]] = {}
     task_id, path = data["task"], data["path"]
-    for idx, channel, kind, value in data["w"]:
+    for idx, channel, kind, value in unpack(data["x"]):
         key = f"{task_id}|{idx}"
         # As LangGraph's savers do: a regular write (idx >= 0) is stored once, a special one
         # (error, interrupt, ...: negative idx) replaces the previous.
@@ -260,8 +277,10 @@ __all__ = [
     "StoredWrite",
     "ThreadState",
     "generation_id",
+    "pack",
     "register",
     "thread_of",
     "thread_session_id",
+    "unpack",
     "value_key",
 ]

@@ -18,7 +18,6 @@ snapshotted by the compactor. The only module that imports LangGraph (docs/langg
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import random
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Sequence
@@ -60,6 +59,7 @@ from ._langgraph_state import (
     StoredCheckpoint,
     ThreadState,
     generation_id,
+    pack,
     register,
     thread_of,
     thread_session_id,
@@ -194,36 +194,27 @@ class SessionDBSaver(BaseCheckpointSaver[str]):
         dumps = self.serde.dumps_typed
         saved = dict(checkpoint)
         values: dict[str, Any] = saved.pop("channel_values", {})  # type: ignore[assignment]
+        versions = cast("ChannelVersions", saved["channel_versions"])
+        refs = {channel: _blob_key([channel, version]).decode() for channel, version in versions.items()}
         blobs = []
         for channel, version in new_versions.items():
-            key = _blob_key([channel, version]).decode()
+            key = refs.get(channel) if versions.get(channel) == version else None
+            if key is None:  # written but not read by this checkpoint: it still names the blob
+                key = refs[f"\0{channel}"] = _blob_key([channel, version]).decode()
             if channel in values:
                 kind, data = dumps(values[channel])
-                blobs.append([key, kind, _b64(data)])
+                blobs.append((key, kind, data))
             else:
-                blobs.append([key, "empty", ""])
-        versions = cast("ChannelVersions", saved["channel_versions"])
-        refs = {_blob_key([channel, version]).decode() for channel, version in versions.items()}
-        refs.update(blob[0] for blob in blobs)
+                blobs.append((key, "empty", b""))
         full_metadata = get_checkpoint_metadata(config, metadata)
         indexed: list[str] = []
         for key, value in full_metadata.items():
             indexed += (key, value_key(value))
         kind, data = dumps(saved)
         meta_kind, meta_data = dumps(full_metadata)
-        event = Custom(
-            CHECKPOINT,
-            {
-                "ns": namespace,
-                "id": checkpoint["id"],
-                "parent": configurable.get("checkpoint_id"),
-                "c": [kind, _b64(data)],
-                "m": [meta_kind, _b64(meta_data)],
-                "ix": indexed,
-                "b": blobs,
-                "refs": sorted(refs),
-            },
-        )
+        packed = pack((kind, data, meta_kind, meta_data, indexed, blobs, sorted(set(refs.values()))))
+        parent = configurable.get("checkpoint_id")
+        event = Custom(CHECKPOINT, {"ns": namespace, "id": checkpoint["id"], "parent": parent, "x": packed})
         await self._append(thread_id, event)
         return _config(thread_id, namespace, checkpoint["id"])
 
@@ -246,7 +237,7 @@ class SessionDBSaver(BaseCheckpointSaver[str]):
         stored = []
         for index, (channel, value) in enumerate(writes):
             kind, data = dumps(value)
-            stored.append([WRITES_IDX_MAP.get(channel, index), channel, kind, _b64(data)])
+            stored.append((WRITES_IDX_MAP.get(channel, index), channel, kind, data))
         event = Custom(
             WRITES,
             {
@@ -254,7 +245,7 @@ class SessionDBSaver(BaseCheckpointSaver[str]):
                 "id": configurable["checkpoint_id"],
                 "task": task_id,
                 "path": task_path,
-                "w": stored,
+                "x": pack(stored),
             },
         )
         await self._append(configurable["thread_id"], event)
@@ -384,8 +375,8 @@ class SessionDBSaver(BaseCheckpointSaver[str]):
             pending_writes=pending,
         )
 
-    def _loads(self, typed: tuple[str, str]) -> Any:
-        return self.serde.loads_typed((typed[0], base64.b64decode(typed[1])))
+    def _loads(self, typed: tuple[str, bytes]) -> Any:
+        return self.serde.loads_typed(typed)
 
     # ------------------------------------------------------------------ deleting and copying
 
@@ -556,7 +547,3 @@ def _configurable(config: RunnableConfig) -> dict[str, Any]:
 
 def _config(thread_id: str, namespace: str, checkpoint_id: str) -> RunnableConfig:
     return {"configurable": {"thread_id": thread_id, "checkpoint_ns": namespace, "checkpoint_id": checkpoint_id}}
-
-
-def _b64(data: bytes) -> str:
-    return base64.b64encode(data).decode("ascii")
