@@ -57,6 +57,7 @@ from ._langgraph_state import (
     WRITES,
     Namespace,
     StoredCheckpoint,
+    StoredWrite,
     ThreadState,
     generation_id,
     pack,
@@ -267,7 +268,7 @@ class SessionDBSaver(BaseCheckpointSaver[str]):
         entry = namespace.checkpoints.get(checkpoint_id)
         if entry is None:
             return None
-        return self._tuple(thread_id, namespace_name, namespace, checkpoint_id, entry, None)
+        return self._tuple(thread_id, namespace_name, _Found(namespace, checkpoint_id, entry, None))
 
     async def alist(
         self,
@@ -301,7 +302,7 @@ class SessionDBSaver(BaseCheckpointSaver[str]):
         wanted_id = configurable.get("checkpoint_id") if configurable is not None else None
         before_id = get_checkpoint_id(before) if before is not None else None
         threads = [configurable["thread_id"]] if configurable is not None else await self._threads()
-        found: list[tuple[str, str, str, Namespace, StoredCheckpoint, dict[str, Any]]] = []
+        found: list[tuple[str, str, str, _Found]] = []
         for thread_id in threads:
             state = await self._state(thread_id)
             if state is None:
@@ -319,14 +320,14 @@ class SessionDBSaver(BaseCheckpointSaver[str]):
                     metadata = self._loads(entry.metadata)
                     if filter and not all(metadata.get(key) == value for key, value in filter.items()):
                         continue
-                    found.append((checkpoint_id, thread_id, namespace_name, namespace, entry, metadata))
+                    # What it reads is taken now: a fold (a prune) may change the namespace before it is decoded.
+                    found.append(
+                        (checkpoint_id, thread_id, namespace_name, _Found(namespace, checkpoint_id, entry, metadata))
+                    )
         found.sort(key=lambda item: item[0], reverse=True)
         if limit is not None:
             found = found[:limit]
-        return [
-            self._tuple(thread_id, namespace_name, namespace, checkpoint_id, entry, metadata)
-            for checkpoint_id, thread_id, namespace_name, namespace, entry, metadata in found
-        ]
+        return [self._tuple(thread_id, namespace_name, parts) for _, thread_id, namespace_name, parts in found]
 
     @staticmethod
     def _candidates(namespace: Namespace, filter: dict[str, Any] | None) -> list[str]:
@@ -345,32 +346,24 @@ class SessionDBSaver(BaseCheckpointSaver[str]):
             return list(namespace.order)
         return [checkpoint_id for checkpoint_id in namespace.order if checkpoint_id in candidates]
 
-    def _tuple(
-        self,
-        thread_id: str,
-        namespace_name: str,
-        namespace: Namespace,
-        checkpoint_id: str,
-        entry: StoredCheckpoint,
-        metadata: dict[str, Any] | None,
-    ) -> CheckpointTuple:
+    def _tuple(self, thread_id: str, namespace_name: str, found: _Found) -> CheckpointTuple:
         loads = self._loads
-        checkpoint = loads(entry.checkpoint)
+        checkpoint = loads(found.entry.checkpoint)
         values: dict[str, Any] = {}
-        blobs = namespace.blobs
+        blobs = found.blobs
         for channel, version in checkpoint["channel_versions"].items():
             blob = blobs.get(_blob_key([channel, version]).decode())
             if blob is not None and blob[0] != "empty":
                 values[channel] = loads(blob)
         checkpoint["channel_values"] = values
-        writes = list(namespace.writes.get(checkpoint_id, {}).values())
-        writes.sort(key=lambda write: writes_sort_key(write.path, write.task_id, write.idx))
+        writes = sorted(found.writes, key=lambda write: writes_sort_key(write.path, write.task_id, write.idx))
         pending: list[PendingWrite] = [(write.task_id, write.channel, loads(write.value)) for write in writes]
-        parent = entry.parent
+        parent = found.entry.parent
+        metadata = found.metadata if found.metadata is not None else loads(found.entry.metadata)
         return CheckpointTuple(
-            config=_config(thread_id, namespace_name, checkpoint_id),
+            config=_config(thread_id, namespace_name, found.checkpoint_id),
             checkpoint=checkpoint,
-            metadata=cast("CheckpointMetadata", metadata if metadata is not None else loads(entry.metadata)),
+            metadata=cast("CheckpointMetadata", metadata),
             parent_config=_config(thread_id, namespace_name, parent) if parent else None,
             pending_writes=pending,
         )
@@ -531,6 +524,22 @@ class SessionDBSaver(BaseCheckpointSaver[str]):
 
     def prune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
         self._blocking(lambda: self.aprune(thread_ids, strategy=strategy), "prune")
+
+
+class _Found:
+    """A checkpoint and what it reads (its blobs, its writes), taken from the projection at one instant."""
+
+    __slots__ = ("blobs", "checkpoint_id", "entry", "metadata", "writes")
+
+    def __init__(
+        self, namespace: Namespace, checkpoint_id: str, entry: StoredCheckpoint, metadata: dict[str, Any] | None
+    ) -> None:
+        self.checkpoint_id = checkpoint_id
+        self.entry = entry
+        self.metadata = metadata
+        stored = namespace.blobs
+        self.blobs = {key: stored[key] for key in entry.refs if key in stored}
+        self.writes: list[StoredWrite] = list(namespace.writes.get(checkpoint_id, {}).values())
 
 
 def _configurable(config: RunnableConfig) -> dict[str, Any]:
