@@ -1,7 +1,8 @@
 """LangGraph checkpointers side by side: SessionDBSaver vs AsyncSqliteSaver vs AsyncPostgresSaver.
 
 Run: ``python -m benchmarks.bench_langgraph [--threads 1,100,1000] [--seconds 5] [--resume-steps 10000]
-[--dsn DSN] [--dir DIR] [--systems ...] [--json FILE]``
+[--dsn DSN] [--dir DIR] [--systems ...] [--json FILE] [--plot PNG]`` (``--replot JSON --plot PNG``
+redraws a saved run).
 
 T concurrent graph threads each run a step loop as a compiled graph with
 ``durability="sync"`` drives its checkpointer: ``aput_writes`` (the step's task
@@ -290,6 +291,33 @@ def table(rows: list[dict[str, Any]], resumes: list[dict[str, Any]], systems: li
     return "\n".join(lines)
 
 
+def plot(rows: list[dict[str, Any]], systems: list[str], path: str) -> None:
+    """Checkpoints/s against concurrent threads, one line per contender (log scales)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(7, 4.2))
+    for system in systems:
+        points = sorted((r["threads"], r["checkpoints_per_second"]) for r in rows if r["system"] == system)
+        axes.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=LABELS[system])
+    axes.set_xscale("log")
+    axes.set_yscale("log")
+    axes.set_xlabel("concurrent graph threads (each step awaits its checkpoint)")
+    axes.set_ylabel("durable checkpoints / s")
+    axes.set_title("LangGraph checkpointers (python -m benchmarks.bench_langgraph)")
+    axes.grid(True, which="both", alpha=0.3)
+    axes.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+
+
+def from_json(path: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    data = json.loads(Path(path).read_text())
+    return data["throughput"], data["resume"]
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--threads", default="1,100,1000")
@@ -301,7 +329,16 @@ async def main() -> None:
         "--dir", default=None, help="where the directory and SQLite contenders write (default: a temp dir)"
     )
     parser.add_argument("--json", default=None, help="also write the results as JSON to this file")
+    parser.add_argument("--plot", default=None, help="also draw checkpoints/s against threads into this PNG")
+    parser.add_argument("--replot", default=None, help="only redraw --plot (and the table) from this JSON file")
     args = parser.parse_args()
+    if args.replot:
+        rows, resumes = from_json(args.replot)
+        drawn = [s for s in SYSTEMS if any(r["system"] == s for r in rows)]
+        print(table(rows, resumes, drawn))
+        if args.plot:
+            plot(rows, drawn, args.plot)
+        return
     systems = [s for s in args.systems.split(",") if s]
     unknown = set(systems) - set(SYSTEMS)
     if unknown:
@@ -329,6 +366,8 @@ async def main() -> None:
     print(table(rows, resumes, systems))
     if args.json:
         Path(args.json).write_text(json.dumps({"throughput": rows, "resume": resumes}, indent=2))
+    if args.plot:
+        plot(rows, systems, args.plot)
     if not args.dir:
         shutil.rmtree(root, ignore_errors=True)
 
