@@ -75,6 +75,9 @@ async def test_a_config_without_thread_id_says_what_is_missing(tmp_path: Path) -
             await saver.aget_tuple({"configurable": {}})
         with pytest.raises(sessiondb.InvalidInputError, match="strategy"):
             await saver.aprune(["t"], strategy="oldest")
+        with pytest.raises(sessiondb.InvalidInputError, match=r"checkpoint_id, as aput returns it"):
+            await saver.aput_writes(generate_config("t"), [("ch", 1)], "task")
+        assert await store.list_sessions() == []  # nothing was written
 
 
 async def test_copy_onto_a_thread_with_checkpoints_is_refused(tmp_path: Path) -> None:

@@ -41,9 +41,9 @@ from langgraph.checkpoint.serde.base import SerializerProtocol
 
 from .._errors import (
     InvalidInputError,
+    SessionDBError,
     SessionExistsError,
     SessionNotFoundError,
-    StoreLoopError,
 )
 from .._events import Custom, SessionStarted
 from .._ids import now_ms
@@ -156,7 +156,10 @@ class SessionDBSaver(BaseCheckpointSaver[str]):
                 # Deleted meanwhile (SessionDeletedError is both), or created first by another writer:
                 # look again; a deleted thread continues in its next generation.
                 self._sessions.pop(thread_id, None)
-        raise StoreLoopError(f"thread {thread_id!r}: its session kept changing under {_MAX_ATTEMPTS} attempts")
+        raise SessionDBError(
+            f"LangGraph thread {thread_id!r}: its session was created or deleted by other writers "
+            f"{_MAX_ATTEMPTS} times while this call tried to append; nothing was written, try again"
+        )
 
     async def _state(self, thread_id: str) -> ThreadState | None:
         for _ in range(_MAX_ATTEMPTS):
@@ -234,6 +237,11 @@ class SessionDBSaver(BaseCheckpointSaver[str]):
         if not writes:
             return
         configurable = _configurable(config)
+        if not configurable.get("checkpoint_id"):
+            raise InvalidInputError(
+                f"aput_writes for thread {configurable['thread_id']!r}: the config must name the checkpoint the "
+                "writes belong to (configurable.checkpoint_id, as aput returns it)"
+            )
         dumps = self.serde.dumps_typed
         stored = []
         for index, (channel, value) in enumerate(writes):
@@ -302,32 +310,35 @@ class SessionDBSaver(BaseCheckpointSaver[str]):
         wanted_id = configurable.get("checkpoint_id") if configurable is not None else None
         before_id = get_checkpoint_id(before) if before is not None else None
         threads = [configurable["thread_id"]] if configurable is not None else await self._threads()
-        found: list[tuple[str, str, str, _Found]] = []
+        candidates: list[tuple[str, str, str, Namespace]] = []
         for thread_id in threads:
             state = await self._state(thread_id)
             if state is None:
                 continue
-            # Copied out before the next await: the state is the live cached one, folded as appends land.
             for namespace_name, namespace in list(state.namespaces.items()):
                 if wanted_ns is not None and namespace_name != wanted_ns:
                     continue
                 for checkpoint_id in self._candidates(namespace, filter):
-                    if wanted_id and checkpoint_id != wanted_id:
+                    if (wanted_id and checkpoint_id != wanted_id) or (before_id and checkpoint_id >= before_id):
                         continue
-                    if before_id and checkpoint_id >= before_id:
-                        continue
-                    entry = namespace.checkpoints[checkpoint_id]
-                    metadata = self._loads(entry.metadata)
-                    if filter and not all(metadata.get(key) == value for key, value in filter.items()):
-                        continue
-                    # What it reads is taken now: a fold (a prune) may change the namespace before it is decoded.
-                    found.append(
-                        (checkpoint_id, thread_id, namespace_name, _Found(namespace, checkpoint_id, entry, metadata))
-                    )
-        found.sort(key=lambda item: item[0], reverse=True)
-        if limit is not None:
-            found = found[:limit]
-        return [self._tuple(thread_id, namespace_name, parts) for _, thread_id, namespace_name, parts in found]
+                    candidates.append((checkpoint_id, thread_id, namespace_name, namespace))
+        # From here on no await: the states (live, folded as appends land) hold still while what each
+        # checkpoint reads is taken; a checkpoint removed since it was listed above is skipped.
+        candidates.sort(key=lambda item: item[0], reverse=True)
+        found: list[tuple[str, str, _Found]] = []
+        for checkpoint_id, thread_id, namespace_name, namespace in candidates:
+            entry = namespace.checkpoints.get(checkpoint_id)
+            if entry is None:
+                continue
+            metadata = None
+            if filter:
+                metadata = self._loads(entry.metadata)
+                if not all(metadata.get(key) == value for key, value in filter.items()):
+                    continue
+            found.append((thread_id, namespace_name, _Found(namespace, checkpoint_id, entry, metadata)))
+            if limit is not None and len(found) >= limit:
+                break
+        return [self._tuple(thread_id, namespace_name, parts) for thread_id, namespace_name, parts in found]
 
     @staticmethod
     def _candidates(namespace: Namespace, filter: dict[str, Any] | None) -> list[str]:
