@@ -101,3 +101,46 @@ async def test_writes_from_another_process_are_seen(tmp_path: Path) -> None:
         assert (await reader.aget_tuple(generate_config("shared"))).metadata["step"] == 1  # type: ignore[union-attr]
         await _put(writer, "shared", step=2)
         assert (await reader.aget_tuple(generate_config("shared"))).metadata["step"] == 2  # type: ignore[union-attr]
+
+
+async def test_snapshot_plus_tail_equals_full_replay(tmp_path: Path) -> None:
+    """The thread projection from the compactor's snapshot and the events after it equals a replay of all events."""
+    import msgspec
+
+    from sessiondb.integrations._langgraph_state import PROJECTION
+
+    settings = sessiondb.CompactionSettings(background=False, min_tail_events=5, keep_segments=None)
+    path = tmp_path / "store"
+    async with sessiondb.open_store(path, compaction=settings) as store:
+        saver = SessionDBSaver(store)
+        for round_ in range(4):
+            parent: dict[str, Any] | None = None
+            for step in range(6):
+                config = generate_config("t", checkpoint_ns="" if step % 3 else "child:1")
+                if (
+                    parent is not None
+                    and parent["configurable"]["checkpoint_ns"] == config["configurable"]["checkpoint_ns"]
+                ):
+                    config["configurable"]["checkpoint_id"] = parent["configurable"]["checkpoint_id"]
+                checkpoint = generate_checkpoint(channel_values={"v": f"{round_}-{step}"}, channel_versions={"v": step})
+                metadata = generate_metadata(step=step, run_id=f"run-{round_}")
+                parent = dict(await saver.aput(config, checkpoint, metadata, {"v": step}))
+                await saver.aput_writes(parent, [("ch", step), ("__error__", "e")], f"task-{step}")
+            if round_ == 1:
+                await saver.aprune(["t"])
+            if round_ == 2:
+                await saver.adelete_for_runs(["run-0", "run-2"])
+            await store.compact()  # a snapshot mid-history
+        assert store.backend.snapshot_versions()["lg~t"][0] > 0
+        await saver.aput(generate_config("t"), generate_checkpoint(), generate_metadata(step=99), {})  # a tail
+        events = [event async for event in store.read("lg~t")]
+        replayed = PROJECTION.replay("lg~t", events)
+    async with sessiondb.open_store(path, compaction=settings) as store:
+        saver = SessionDBSaver(store)  # registers the projection
+        from_snapshot = await store.project("lg~t", PROJECTION)
+        assert msgspec.json.encode(from_snapshot) == msgspec.json.encode(replayed)
+        listed = [
+            (t.config["configurable"]["checkpoint_ns"], t.metadata["step"])
+            async for t in saver.alist(generate_config("t"))
+        ]
+        assert listed[0] == ("", 99) and len(listed) > 2

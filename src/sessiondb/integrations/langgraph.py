@@ -64,6 +64,7 @@ from ._langgraph_state import (
     register,
     thread_of,
     thread_session_id,
+    typed,
     value_key,
 )
 
@@ -364,8 +365,10 @@ class SessionDBSaver(BaseCheckpointSaver[str]):
         blobs = found.blobs
         for channel, version in checkpoint["channel_versions"].items():
             blob = blobs.get(_blob_key([channel, version]).decode())
-            if blob is not None and blob[0] != "empty":
-                values[channel] = loads(blob)
+            if blob is not None:
+                pair = typed(blob)
+                if pair[0] != "empty":
+                    values[channel] = self.serde.loads_typed(pair)
         checkpoint["channel_values"] = values
         writes = sorted(found.writes, key=lambda write: writes_sort_key(write.path, write.task_id, write.idx))
         pending: list[PendingWrite] = [(write.task_id, write.channel, loads(write.value)) for write in writes]
@@ -379,8 +382,8 @@ class SessionDBSaver(BaseCheckpointSaver[str]):
             pending_writes=pending,
         )
 
-    def _loads(self, typed: tuple[str, bytes]) -> Any:
-        return self.serde.loads_typed(typed)
+    def _loads(self, stored: msgspec.Raw) -> Any:
+        return self.serde.loads_typed(typed(stored))
 
     # ------------------------------------------------------------------ deleting and copying
 
