@@ -75,6 +75,7 @@ _blob_key = msgspec.json.Encoder().encode
 _THREADS_KEPT = 65_536
 # Each retry means another writer created or deleted the thread's session meanwhile.
 _MAX_ATTEMPTS = 100
+_IDS_PER_TOMBSTONE = 20_000  # checkpoint ids are ~36 characters: under 1 MB per event
 
 
 class SessionDBSaver(BaseCheckpointSaver[str]):
@@ -422,8 +423,7 @@ class SessionDBSaver(BaseCheckpointSaver[str]):
                     for checkpoint_id in by_value.get(hashed, ()):
                         if self._loads(namespace.checkpoints[checkpoint_id].metadata).get("run_id") in wanted:
                             doomed.append(checkpoint_id)
-                if doomed:
-                    events.append(Custom(REMOVED, {"ns": namespace_name, "ids": sorted(set(doomed))}))
+                events += _tombstones(namespace_name, sorted(set(doomed)))
             if events:
                 await self._append(thread_id, *events)
 
@@ -460,11 +460,9 @@ class SessionDBSaver(BaseCheckpointSaver[str]):
             state = await self._state(thread_id)
             if state is None:
                 continue
-            events = [
-                Custom(REMOVED, {"ns": name, "ids": namespace.order[:-1]})
-                for name, namespace in list(state.namespaces.items())
-                if len(namespace.order) > 1
-            ]
+            events = []
+            for name, namespace in list(state.namespaces.items()):
+                events += _tombstones(name, namespace.order[:-1])
             if events:
                 await self._append(thread_id, *events)
 
@@ -538,6 +536,14 @@ class SessionDBSaver(BaseCheckpointSaver[str]):
 
     def prune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
         self._blocking(lambda: self.aprune(thread_ids, strategy=strategy), "prune")
+
+
+def _tombstones(namespace: str, checkpoint_ids: list[str]) -> list[Custom]:
+    """The events removing ``checkpoint_ids`` (in parts, each far below the event size limit; one atomic append)."""
+    return [
+        Custom(REMOVED, {"ns": namespace, "ids": checkpoint_ids[start : start + _IDS_PER_TOMBSTONE]})
+        for start in range(0, len(checkpoint_ids), _IDS_PER_TOMBSTONE)
+    ]
 
 
 class _Found:
