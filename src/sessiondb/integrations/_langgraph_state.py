@@ -40,6 +40,7 @@ CHECKPOINT = "langgraph.checkpoint"
 WRITES = "langgraph.writes"
 REMOVED = "langgraph.removed"
 PROJECTION_NAME = "langgraph.checkpoints"
+IDS_PER_TOMBSTONE = 20_000  # checkpoint ids are ~36 characters: under 1 MB per event
 # A value of a metadata key the index cannot hash exactly (a dict, a list, a huge int):
 # the checkpoint is a candidate for every filter on that key and is checked by decoding.
 UNINDEXED = "*"
@@ -267,6 +268,30 @@ def _remove(namespace: Namespace, checkpoint_id: str, *, keep_writes: bool = Fal
                     del namespace.index[indexed[position]]
 
 
+def tombstones(namespace: str, checkpoint_ids: list[str]) -> list[Custom]:
+    """The events removing ``checkpoint_ids`` (in parts, each far below the event size limit; one atomic append)."""
+    return [
+        Custom(REMOVED, {"ns": namespace, "ids": checkpoint_ids[start : start + IDS_PER_TOMBSTONE]})
+        for start in range(0, len(checkpoint_ids), IDS_PER_TOMBSTONE)
+    ]
+
+
+class Found:
+    """A checkpoint and what it reads (its blobs, its writes), taken from the projection at one instant."""
+
+    __slots__ = ("blobs", "checkpoint_id", "entry", "metadata", "writes")
+
+    def __init__(
+        self, namespace: Namespace, checkpoint_id: str, entry: StoredCheckpoint, metadata: dict[str, Any] | None
+    ) -> None:
+        self.checkpoint_id = checkpoint_id
+        self.entry = entry
+        self.metadata = metadata
+        stored = namespace.blobs
+        self.blobs = {key: stored[key] for key in entry.refs if key in stored}
+        self.writes: list[StoredWrite] = list(namespace.writes.get(checkpoint_id, {}).values())
+
+
 PROJECTION: Projection[ThreadState] = Projection(PROJECTION_NAME, _initial, _fold, state_type=ThreadState)
 
 
@@ -283,6 +308,7 @@ def register(store: Any) -> None:
 
 __all__ = [
     "CHECKPOINT",
+    "Found",
     "PREFIX",
     "PROJECTION",
     "REMOVED",
@@ -297,6 +323,7 @@ __all__ = [
     "register",
     "thread_of",
     "thread_session_id",
+    "tombstones",
     "typed",
     "unpack",
     "value_key",

@@ -52,18 +52,17 @@ from ._langgraph_state import (
     CHECKPOINT,
     PREFIX,
     PROJECTION,
-    REMOVED,
     UNINDEXED,
     WRITES,
+    Found,
     Namespace,
-    StoredCheckpoint,
-    StoredWrite,
     ThreadState,
     generation_id,
     pack,
     register,
     thread_of,
     thread_session_id,
+    tombstones,
     typed,
     value_key,
 )
@@ -75,7 +74,6 @@ _blob_key = msgspec.json.Encoder().encode
 _THREADS_KEPT = 65_536
 # Each retry means another writer created or deleted the thread's session meanwhile.
 _MAX_ATTEMPTS = 100
-_IDS_PER_TOMBSTONE = 20_000  # checkpoint ids are ~36 characters: under 1 MB per event
 
 
 class SessionDBSaver(BaseCheckpointSaver[str]):
@@ -278,7 +276,7 @@ class SessionDBSaver(BaseCheckpointSaver[str]):
         entry = namespace.checkpoints.get(checkpoint_id)
         if entry is None:
             return None
-        return self._tuple(thread_id, namespace_name, _Found(namespace, checkpoint_id, entry, None))
+        return self._tuple(thread_id, namespace_name, Found(namespace, checkpoint_id, entry, None))
 
     async def alist(
         self,
@@ -327,7 +325,7 @@ class SessionDBSaver(BaseCheckpointSaver[str]):
         # From here on no await: the states (live, folded as appends land) hold still while what each
         # checkpoint reads is taken; a checkpoint removed since it was listed above is skipped.
         candidates.sort(key=lambda item: item[0], reverse=True)
-        found: list[tuple[str, str, _Found]] = []
+        found: list[tuple[str, str, Found]] = []
         for checkpoint_id, thread_id, namespace_name, namespace in candidates:
             entry = namespace.checkpoints.get(checkpoint_id)
             if entry is None:
@@ -337,7 +335,7 @@ class SessionDBSaver(BaseCheckpointSaver[str]):
                 metadata = self._loads(entry.metadata)
                 if not all(metadata.get(key) == value for key, value in filter.items()):
                     continue
-            found.append((thread_id, namespace_name, _Found(namespace, checkpoint_id, entry, metadata)))
+            found.append((thread_id, namespace_name, Found(namespace, checkpoint_id, entry, metadata)))
             if limit is not None and len(found) >= limit:
                 break
         return [self._tuple(thread_id, namespace_name, parts) for thread_id, namespace_name, parts in found]
@@ -359,7 +357,7 @@ class SessionDBSaver(BaseCheckpointSaver[str]):
             return list(namespace.order)
         return [checkpoint_id for checkpoint_id in namespace.order if checkpoint_id in candidates]
 
-    def _tuple(self, thread_id: str, namespace_name: str, found: _Found) -> CheckpointTuple:
+    def _tuple(self, thread_id: str, namespace_name: str, found: Found) -> CheckpointTuple:
         loads = self._loads
         checkpoint = loads(found.entry.checkpoint)
         values: dict[str, Any] = {}
@@ -423,7 +421,7 @@ class SessionDBSaver(BaseCheckpointSaver[str]):
                     for checkpoint_id in by_value.get(hashed, ()):
                         if self._loads(namespace.checkpoints[checkpoint_id].metadata).get("run_id") in wanted:
                             doomed.append(checkpoint_id)
-                events += _tombstones(namespace_name, sorted(set(doomed)))
+                events += tombstones(namespace_name, sorted(set(doomed)))
             if events:
                 await self._append(thread_id, *events)
 
@@ -462,7 +460,7 @@ class SessionDBSaver(BaseCheckpointSaver[str]):
                 continue
             events = []
             for name, namespace in list(state.namespaces.items()):
-                events += _tombstones(name, namespace.order[:-1])
+                events += tombstones(name, namespace.order[:-1])
             if events:
                 await self._append(thread_id, *events)
 
@@ -536,30 +534,6 @@ class SessionDBSaver(BaseCheckpointSaver[str]):
 
     def prune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
         self._blocking(lambda: self.aprune(thread_ids, strategy=strategy), "prune")
-
-
-def _tombstones(namespace: str, checkpoint_ids: list[str]) -> list[Custom]:
-    """The events removing ``checkpoint_ids`` (in parts, each far below the event size limit; one atomic append)."""
-    return [
-        Custom(REMOVED, {"ns": namespace, "ids": checkpoint_ids[start : start + _IDS_PER_TOMBSTONE]})
-        for start in range(0, len(checkpoint_ids), _IDS_PER_TOMBSTONE)
-    ]
-
-
-class _Found:
-    """A checkpoint and what it reads (its blobs, its writes), taken from the projection at one instant."""
-
-    __slots__ = ("blobs", "checkpoint_id", "entry", "metadata", "writes")
-
-    def __init__(
-        self, namespace: Namespace, checkpoint_id: str, entry: StoredCheckpoint, metadata: dict[str, Any] | None
-    ) -> None:
-        self.checkpoint_id = checkpoint_id
-        self.entry = entry
-        self.metadata = metadata
-        stored = namespace.blobs
-        self.blobs = {key: stored[key] for key in entry.refs if key in stored}
-        self.writes: list[StoredWrite] = list(namespace.writes.get(checkpoint_id, {}).values())
 
 
 def _configurable(config: RunnableConfig) -> dict[str, Any]:
