@@ -10,6 +10,7 @@ with rows in its old columns.
 from __future__ import annotations
 
 import json
+import re
 import zlib
 from array import array
 from pathlib import Path
@@ -159,5 +160,44 @@ async def test_a_version_3_postgresql_schema_is_migrated(pg_dsn: str, pg_schema:
                 pg_schema,
             )
             assert functions == 1  # the old signature was dropped, not left beside the new one
+    finally:
+        await conn.close()
+
+
+def _version_4_append_batch(schema: str) -> str:
+    """append_batch as version 4 created it: three results, plans chosen per call."""
+    text = MIGRATIONS[5](schema)[-1]
+    old = text.replace(", out listened boolean", "")
+    old = re.sub(r"\n\s*set plan_cache_mode = force_generic_plan", "", old)
+    old = re.sub(r"\n\s*listened := [^;]*;", "", old)
+    assert old != text and "listened" not in old.split("$fn$")[1]
+    return old
+
+
+@pytest.mark.postgres
+async def test_a_version_4_postgresql_schema_is_migrated(pg_dsn: str, pg_schema: str) -> None:
+    conn = await asyncpg.connect(pg_dsn)
+    try:
+        await conn.execute(f"create schema {pg_schema}")
+        await conn.execute(f"create table {pg_schema}.schema_version (version integer not null)")
+        for version in (1, 2, 3, 4):
+            for statement in MIGRATIONS[version](pg_schema):
+                await conn.execute(statement)
+        await conn.execute(f"drop function {pg_schema}.append_batch")
+        await conn.execute(_version_4_append_batch(pg_schema))
+        await conn.execute(f"insert into {pg_schema}.schema_version values (4)")
+        async with sessiondb.open_store(PostgresBackend(pg_dsn, schema=pg_schema)) as store:
+            sid = await store.create_session(scope="s")
+            assert await store.append(sid, Message.user("after upgrade")) == 2
+            assert await store.set_title(sid, "Upgraded") == 3
+        async with sessiondb.open_store(PostgresBackend(pg_dsn, schema=pg_schema)) as store:
+            assert await conn.fetchval(f"select version from {pg_schema}.schema_version") == SCHEMA_VERSION == 5
+            info = await store.session_info(sid)
+            assert (info.version, info.scope, info.title, info.message_count) == (3, "s", "Upgraded", 1)
+            rows = await conn.fetch(
+                "select proconfig from pg_proc where proname = 'append_batch' and pronamespace = $1::regnamespace",
+                pg_schema,
+            )
+            assert [row[0] for row in rows] == [["plan_cache_mode=force_generic_plan"]]
     finally:
         await conn.close()

@@ -7,14 +7,18 @@ import json
 import os
 import random
 import sys
+import uuid
 from pathlib import Path
 
 import asyncpg
+import msgspec
 import pytest
 
 import sessiondb
 from sessiondb import BackendUnavailableError, ConflictError, Message, SchemaVersionError
+from sessiondb._backends._base import AppendRequest
 from sessiondb._backends.postgres import PostgresBackend
+from sessiondb._backends.postgres._batch import build_batch
 from sessiondb._backends.postgres._schema import MIGRATIONS, POSITION_SHIFT, SCHEMA_VERSION
 
 pytestmark = [pytest.mark.anyio, pytest.mark.postgres]
@@ -173,6 +177,53 @@ async def test_notify_wakes_a_waiter_in_another_process(pg_dsn: str, pg_schema: 
         await writer.append(sid, Message.user("wake up"))
         assert await waiting == (await reader.read_all(after=after))[-1].position
         assert loop.time() - started < 5, "woken by NOTIFY, not by the 30 s poll"
+
+
+async def test_no_notify_is_sent_until_some_process_listens(pg_dsn: str, pg_schema: str) -> None:
+    async with sessiondb.open_store(_backend(pg_dsn, pg_schema)) as writer:
+        sid = await writer.create_session()
+        for n in range(3):
+            await writer.append(sid, Message.user(f"nobody listens {n}"))
+        assert writer.backend.statistics()["notifies"] == 0  # type: ignore[attr-defined]
+        async with sessiondb.open_store(_backend(pg_dsn, pg_schema, poll_interval=30)) as reader:
+            after = await reader.backend.wait_for_new_events(0, 30)  # type: ignore[attr-defined]
+            waiting = asyncio.ensure_future(reader.backend.wait_for_new_events(after, 10))  # type: ignore[attr-defined]
+            loop = asyncio.get_running_loop()
+            started = loop.time()
+            await writer.append(sid, Message.user("someone listens now"))
+            notifying = writer.backend._notify_task  # type: ignore[attr-defined]
+            assert notifying is not None  # started before the append was acknowledged
+            await notifying
+            assert writer.backend.statistics()["notifies"] >= 1  # type: ignore[attr-defined]
+            assert await waiting > after
+            assert loop.time() - started < 5, "woken by NOTIFY, not by the 30 s poll"
+
+
+async def test_a_listener_starting_during_a_commit_without_notify_still_sees_it(pg_dsn: str, pg_schema: str) -> None:
+    """A batch that found nobody listening holds the listener lock until it commits; a new listener waits for it."""
+    async with (
+        sessiondb.open_store(_backend(pg_dsn, pg_schema)) as writer,
+        sessiondb.open_store(_backend(pg_dsn, pg_schema, poll_interval=1)) as reader,
+    ):
+        sid = await writer.create_session()
+        backend: PostgresBackend = writer.backend  # type: ignore[assignment]
+        after = backend.last_position  # the create's (read_all may not show it yet: docs/postgres.md)
+        message = Message.user("unannounced")
+        arrays = build_batch([AppendRequest(sid, (message,), timestamp_ms=1)], 1 << 20, msgspec.json.encode)
+        conn = await asyncpg.connect(pg_dsn)
+        try:
+            transaction = conn.transaction()
+            await transaction.start()
+            row = await conn.fetchrow(backend._append_sql, backend._lock_class, uuid.uuid4(), *arrays.arguments())
+            assert row["listened"] is False  # nobody listens: this commit will send no NOTIFY
+            waiting = asyncio.ensure_future(reader.backend.wait_for_new_events(after, 10))  # type: ignore[attr-defined]
+            await asyncio.sleep(0.2)
+            assert not waiting.done()  # the listener waits for the lock the batch holds
+            await transaction.commit()
+        finally:
+            await conn.close()
+        assert await waiting == row["base"] + 1
+        assert [e.event for e in await reader.read_all(after=after)] == [message]
 
 
 async def test_polling_finds_events_without_notify(pg_dsn: str, pg_schema: str) -> None:

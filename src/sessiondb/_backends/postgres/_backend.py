@@ -36,6 +36,7 @@ from ._schema import (
     POSITION_SHIFT,
     SCHEMA_VERSION,
     check_schema_name,
+    listener_lock_key,
 )
 from ._snapshots import PostgresSnapshots
 
@@ -103,7 +104,9 @@ class PostgresBackend(Backend):
         self.channel = f"{self.schema}_events"
         self._lock_class = zlib.crc32(self.schema.encode()) & 0x7FFFFFFF
         s = self.schema
-        self._append_sql = f"select codes, versions, base from {s}.append_batch($1, $2, $3, {placeholders(4)})"
+        self._append_sql = (
+            f"select codes, versions, base, listened from {s}.append_batch($1, $2, $3, {placeholders(4)})"
+        )
         self._horizon = f"(pg_snapshot_xmin(pg_current_snapshot())::text::bigint << {POSITION_SHIFT})"
         self._read_all_sql = (
             f"select session_id, version, position, timestamp_ms, event_id, payload from {s}.events "
@@ -137,6 +140,7 @@ class PostgresBackend(Backend):
             "snapshots_written": 0,
             "snapshots_damaged": 0,
             "events_deleted": 0,
+            "notifies": 0,
         }
         # Snapshots and storage compaction: a part of its own, over this backend's read pool.
         self.snapshots = PostgresSnapshots(self.schema, self._read, self.prune_batch_outcomes, self._stats)
@@ -284,6 +288,8 @@ class PostgresBackend(Backend):
                 self._stats["resolved_committed"] += 1
             break
         codes, versions, base = row[0], row[1], row[2]
+        # A batch resolved after a lost connection has no answer to "does anyone listen?": assume so.
+        listened = row[3] if len(row) > 3 else True
         last = apply_outcomes(arrays, codes, versions, base)
         self.snapshots.note_committed(arrays)
         self._stats["transactions"] += 1
@@ -293,7 +299,7 @@ class PostgresBackend(Backend):
             if last > self._last_position:
                 self._last_position = last
             self._wake_waiters()
-            if self.notify:
+            if self.notify and listened:
                 self._send_notify()
         self._since_prune += 1
         if self._since_prune >= _PRUNE_EVERY and (self._prune_task is None or self._prune_task.done()):
@@ -420,6 +426,7 @@ class PostgresBackend(Backend):
             self._notify_again = False
             try:
                 await self._pool.execute("select pg_notify($1, $2)", self.channel, str(self._last_position))
+                self._stats["notifies"] += 1
             except Exception:
                 return  # subscribers poll as well
 
@@ -439,6 +446,9 @@ class PostgresBackend(Backend):
                 self.dsn, timeout=self.connect_timeout, server_settings={"application_name": "sessiondb-listener"}
             )
             await conn.add_listener(self.channel, lambda *_: self._wake_waiters())
+            # Tells writers (of every process) that someone listens; taking it waits for a
+            # writer that found it free to commit, so the first read below sees that commit.
+            await conn.execute("select pg_advisory_lock_shared($1)", listener_lock_key(self._lock_class))
         except BaseException as exc:
             # A subscriber cancelled mid-connect (its subscription closed) must not leak the connection.
             if conn is not None:

@@ -23,7 +23,7 @@ import re
 
 from ..._errors import InvalidInputError
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 POSITION_SHIFT = 24
 # xid << 24 must stay below 2**63.
 MAX_XID = 2 ** (63 - POSITION_SHIFT) - 1
@@ -35,6 +35,19 @@ _IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 # Advisory lock keys: (class, key) pairs. The class is derived from the schema name
 # so that two stores in one database do not serialise on each other's sessions.
 MIGRATION_LOCK_KEY = 0x5E55
+# A process that listens for NOTIFY holds a shared session-level advisory lock on the
+# one-key (bigint) lock ``listener_lock_key(class)``: a key space apart from the
+# (class, session hash) pairs, so it never blocks an append. append_batch tries the
+# same key exclusively; failing means someone may listen, so a NOTIFY is worth sending.
+LISTENER_LOCK_SPACE = 0x5E55_0001
+
+
+def listener_lock_key(lock_class: int) -> int:
+    return (LISTENER_LOCK_SPACE << 32) | lock_class
+
+
+# The same key computed in append_batch from its lock class.
+_LISTENER_KEY_SQL = f"(({LISTENER_LOCK_SPACE}::bigint << 32) | p_lock_class)"
 
 
 def check_schema_name(schema: str) -> str:
@@ -120,6 +133,17 @@ def _version_3(s: str) -> list[str]:
     ]
 
 
+# A migration that changes append_batch's arguments or results drops every version of it first.
+_DROP_APPEND_BATCH = """
+    do $drop$ declare f regprocedure; begin
+        for f in select p.oid::regprocedure from pg_proc as p
+                  where p.proname = 'append_batch' and p.pronamespace = '{s}'::regnamespace loop
+            execute 'drop function ' || f::text;
+        end loop;
+    end $drop$
+"""
+
+
 def _version_4(s: str) -> list[str]:
     """Scopes and labels: columns and indexes for filtered, paged listings; append_batch folds label events."""
     return [
@@ -135,20 +159,18 @@ def _version_4(s: str) -> list[str]:
         f"create index sessions_scope_updated on {s}.sessions (scope, updated_at_ms, session_id) where not deleted",
         f"create index sessions_updated on {s}.sessions (updated_at_ms, session_id) where not deleted",
         f"create index sessions_tags on {s}.sessions using gin (tags) where not deleted",
-        f"""
-        do $drop$ declare f regprocedure; begin
-            for f in select p.oid::regprocedure from pg_proc as p
-                      where p.proname = 'append_batch' and p.pronamespace = '{s}'::regnamespace loop
-                execute 'drop function ' || f::text;
-            end loop;
-        end $drop$
-        """,
+        _DROP_APPEND_BATCH.format(s=s),
         _apply_labels_function(s),
         _append_batch_function(s),
     ]
 
 
-MIGRATIONS = {1: _version_1, 2: _version_2, 3: _version_3, 4: _version_4}
+def _version_5(s: str) -> list[str]:
+    """append_batch plans its statements once per connection and says whether anyone listens for NOTIFY."""
+    return [_DROP_APPEND_BATCH.format(s=s), _append_batch_function(s)]
+
+
+MIGRATIONS = {1: _version_1, 2: _version_2, 3: _version_3, 4: _version_4, 5: _version_5}
 
 # Label operations of append_batch's l_op array (one per title set, tag added or removed, pin).
 LABEL_SET_TITLE, LABEL_CLEAR_TITLE, LABEL_ADD_TAG, LABEL_REMOVE_TAG, LABEL_PIN, LABEL_UNPIN = 1, 2, 3, 4, 5, 6
@@ -196,6 +218,11 @@ def _append_batch_function(s: str) -> str:
     # xid), read their heads and the event ids already stored, decide each
     # append's outcome in order (appends to one session chain through a_prev),
     # then insert every admitted event with one statement and write the summaries.
+    # ``listened``: whether the listener lock (listener_lock_key) is taken, i.e. some process
+    # may be waiting for a NOTIFY. When it is free, this transaction holds it till commit,
+    # so a listener that starts meanwhile waits for the commit and then reads past it:
+    # skipping the NOTIFY loses no wake-up. (Another writer holding it reads as a listener:
+    # one NOTIFY too many, never one too few.)
     # Arrays are indexed by append (a_*), by compaction (c_*) or by event (e_*).
     return f"""
     create function {s}.append_batch(
@@ -207,8 +234,13 @@ def _append_batch_function(s: str) -> str:
         a_base integer[], a_created bigint[], a_model text[], a_ws text[], a_parent text[], a_branch text[],
         e_ai integer[], e_k integer[], e_id text[], e_payload bytea[], a_first integer[], e_carrier integer[],
         a_scope text[], l_ai integer[], l_op integer[], l_arg text[], l_fold text[],
-        out codes integer[], out versions integer[], out base bigint)
-    language plpgsql as $fn$
+        out codes integer[], out versions integer[], out base bigint, out listened boolean)
+    language plpgsql
+    -- Plan each statement once per connection: re-planning them for every call (custom
+    -- plans) was about half of a one-append call's server time. Batch sizes are unknown
+    -- to either kind of plan (unnest of a parameter), so the plans do not get worse.
+    set plan_cache_mode = force_generic_plan
+    as $fn$
     declare
         n integer := cardinality(a_sess);
         d_ver integer[]; d_deleted boolean[]; d_msgs integer[]; d_compacted boolean[];
@@ -263,9 +295,8 @@ def _append_batch_function(s: str) -> str:
             end if;
             base := xid << {POSITION_SHIFT};
             insert into {s}.events (position, session_id, version, timestamp_ms, event_id, payload)
-            select base + e.n, a.sid, versions[e.ai] - a_cnt[e.ai] + e.k, a_ts[e.ai], e.id, e.payload
+            select base + e.n, a_sess[e.ai], versions[e.ai] - a_cnt[e.ai] + e.k, a_ts[e.ai], e.id, e.payload
               from unnest(e_ai, e_k, e_id, e_payload) with ordinality as e(ai, k, id, payload, n)
-              join unnest(a_sess) with ordinality as a(sid, i) on a.i = e.ai
              where codes[e.ai] = 0;
             if 1 = any(a_kind) then
             insert into {s}.sessions (session_id, version, base, created_at_ms, updated_at_ms, message_count,
@@ -292,6 +323,7 @@ def _append_batch_function(s: str) -> str:
             if cardinality(l_ai) > 0 then
                 perform {s}.apply_labels(a_sess, codes, l_ai, l_op, l_arg, l_fold);
             end if;
+            listened := not pg_try_advisory_xact_lock({_LISTENER_KEY_SQL});
             insert into {s}.batches (token, codes, versions, base) values (p_token, codes, versions, base);
             return;
         end if;
@@ -421,9 +453,8 @@ def _append_batch_function(s: str) -> str:
         base := xid << {POSITION_SHIFT};
 
         insert into {s}.events (position, session_id, version, timestamp_ms, event_id, payload)
-        select base + e.n, a.sid, start_v[e.ai] + e.k, a_ts[e.ai], e.id, e.payload
+        select base + e.n, a_sess[e.ai], start_v[e.ai] + e.k, a_ts[e.ai], e.id, e.payload
           from unnest(e_ai, e_k, e_id, e_payload) with ordinality as e(ai, k, id, payload, n)
-          join unnest(a_sess) with ordinality as a(sid, i) on a.i = e.ai
          where codes[e.ai] = 0;
 
         insert into {s}.sessions (session_id, version, base, created_at_ms, updated_at_ms, message_count,
@@ -451,6 +482,7 @@ def _append_batch_function(s: str) -> str:
             perform {s}.apply_labels(a_sess, codes, l_ai, l_op, l_arg, l_fold);
         end if;
 
+        listened := not pg_try_advisory_xact_lock({_LISTENER_KEY_SQL});
         insert into {s}.batches (token, codes, versions, base) values (p_token, codes, versions, base);
     end
     $fn$
