@@ -124,16 +124,21 @@ async def test_an_old_directory_store_opens_and_takes_labels(tmp_path: Path, wit
         assert (await store.load("old-a", at_version=2)).title is None
 
 
+async def _schema_at(conn: asyncpg.Connection, schema: str, version: int) -> None:
+    """A schema as sessiondb left it at ``version`` (its migrations up to there, applied in order)."""
+    await conn.execute(f"create schema {schema}")
+    await conn.execute(f"create table {schema}.schema_version (version integer not null)")
+    for step in range(1, version + 1):
+        for statement in MIGRATIONS[step](schema):
+            await conn.execute(statement)
+    await conn.execute(f"insert into {schema}.schema_version values ($1)", version)
+
+
 @pytest.mark.postgres
 async def test_a_version_3_postgresql_schema_is_migrated(pg_dsn: str, pg_schema: str) -> None:
     conn = await asyncpg.connect(pg_dsn)
     try:
-        await conn.execute(f"create schema {pg_schema}")
-        await conn.execute(f"create table {pg_schema}.schema_version (version integer not null)")
-        for version in (1, 2, 3):
-            for statement in MIGRATIONS[version](pg_schema):
-                await conn.execute(statement)
-        await conn.execute(f"insert into {pg_schema}.schema_version values (3)")
+        await _schema_at(conn, pg_schema, 3)
         # Rows in the columns version 3 had: no scope, title, tags or pin.
         await conn.execute(
             f"insert into {pg_schema}.sessions (session_id, version, created_at_ms, updated_at_ms, model) "
@@ -178,14 +183,9 @@ def _version_4_append_batch(schema: str) -> str:
 async def test_a_version_4_postgresql_schema_is_migrated(pg_dsn: str, pg_schema: str) -> None:
     conn = await asyncpg.connect(pg_dsn)
     try:
-        await conn.execute(f"create schema {pg_schema}")
-        await conn.execute(f"create table {pg_schema}.schema_version (version integer not null)")
-        for version in (1, 2, 3, 4):
-            for statement in MIGRATIONS[version](pg_schema):
-                await conn.execute(statement)
+        await _schema_at(conn, pg_schema, 4)
         await conn.execute(f"drop function {pg_schema}.append_batch")
         await conn.execute(_version_4_append_batch(pg_schema))
-        await conn.execute(f"insert into {pg_schema}.schema_version values (4)")
         async with sessiondb.open_store(PostgresBackend(pg_dsn, schema=pg_schema)) as store:
             sid = await store.create_session(scope="s")
             assert await store.append(sid, Message.user("after upgrade")) == 2
