@@ -1,6 +1,6 @@
 """LangGraph checkpointers side by side: SessionDBSaver vs AsyncSqliteSaver vs AsyncPostgresSaver.
 
-Run: ``python -m benchmarks.bench_langgraph [--threads 1,100,1000] [--seconds 5] [--resume-steps 10000]
+Run: ``python -m benchmarks.bench_langgraph [--threads 1,100,1000] [--seconds 5] [--rounds 1] [--resume-steps 10000]
 [--dsn DSN] [--dir DIR] [--systems ...] [--json FILE] [--plot PNG]`` (``--replot JSON --plot PNG``
 redraws a saved run).
 
@@ -183,7 +183,9 @@ async def run_loops(saver: Any, threads: list[Thread], seconds: float) -> tuple[
     return len(latencies), time.perf_counter() - started, latencies
 
 
-async def throughput(system: str, count: int, seconds: float, root: Path, dsn: str) -> dict[str, Any]:
+async def throughput(
+    system: str, count: int, seconds: float, root: Path, dsn: str, raw: bool = False
+) -> dict[str, Any]:
     schema = f"lgbench_{uuid.uuid4().hex[:10]}"
     directory = root / f"{system}-{count}"
     try:
@@ -194,7 +196,13 @@ async def throughput(system: str, count: int, seconds: float, root: Path, dsn: s
     finally:
         await drop_schema(system, dsn, schema)
         shutil.rmtree(directory, ignore_errors=True)
-    latencies.sort()
+    if raw:
+        return {"steps": done, "wall": wall, "latencies": latencies}
+    return _summary(system, count, done, wall, latencies)
+
+
+def _summary(system: str, count: int, done: int, wall: float, latencies: list[float]) -> dict[str, Any]:
+    latencies = sorted(latencies)
     return {
         "system": system,
         "threads": count,
@@ -203,6 +211,23 @@ async def throughput(system: str, count: int, seconds: float, root: Path, dsn: s
         "p99_ms": 1000 * latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))],
         "steps": done,
     }
+
+
+async def interleaved(
+    systems: list[str], count: int, seconds: float, rounds: int, root: Path, dsn: str
+) -> list[dict[str, Any]]:
+    """Each contender runs ``rounds`` slices of ``seconds / rounds``, taking turns, merged per contender.
+
+    On a shared machine the load swings between one 5 s window and the next; taking turns
+    spreads those swings over every contender instead of handing them to one.
+    """
+    merged: dict[str, tuple[int, float, list[float]]] = {system: (0, 0.0, []) for system in systems}
+    for turn in range(rounds):
+        for system in systems if turn % 2 == 0 else systems[::-1]:
+            row = await throughput(system, count, seconds / rounds, root, dsn, raw=True)
+            done, wall, latencies = merged[system]
+            merged[system] = (done + row["steps"], wall + row["wall"], latencies + row["latencies"])
+    return [_summary(system, count, *merged[system]) for system in systems]
 
 
 async def resume(system: str, steps: int, root: Path, dsn: str) -> dict[str, Any]:
@@ -328,6 +353,9 @@ async def main() -> None:
     parser.add_argument(
         "--dir", default=None, help="where the directory and SQLite contenders write (default: a temp dir)"
     )
+    parser.add_argument(
+        "--rounds", type=int, default=1, help="contenders take turns in this many slices of --seconds (noisy machines)"
+    )
     parser.add_argument("--json", default=None, help="also write the results as JSON to this file")
     parser.add_argument("--plot", default=None, help="also draw checkpoints/s against threads into this PNG")
     parser.add_argument("--replot", default=None, help="only redraw --plot (and the table) from this JSON file")
@@ -348,8 +376,12 @@ async def main() -> None:
     print(f"SQLite synchronous={sqlite_synchronous(root)} (journal WAL, set by the saver); PostgreSQL {args.dsn}")
     rows = []
     for count in (int(c) for c in args.threads.split(",")):
-        for system in systems:
-            row = await throughput(system, count, args.seconds, root, args.dsn)
+        if args.rounds > 1:
+            measured = await interleaved(systems, count, args.seconds, args.rounds, root, args.dsn)
+        else:
+            measured = [await throughput(system, count, args.seconds, root, args.dsn) for system in systems]
+        for row in measured:
+            system = row["system"]
             rows.append(row)
             print(
                 f"{LABELS[system]:>20} {count:>5} threads: {row['checkpoints_per_second']:>9,.0f} checkpoints/s  "
