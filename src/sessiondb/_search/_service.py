@@ -19,6 +19,7 @@ import asyncio
 import logging
 import os
 import sqlite3
+import time
 from collections.abc import Sequence
 from typing import Any, Protocol
 
@@ -38,6 +39,8 @@ CHUNK_EVENTS = 2_000
 MAX_LIMIT = 1_000
 # Background passes wait this long after a wake-up, so one pass indexes many batches.
 _BACKGROUND_PAUSE = 0.1
+# At most this long a search waits for PostgreSQL's read horizon to pass this process's own appends.
+_HORIZON_WAIT = 10.0
 _logger = logging.getLogger("sessiondb")
 
 
@@ -162,6 +165,21 @@ class SearchService:
             return await self._catch_up(index)
 
     async def _catch_up(self, index: SearchIndex) -> int:
+        position = await self._follow(index)
+        backend = self.backend
+        if isinstance(backend, PostgresBackend) and position < backend.last_position:
+            # This process's own commits must be searchable at once, but PostgreSQL's read_all stops
+            # at the oldest open transaction on the server: wait (a little) for that horizon to pass them.
+            mine = backend.last_position
+            deadline = time.monotonic() + _HORIZON_WAIT
+            pause = 0.005
+            while await backend.readable_below() <= mine and time.monotonic() < deadline:
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, 0.1)
+            position = await self._follow(index)
+        return position
+
+    async def _follow(self, index: SearchIndex) -> int:
         position, print_ = await index.state()
         if not self._verified:
             if position and not await self._same_log(position, print_):
