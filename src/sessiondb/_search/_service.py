@@ -72,7 +72,7 @@ class SearchService:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._closed = False
-        self.stats = {"search_events_indexed": 0, "search_rebuilds": 0, "search_background_errors": 0}
+        self.stats = {"search_events_indexed": 0, "search_background_errors": 0}
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -185,7 +185,6 @@ class SearchService:
             if position and not await self._same_log(position, print_):
                 _logger.warning("the search index describes another log (repaired or replaced); rebuilding it")
                 await index.reset()
-                self.stats["search_rebuilds"] += 1
                 position = 0
             self._verified = True
         while True:
@@ -273,6 +272,6 @@ class SearchService:
 
     def statistics(self) -> dict[str, Any]:
         rebuilds = self._index.rebuilds if self._index is not None else 0
-        return {**self.stats, "search_rebuilds": self.stats["search_rebuilds"] + rebuilds, "search_position": self._position}
+        return {**self.stats, "search_rebuilds": rebuilds, "search_position": self._position}
 
 
