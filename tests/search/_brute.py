@@ -11,8 +11,18 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
-from sessiondb import Compacted, Custom, Message, PromptRecorded, RecordedEvent, SessionDeleted, Text, Thinking
-from sessiondb import ToolResult, ToolUse
+from sessiondb import (
+    Compacted,
+    Custom,
+    Message,
+    PromptRecorded,
+    RecordedEvent,
+    SessionDeleted,
+    Text,
+    Thinking,
+    ToolResult,
+    ToolUse,
+)
 
 Term = tuple[tuple[str, ...], bool]  # (words, prefix)
 

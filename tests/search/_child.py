@@ -1,6 +1,7 @@
 """A child process for the search tests (public API only).
 
-``python _child.py index TARGET QUERY``: open the store, print ``START``, search (which indexes the log), print ``DONE N``.
+``python _child.py index TARGET QUERY``: open the store, print ``START``, search (indexing the log), print
+``DONE N``.
 ``python _child.py append TARGET SESSION TEXT``: append one user message, print ``ACK VERSION``.
 """
 

@@ -140,9 +140,7 @@ async def test_directory_store_matches_brute_force(steps: list[Any], terms_list:
 @pytest.mark.postgres
 @settings(BUDGET, max_examples=int(os.environ.get("SESSIONDB_SEARCH_PG_EXAMPLES", "10")))
 @given(steps=st.lists(step, max_size=10), terms_list=queries)
-async def test_postgres_store_matches_brute_force(
-    pg_dsn: str, steps: list[Any], terms_list: list[list[Term]]
-) -> None:
+async def test_postgres_store_matches_brute_force(pg_dsn: str, steps: list[Any], terms_list: list[list[Term]]) -> None:
     import asyncpg
 
     schema = f"sdbtest_{uuid.uuid4().hex[:12]}"

@@ -229,7 +229,9 @@ def test_the_cli_searches_a_store(tmp_path: Path) -> None:
     page = json.loads(result.out)
     assert [hit["version"] for hit in page["hits"]] == [4]
     assert page["next_cursor"]
-    result = run_in_process("search", str(tmp_path), "deploy*", "--newest", "--limit", "1", "--cursor", page["next_cursor"])
+    result = run_in_process(
+        "search", str(tmp_path), "deploy*", "--newest", "--limit", "1", "--cursor", page["next_cursor"]
+    )
     assert "chat@3" in result.out
     result = run_in_process("search", str(tmp_path), "!!!")
     assert result.code == 1 and "no word to search for" in result.err

@@ -76,7 +76,9 @@ class PostgresIndex:
 
         async def run(conn: Any) -> None:
             async with conn.transaction():
-                await conn.execute("select pg_advisory_xact_lock($1, $2)", MIGRATION_LOCK_KEY + 1, self.backend._lock_class)
+                await conn.execute(
+                    "select pg_advisory_xact_lock($1, $2)", MIGRATION_LOCK_KEY + 1, self.backend._lock_class
+                )
                 await conn.execute(
                     f"create table if not exists {self._state} (id integer primary key check (id = 1), "
                     "format integer not null, position bigint not null, fingerprint text not null)"
@@ -197,7 +199,8 @@ class PostgresIndex:
         rows = await self.backend.with_connection(lambda conn: conn.fetch(text, *params))
         hits = []
         for row in rows:
-            best_column, best, best_count = 0, ("", ()), -1
+            best_column, best_count = 0, -1
+            best: tuple[str, tuple[tuple[int, int], ...]] = ("", ())
             for column, content in enumerate(row[5]):
                 if not content:
                     continue

@@ -273,5 +273,3 @@ class SearchService:
     def statistics(self) -> dict[str, Any]:
         rebuilds = self._index.rebuilds if self._index is not None else 0
         return {**self.stats, "search_rebuilds": rebuilds, "search_position": self._position}
-
-

@@ -122,7 +122,9 @@ class SqliteIndex:
                     conn.execute(statement)
                 row = conn.execute("select value from meta where key = 'format'").fetchone()
                 if row is None:
-                    conn.execute("insert into meta values ('format', ?), ('position', '0'), ('fingerprint', '')", (str(FORMAT),))
+                    conn.execute(
+                        "insert into meta values ('format', ?), ('position', '0'), ('fingerprint', '')", (str(FORMAT),)
+                    )
                 elif int(row[0]) > FORMAT:
                     raise SidecarUnusable(f"{self.path} was written by a newer sessiondb (index format {row[0]})")
                 elif int(row[0]) < FORMAT:
@@ -278,7 +280,9 @@ def _apply(conn: sqlite3.Connection, after: int, events: Sequence[RecordedEvent]
                          [(d.position, *d.columns) for d in documents])  # fmt: skip
         for session_id in deleted:
             # A deleted session is not found any more (its events stay in the log until compaction).
-            conn.execute("delete from fts where rowid in (select position from docs where session_id = ?)", (session_id,))
+            conn.execute(
+                "delete from fts where rowid in (select position from docs where session_id = ?)", (session_id,)
+            )
             conn.execute("delete from docs where session_id = ?", (session_id,))
         last = events[-1]
         if last.position > stored:
@@ -337,7 +341,8 @@ def _query(
     hits = []
     for position, bm25 in ranked:
         row = by_position[position]
-        best_column, best = 0, ("", ())
+        best_column = 0
+        best: tuple[str, tuple[tuple[int, int], ...]] = ("", ())
         best_count = -1
         for column in range(4):
             plain, highlights = parse_marked(row[5 + column])
