@@ -45,18 +45,23 @@ class SearchPage(msgspec.Struct, frozen=True, gc=False):
 
 @dataclass(frozen=True, slots=True)
 class Cursor:
-    """Where the previous page ended: keyset (score, position) below a ceiling position."""
+    """Where the previous page ended: below a ceiling position, the hits already returned.
+
+    Newest first pages by keyset (positions below the last one). Best first pages by
+    offset: scores depend on the whole index, so they shift as it grows, and a keyset
+    on them would repeat hits; an offset only misorders hits whose order the shift swapped.
+    """
 
     key: str  # which search it belongs to
     ceiling: int  # documents above it (indexed after the first page) are left out
-    score: float
-    position: int
+    offset: int  # hits returned so far
+    position: int  # the last hit's position
 
 
 class _Wire(msgspec.Struct, array_like=True):
     key: str
     ceiling: int
-    score: float
+    offset: int
     position: int
 
 
@@ -71,7 +76,7 @@ def search_key(query: str, order: str, scope: str | None, tag: str | None, sessi
 
 
 def encode_cursor(cursor: Cursor) -> str:
-    raw = _encode(_Wire(cursor.key, cursor.ceiling, cursor.score, cursor.position))
+    raw = _encode(_Wire(cursor.key, cursor.ceiling, cursor.offset, cursor.position))
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
@@ -88,4 +93,4 @@ def decode_cursor(text: object, key: str) -> Cursor:
         raise InvalidInputError(
             "search() cursor belongs to another search (query, order or filters differ); start again without cursor="
         )
-    return Cursor(wire.key, wire.ceiling, wire.score, wire.position)
+    return Cursor(wire.key, wire.ceiling, wire.offset, wire.position)

@@ -188,13 +188,11 @@ class PostgresIndex:
                 sql.append(f"and position < ${len(params)}")
             sql.append("order by position desc")
         else:
-            if cursor is not None:
-                params += [cursor.score, cursor.position]
-                score, position = f"${len(params) - 1}::real", f"${len(params)}"
-                sql.append(f"and (ts_rank(tsv, q) < {score} or (ts_rank(tsv, q) = {score} and position < {position}))")
             sql.append("order by r desc, position desc")
         params.append(limit)
         sql.append(f"limit ${len(params)}")
+        params.append(cursor.offset if cursor is not None and order != "newest" else 0)
+        sql.append(f"offset ${len(params)}")
         text = " ".join(sql)
         rows = await self.backend.with_connection(lambda conn: conn.fetch(text, *params))
         hits = []

@@ -267,7 +267,8 @@ class SearchService:
         if len(hits) > limit:
             hits = hits[:limit]
             last = hits[-1]
-            next_cursor = encode_cursor(Cursor(key, ceiling, last.score, last.position))
+            offset = (previous.offset if previous is not None else 0) + limit
+            next_cursor = encode_cursor(Cursor(key, ceiling, offset, last.position))
         return SearchPage(hits, next_cursor)
 
     def statistics(self) -> dict[str, Any]:

@@ -318,13 +318,9 @@ def _query(
             params.append(cursor.position)
         sql.append("order by fts.rowid desc")
     else:
-        if cursor is not None:
-            # score = -bm25: continue below the last score, or at it with a smaller position.
-            sql.append("and (bm25(fts) > ? or (bm25(fts) = ? and fts.rowid < ?))")
-            params += [-cursor.score, -cursor.score, cursor.position]
         sql.append("order by bm25(fts), fts.rowid desc")
-    sql.append("limit ?")
-    params.append(limit)
+    sql.append("limit ? offset ?")
+    params += [limit, cursor.offset if cursor is not None and order != "newest" else 0]
     ranked = conn.execute(" ".join(sql), params).fetchall()
     if not ranked:
         return []
