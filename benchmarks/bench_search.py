@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import sessiondb
-from sessiondb import Message, PromptRecorded, Text, ToolResult, ToolUse, Usage
+from sessiondb import Message, PromptRecorded, Text, ToolUse, Usage
 
 _SYLLABLES = ["ka", "lo", "mi", "ne", "ru", "ta", "vo", "si", "de", "pa", "go", "fu", "zi", "be", "xo", "ly"]
 
