@@ -18,7 +18,7 @@ import pytest
 
 import sessiondb
 from sessiondb import Message, PromptRecorded, Text, ToolResult, ToolUse
-from sessiondb._backends.local import repair_store
+from sessiondb._backends.local import repair_store, verify_store
 
 from ._brute import expected_positions, words
 from ._processes import environment, run_in_process, wait_line
@@ -94,6 +94,11 @@ async def test_the_sidecar_is_created_by_the_first_search_and_holds_only_owner_p
         mode = stat.S_IMODE(os.stat(tmp_path / "search.sqlite").st_mode)
         assert mode == 0o600
     assert _sidecar_position(tmp_path) == 300
+    report = verify_store(tmp_path)  # the sidecar is not the store's: verify ignores it
+    assert not report.problems and not report.temp_files
+    async with sessiondb.open_store(tmp_path) as store:  # the open's temp-file cleanup leaves it alone
+        assert store.backend.recovery["removed_temp_files"] == []  # type: ignore[attr-defined]
+    assert (tmp_path / "search.sqlite").exists()
 
 
 @pytest.mark.parametrize("damage", ["delete", "truncate", "garbage", "zeroes", "half"])

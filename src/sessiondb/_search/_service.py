@@ -29,7 +29,7 @@ from .._backends._base import AppendRequest, Backend
 from .._backends._fs import FileSystem
 from .._backends.local import LocalBackend
 from .._backends.postgres import PostgresBackend
-from .._errors import HistoryUnavailableError, InvalidInputError
+from .._errors import HistoryUnavailableError, InvalidInputError, SessionDBError
 from .._events import RecordedEvent
 from ._model import ORDERS, Cursor, SearchHit, SearchPage, decode_cursor, encode_cursor, search_key
 from ._sqlite import SIDECAR_NAME, IndexReset, SidecarUnusable, SqliteIndex, fingerprint
@@ -249,20 +249,17 @@ class SearchService:
         if scope is not None or tag is not None:
             return SearchPage([], None)  # no session has a scope or tags yet (labels arrive with the meta work)
         self._start_background()
-        for attempt in range(2):
-            ceiling = await self.catch_up() if previous is None else previous.ceiling
-            index = await self._get_index()
-            try:
-                hits = await index.query(
-                    parsed, session_id=session_id, order=order, limit=limit + 1, ceiling=ceiling, cursor=previous
-                )
-                break
-            except IndexReset:
-                if attempt:
-                    raise
-                self._verified = False
-                if previous is not None:
-                    await self.catch_up()
+        try:
+            hits, ceiling = await self._query(parsed, session_id, order, limit, previous)
+        except (sqlite3.Error, OSError) as exc:
+            raise SessionDBError(
+                f"the search index failed ({exc!r}); it is derived data: retry, or delete the store's "
+                "search.sqlite* files while no process has the store open, and the next search rebuilds it"
+            ) from exc
+        except Exception as exc:
+            if type(exc).__module__.startswith("asyncpg"):
+                raise SessionDBError(f"the PostgreSQL search index failed ({exc!r}); retry") from exc
+            raise
         next_cursor = None
         if len(hits) > limit:
             hits = hits[:limit]
@@ -270,6 +267,25 @@ class SearchService:
             offset = (previous.offset if previous is not None else 0) + limit
             next_cursor = encode_cursor(Cursor(key, ceiling, offset, last.position))
         return SearchPage(hits, next_cursor)
+
+    async def _query(
+        self, parsed: Query, session_id: str | None, order: str, limit: int, previous: Cursor | None
+    ) -> tuple[list[SearchHit], int]:
+        for attempt in range(2):
+            ceiling = await self.catch_up() if previous is None else previous.ceiling
+            index = await self._get_index()
+            try:
+                hits = await index.query(
+                    parsed, session_id=session_id, order=order, limit=limit + 1, ceiling=ceiling, cursor=previous
+                )
+                return hits, ceiling
+            except IndexReset:
+                if attempt:
+                    raise
+                self._verified = False
+                if previous is not None:
+                    await self.catch_up()
+        raise AssertionError("unreachable")
 
     def statistics(self) -> dict[str, Any]:
         rebuilds = self._index.rebuilds if self._index is not None else 0

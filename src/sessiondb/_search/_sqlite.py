@@ -28,6 +28,7 @@ from typing import TypeVar
 import anyio
 import msgspec
 
+from .._errors import SessionDBError
 from .._events import RecordedEvent, SessionDeleted
 from ._model import Cursor, SearchHit
 from ._text import COLUMN_KINDS, END_MARK, START_MARK, Document, Query, document_for, parse_marked
@@ -56,7 +57,7 @@ class SidecarUnusable(Exception):
     """The sidecar cannot be used by this process (damaged while others use it, newer format, no access)."""
 
 
-class IndexReset(Exception):
+class IndexReset(SessionDBError):
     """The index was found damaged and emptied during an operation: catch up again and retry."""
 
 
@@ -187,7 +188,7 @@ class SqliteIndex:
             with contextlib.suppress(sqlite3.Error):
                 self._conn.execute("rollback")
             self._replace_damaged()
-            raise IndexReset(str(exc)) from exc
+            raise IndexReset(f"the search index {self.path} was damaged ({exc}) and was emptied; retry") from exc
 
     async def open(self) -> None:
         async with self._turn:
