@@ -242,3 +242,20 @@ def test_the_cli_searches_a_store(tmp_path: Path) -> None:
     assert result.code == 1 and "no word to search for" in result.err
     result = run_in_process("search", str(tmp_path), "nowhere")
     assert result.code == 0 and result.out == "" and "no match" in result.err
+
+
+async def test_a_sidecar_damaged_while_another_store_has_it_open_is_not_deleted_under_it(tmp_path: Path) -> None:
+    async with sessiondb.open_store(tmp_path) as first:
+        await _fill(first, 1_000)
+        assert await _found(first, "alpha") == await _expected(first, "alpha")  # first holds the sidecar open
+        sidecar = tmp_path / "search.sqlite"
+        size = sidecar.stat().st_size
+        with open(sidecar, "r+b") as handle:
+            handle.write(random.Random(2).randbytes(size))
+        async with sessiondb.open_store(tmp_path) as second:
+            # The file is damaged, but `first` has it open: `second` indexes in memory and still answers.
+            assert await _found(second, "beta") == await _expected(second, "beta")
+            assert sidecar.stat().st_size == size  # not deleted or rewritten under `first`
+        await first.append("s0", Message.user("alpha again"))
+        assert await _found(first, "alpha") == await _expected(first, "alpha")
+    await _assert_search_is_right(tmp_path)

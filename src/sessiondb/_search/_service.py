@@ -156,13 +156,26 @@ class SearchService:
     async def catch_up(self) -> int:
         """Index everything the log holds now; return the position the index reaches."""
         async with self._catching_up:
-            index = await self._get_index()
             for _ in range(3):
+                index = await self._get_index()
                 try:
                     return await self._catch_up(index)
                 except IndexReset:
                     self._verified = False  # the index was emptied: start over
-            return await self._catch_up(index)
+                except SidecarUnusable as exc:
+                    await self._fall_back_to_memory(exc)
+            return await self._catch_up(await self._get_index())
+
+    async def _fall_back_to_memory(self, exc: Exception) -> None:
+        """The sidecar turned out damaged while other processes hold it open: index in memory instead."""
+        _logger.warning("the search index file is not usable (%s); this process indexes in memory", exc)
+        if self._index is not None:
+            with anyio.CancelScope(shield=True):
+                await self._index.aclose()
+        memory = SqliteIndex(None)
+        await memory.open()
+        self._index = memory
+        self._verified = False
 
     async def _catch_up(self, index: SearchIndex) -> int:
         position = await self._follow(index)
@@ -283,6 +296,13 @@ class SearchService:
                 if attempt:
                     raise
                 self._verified = False
+                if previous is not None:
+                    await self.catch_up()
+            except SidecarUnusable as exc:
+                if attempt:
+                    raise SessionDBError(f"the search index is not usable ({exc}); retry") from exc
+                async with self._catching_up:
+                    await self._fall_back_to_memory(exc)
                 if previous is not None:
                     await self.catch_up()
         raise AssertionError("unreachable")
