@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import bisect
+import itertools
 import json
 import os
 import random
@@ -46,15 +48,15 @@ def vocabulary(size: int, rng: random.Random) -> list[str]:
 
 
 class Corpus:
-    """Conversation-like text: words drawn with a Zipf-like law from a fixed vocabulary."""
+    """Conversation-like text: words drawn by Zipf's law (P(rank k) ~ 1/k, as in English) from a fixed vocabulary."""
 
     def __init__(self, seed: int = 7, size: int = 30_000) -> None:
         self.rng = random.Random(seed)
         self.words = vocabulary(size, self.rng)
+        self.cumulative = list(itertools.accumulate(1 / rank for rank in range(1, size + 1)))
 
     def word(self) -> str:
-        rank = min(int(self.rng.paretovariate(1.05)) - 1, len(self.words) - 1)
-        return self.words[rank]
+        return self.words[bisect.bisect(self.cumulative, self.rng.random() * self.cumulative[-1])]
 
     def text(self, low: int, high: int) -> str:
         return " ".join(self.word() for _ in range(self.rng.randint(low, high)))
@@ -119,10 +121,10 @@ async def queries(directory: Path, corpus: Corpus, per_kind: int) -> dict[str, A
     words = corpus.words
     kinds: dict[str, list[str]] = {
         "rare word": [words[rng.randint(3_000, 10_000)] for _ in range(per_kind)],
-        "common word": [words[rng.randint(0, 20)] for _ in range(per_kind)],
+        "common word": [words[rng.randint(0, 20)] for _ in range(per_kind)],  # each in 2-40% of the events
         "two words": [f"{words[rng.randint(20, 300)]} {words[rng.randint(20, 300)]}" for _ in range(per_kind)],
         "phrase": [f'"{words[rng.randint(0, 50)]} {words[rng.randint(0, 50)]}"' for _ in range(per_kind)],
-        "prefix": [words[rng.randint(50, 500)][:3] + "*" for _ in range(per_kind)],
+        "prefix": [words[rng.randint(50, 500)][: rng.randint(3, 5)] + "*" for _ in range(per_kind)],
     }
     result: dict[str, Any] = {}
     async with sessiondb.open_store(directory, read_only=True, compaction=NO_COMPACTION) as store:

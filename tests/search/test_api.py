@@ -183,5 +183,6 @@ async def test_the_background_indexer_follows_appends_once_searched(tmp_path: ob
             while store.statistics()["search_position"] < last:
                 await anyio.sleep(0.01)  # waiting for a condition, bounded by fail_after
         indexed = store.statistics()["search_events_indexed"]
+        assert store.statistics()["search_events_from_batches"] == 50  # taken from the batches, not read back
         assert len((await store.search("lemur", limit=100)).hits) == 50
         assert store.statistics()["search_events_indexed"] == indexed  # nothing was left for search() to do

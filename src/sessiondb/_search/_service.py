@@ -16,6 +16,7 @@ index start over.
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import os
 import sqlite3
@@ -25,7 +26,7 @@ from typing import Any, Protocol
 
 import anyio
 
-from .._backends._base import AppendRequest, Backend
+from .._backends._base import AppendRequest, Backend, recorded_events
 from .._backends._fs import FileSystem
 from .._backends.local import LocalBackend
 from .._backends.postgres import PostgresBackend
@@ -39,6 +40,8 @@ CHUNK_EVENTS = 2_000
 MAX_LIMIT = 1_000
 # Background passes wait this long after a wake-up, so one pass indexes many batches.
 _BACKGROUND_PAUSE = 0.1
+# Appends kept for the indexer (their events are in memory anyway until it runs).
+_MAX_KEPT_APPENDS = 100_000
 # At most this long a search waits for PostgreSQL's read horizon to pass this process's own appends.
 _HORIZON_WAIT = 10.0
 _logger = logging.getLogger("sessiondb")
@@ -72,7 +75,10 @@ class SearchService:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._closed = False
-        self.stats = {"search_events_indexed": 0, "search_background_errors": 0}
+        self._keep_batches = isinstance(backend, LocalBackend)
+        self._batches: collections.deque[Sequence[AppendRequest]] = collections.deque()
+        self._kept = 0
+        self.stats = {"search_events_indexed": 0, "search_events_from_batches": 0, "search_background_errors": 0}
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -95,9 +101,21 @@ class SearchService:
             self._wake.set()
 
     def after_batch(self, batch: Sequence[AppendRequest]) -> None:
-        """The store's batch listener: wake the background indexer (nothing more on the append's path)."""
+        """The store's batch listener: wake the background indexer, and keep the batch for it.
+
+        On the append's path only a list append and an ``Event.set()``. The indexer takes
+        this process's events from these batches instead of reading and decoding them back
+        from the log (positions are gapless in the local backend, so a gap, such as another
+        process's events, shows and is read from the log).
+        """
         if self._task is not None:
             self._wake.set()
+            if self._keep_batches:
+                self._batches.append(batch)
+                self._kept += len(batch)
+                if self._kept > _MAX_KEPT_APPENDS:  # the indexer fell behind: it reads the log instead
+                    self._batches.clear()
+                    self._kept = 0
 
     async def aclose(self) -> None:
         self._closed = True
@@ -201,6 +219,17 @@ class SearchService:
                 position = 0
             self._verified = True
         while True:
+            kept = self._kept_events(position)
+            if kept:
+                stored = await index.apply(position, kept)
+                self.stats["search_events_indexed"] += len(kept)
+                self.stats["search_events_from_batches"] += len(kept)
+                if stored < position:
+                    self._verified = False
+                    position, print_ = await index.state()
+                    continue
+                position = stored
+                continue
             try:
                 events = await self.backend.read_all(position, CHUNK_EVENTS)
             except HistoryUnavailableError:
@@ -223,6 +252,32 @@ class SearchService:
                 break
         self._position = position
         return position
+
+    def _kept_events(self, position: int) -> list[RecordedEvent]:
+        """This process's committed events right after ``position``, from the kept batches (up to a chunk)."""
+        events: list[RecordedEvent] = []
+        batches = self._batches
+        while batches:
+            batch = batches[0]
+            for request in batch:
+                if request.error is not None or request.duplicate or not request.events:
+                    continue
+                last = request.first_position + len(request.events) - 1
+                if last <= position:
+                    continue  # indexed already (from the log, or by another process)
+                if request.first_position != position + 1:
+                    if events:
+                        return events  # a gap: index what is contiguous, then look again
+                    batches.clear()  # not where the index is: the log is read instead
+                    self._kept = 0
+                    return events
+                events += recorded_events(request)
+                position = last
+            batches.popleft()
+            self._kept -= len(batch)
+            if len(events) >= CHUNK_EVENTS:
+                break
+        return events
 
     async def _same_log(self, position: int, print_: str) -> bool:
         """Whether the event at ``position`` is the one the index saw there."""
