@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
+from typing import Any
 
 from sessiondb import (
     Compacted,
@@ -18,11 +19,13 @@ from sessiondb import (
     PromptRecorded,
     RecordedEvent,
     SessionDeleted,
+    SessionStarted,
     Text,
     Thinking,
     ToolResult,
     ToolUse,
 )
+from sessiondb._events import TagsChanged, TitleChanged
 
 Term = tuple[tuple[str, ...], bool]  # (words, prefix)
 
@@ -73,15 +76,57 @@ def term_matches(term: Term, column: list[str]) -> bool:
     return False
 
 
-def expected_positions(events: list[RecordedEvent], terms: list[Term], session_id: str | None = None) -> set[int]:
+def labelled_documents(events: list[RecordedEvent]) -> tuple[dict[int, tuple[str, list[str]]], dict[str, Any]]:
+    """position -> (session, columns) of every searchable document, and each session's scope and tags.
+
+    A session's title is one document at its newest title event (none once cleared), its tags one
+    document (the sorted tags, space-separated) at its newest tag event (none without tags).
+    """
+    documents: dict[int, tuple[str, list[str]]] = {}
+    labels: dict[str, Any] = {}
+    title_at: dict[str, int] = {}
+    tags_at: dict[str, int] = {}
+    for e in sorted(events, key=lambda e: e.position):
+        sid, event = e.session_id, e.event
+        state = labels.setdefault(sid, {"scope": None, "tags": set()})
+        if isinstance(event, SessionStarted):
+            state["scope"] = event.scope
+        elif isinstance(event, TitleChanged):
+            documents.pop(title_at.pop(sid, -1), None)
+            if event.title:
+                documents[e.position] = (sid, [event.title])
+                title_at[sid] = e.position
+        elif isinstance(event, TagsChanged):
+            state["tags"] = (state["tags"] - set(event.removed)) | set(event.added)
+            documents.pop(tags_at.pop(sid, -1), None)
+            if state["tags"]:
+                documents[e.position] = (sid, [" ".join(sorted(state["tags"]))])
+                tags_at[sid] = e.position
+        elif cols := columns(event):
+            documents[e.position] = (sid, cols)
+    return documents, labels
+
+
+def expected_positions(
+    events: list[RecordedEvent],
+    terms: list[Term],
+    session_id: str | None = None,
+    scope: str | None = None,
+    tag: str | None = None,
+) -> set[int]:
     deleted = {e.session_id for e in events if isinstance(e.event, SessionDeleted)}
+    documents, labels = labelled_documents(events)
     found = set()
-    for e in events:
-        if e.session_id in deleted or (session_id is not None and e.session_id != session_id):
+    for position, (sid, cols) in documents.items():
+        if sid in deleted or (session_id is not None and sid != session_id):
             continue
-        cols = [words(c) for c in columns(e.event)]
-        if cols and all(any(term_matches(term, col) for col in cols) for term in terms):
-            found.add(e.position)
+        if scope is not None and labels[sid]["scope"] != scope:
+            continue
+        if tag is not None and tag not in labels[sid]["tags"]:
+            continue
+        tokens = [words(c) for c in cols]
+        if all(any(term_matches(term, col) for col in tokens) for term in terms):
+            found.add(position)
     return found
 
 

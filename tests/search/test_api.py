@@ -186,3 +186,30 @@ async def test_the_background_indexer_follows_appends_once_searched(tmp_path: ob
         assert store.statistics()["search_events_from_batches"] == 50  # taken from the batches, not read back
         assert len((await store.search("lemur", limit=100)).hits) == 50
         assert store.statistics()["search_events_indexed"] == indexed  # nothing was left for search() to do
+
+
+async def test_titles_and_tags_are_found_and_filter_by_scope_and_tag(opened: sessiondb.Store) -> None:
+    store = opened
+    a = await store.create_session(session_id="a", scope="proj-1")
+    b = await store.create_session(session_id="b", scope="proj-2")
+    fork = await store.fork(a, session_id="a-fork")  # inherits proj-1
+    for sid in (a, b, fork):
+        await store.append(sid, Message.user(f"the pelican in {sid}"))
+    await store.set_title(a, "Pelican migration plan")
+    version = await store.set_title(a, "Heron migration plan")  # replaces the first: only the newest is found
+    assert await _hits(store, "heron migration") == [("a", version, "title")]
+    assert await _hits(store, "pelican migration") == []
+    await store.add_tags(b, "birds", "urgent")
+    tagged = await store.remove_tags(b, "urgent")
+    assert await _hits(store, "birds") == [("b", tagged, "tags")]
+    assert await _hits(store, "urgent") == []
+    assert sorted(s for s, _, _ in await _hits(store, "pelican", scope="proj-1")) == ["a", "a-fork"]
+    assert [s for s, _, _ in await _hits(store, "pelican", scope="proj-2")] == ["b"]
+    assert [s for s, _, _ in await _hits(store, "pelican", tag="birds")] == ["b"]
+    assert await _hits(store, "pelican", tag="urgent") == []
+    assert [s for s, _, _ in await _hits(store, "pelican", scope="proj-2", tag="birds", session_id="b")] == ["b"]
+    await store.set_title(a, None)
+    assert await _hits(store, "heron") == []
+    await store.delete_session(b)
+    assert await _hits(store, "birds") == []
+    assert await _hits(store, "pelican", scope="proj-2") == []

@@ -36,10 +36,14 @@ event = st.one_of(
     st.builds(lambda t: Compacted(t, 0), text),
     st.builds(lambda t, n: Custom("note", {"k": [t, n]}), text, st.integers(0, 9)),
 )
-# (session index, events, search now?) or ("delete", session index)
+TAGS = ["alpha", "red", "blue"]
+# (session index, events, search now?), (-1, session index, _): delete it,
+# (-2, session index, title or None): set its title, (-3, session index, (tag, add?)): add or remove a tag
 step = st.one_of(
     st.tuples(st.integers(0, 2), st.lists(event, min_size=1, max_size=3), st.booleans()),
     st.tuples(st.just(-1), st.integers(0, 2), st.just(False)),
+    st.tuples(st.just(-2), st.integers(0, 2), st.one_of(st.none(), text)),
+    st.tuples(st.just(-3), st.integers(0, 2), st.tuples(st.sampled_from(TAGS), st.booleans())),
 )
 term = st.one_of(
     st.builds(lambda w, p: ((w.lower(),), p), st.sampled_from(VOCABULARY), st.booleans()),
@@ -55,11 +59,20 @@ BUDGET = settings(
 )
 
 
-async def _all_pages(store: sessiondb.Store, query: str, order: str, session_id: str | None = None) -> list[Any]:
+async def _all_pages(
+    store: sessiondb.Store,
+    query: str,
+    order: str,
+    session_id: str | None = None,
+    scope: str | None = None,
+    tag: str | None = None,
+) -> list[Any]:
     hits: list[Any] = []
     cursor = None
     while True:
-        page = await store.search(query, order=order, limit=3, cursor=cursor, session_id=session_id)
+        page = await store.search(
+            query, order=order, limit=3, cursor=cursor, session_id=session_id, scope=scope, tag=tag
+        )
         hits += page.hits
         assert len(page.hits) <= 3
         if page.next_cursor is None:
@@ -97,24 +110,48 @@ async def _check(store: sessiondb.Store, sessions: list[str], terms_list: list[l
                 recorded.version,
                 recorded.timestamp_ms,
             )
-            assert hit.kind in {"message", "thinking", "tool_use", "tool_result", "prompt", "compaction", "custom"}
+            assert hit.kind in {
+                "message",
+                "thinking",
+                "tool_use",
+                "tool_result",
+                "prompt",
+                "compaction",
+                "custom",
+                "title",
+                "tags",
+            }
             _check_highlights(hit, terms)
         alive = {s.session_id for s in await store.list_sessions()}
         for sid in sessions[:1]:
             if sid in alive:
                 within = await _all_pages(store, query, "newest", session_id=sid)
                 assert [h.position for h in within] == sorted(expected_positions(events, terms, sid), reverse=True)
+        for scope, tag in (("p0", None), ("p1", None), (None, "red"), ("p0", "alpha")):
+            filtered = await _all_pages(store, query, "newest", scope=scope, tag=tag)
+            wanted = expected_positions(events, terms, scope=scope, tag=tag)
+            assert [h.position for h in filtered] == sorted(wanted, reverse=True), (query, scope, tag)
 
 
 async def _run(target: str, steps: list[Any], terms_list: list[list[Term]]) -> None:
     async with sessiondb.open_store(target) as store:
-        sessions = [await store.create_session(session_id=f"s{i}") for i in range(3)]
+        sessions = [await store.create_session(session_id=f"s{i}", scope=f"p{i % 2}") for i in range(3)]
         deleted: set[int] = set()
         for index, payload, search_now in steps:
             if index == -1:
                 if payload not in deleted:
                     await store.delete_session(sessions[payload])
                     deleted.add(payload)
+                continue
+            if index < -1:
+                if payload in deleted:
+                    continue
+                if index == -2:
+                    await store.set_title(sessions[payload], " ".join(search_now.split()) or None if search_now else None)
+                elif search_now[1]:
+                    await store.add_tags(sessions[payload], search_now[0])
+                else:
+                    await store.remove_tags(sessions[payload], search_now[0])
                 continue
             if index in deleted:
                 continue

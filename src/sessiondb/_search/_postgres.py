@@ -22,10 +22,10 @@ from typing import Any
 
 from .._backends.postgres import PostgresBackend
 from .._backends.postgres._schema import MIGRATION_LOCK_KEY
-from .._events import RecordedEvent, SessionDeleted
+from .._events import RecordedEvent
 from ._model import Cursor, SearchHit
 from ._sqlite import fingerprint
-from ._text import COLUMN_KINDS, Document, Query, document_for, lexemes, snippet
+from ._text import COLUMN_KINDS, Document, Filters, Query, lexemes, plan_chunk, snippet, tags_document
 
 FORMAT = 1
 _MAX_POSITION = 16_383
@@ -70,6 +70,8 @@ class PostgresIndex:
         s = backend.schema
         self._state = f"{s}.search_state"
         self._docs = f"{s}.search_docs"
+        self._labels = f"{s}.search_labels"
+        self._vectors: dict[int, str] = {}  # the chunk being applied: position -> tsvector text
 
     async def open(self) -> None:
         s = self.backend.schema
@@ -86,6 +88,7 @@ class PostgresIndex:
                 row = await conn.fetchrow(f"select format from {self._state} where id = 1")
                 if row is not None and row[0] != FORMAT:
                     await conn.execute(f"drop table if exists {self._docs}")
+                    await conn.execute(f"drop table if exists {self._labels}")
                     await conn.execute(f"delete from {self._state}")
                 await conn.execute(
                     f"create table if not exists {self._docs} (position bigint primary key, "
@@ -93,7 +96,13 @@ class PostgresIndex:
                     "kind text not null, columns text[] not null, tsv tsvector not null)"
                 )
                 await conn.execute(f"create index if not exists search_docs_tsv on {self._docs} using gin (tsv)")
-                await conn.execute(f"create index if not exists search_docs_session on {self._docs} (session_id)")
+                await conn.execute(f"create index if not exists search_docs_session on {self._docs} (session_id, kind)")
+                await conn.execute(
+                    f'create table if not exists {self._labels} (session_id text collate "C" primary key, '
+                    "scope text, tags text[] not null default '{}')"
+                )
+                await conn.execute(f"create index if not exists search_labels_scope on {self._labels} (scope)")
+                await conn.execute(f"create index if not exists search_labels_tags on {self._labels} using gin (tags)")
                 await conn.execute(
                     f"insert into {self._state} values (1, $1, 0, '') on conflict (id) do nothing", FORMAT
                 )
@@ -114,7 +123,7 @@ class PostgresIndex:
         async def run(conn: Any) -> None:
             async with conn.transaction():
                 await conn.execute(f"select 1 from {self._state} where id = 1 for update")
-                await conn.execute(f"truncate {self._docs}")
+                await conn.execute(f"truncate {self._docs}, {self._labels}")
                 await conn.execute(f"update {self._state} set position = 0, fingerprint = '' where id = 1")
 
         await self.backend.with_connection(run)
@@ -126,40 +135,47 @@ class PostgresIndex:
     async def apply(self, after: int, events: Sequence[RecordedEvent]) -> int:
         if not events:
             return after
-        documents: list[Document] = []
-        deleted: list[str] = []
-        for e in events:
-            if type(e.event) is SessionDeleted:
-                deleted.append(e.session_id)
-                continue
-            document = document_for(e.session_id, e.version, e.position, e.timestamp_ms, e.event)
-            if document is not None:
-                documents.append(document)
         last = events[-1]
-        columns = [[_pg_text(d.columns[i]) for d in documents] for i in range(4)]
-        vectors = [tsvector_text(d.columns) for d in documents]
+        # The words are found before the transaction: an open one holds back every reader's horizon.
+        planned = plan_chunk(events)
+        vectors = {d.position: tsvector_text(d.columns) for d in planned.documents}
 
         async def run(conn: Any) -> int:
             async with conn.transaction():
                 stored = int(await conn.fetchval(f"select position from {self._state} where id = 1 for update"))
-                if stored < after:
-                    return stored  # emptied meanwhile: the caller starts again from there
-                await conn.execute(
-                    f"insert into {self._docs} select p, s, v, t, k, array[c0, c1, c2, c3], tv::tsvector "
-                    "from unnest($1::bigint[], $2::text[], $3::integer[], $4::bigint[], $5::text[], $6::text[], "
-                    "$7::text[], $8::text[], $9::text[], $10::text[]) as u(p, s, v, t, k, c0, c1, c2, c3, tv) "
-                    "where p > $11 on conflict (position) do nothing",
-                    [d.position for d in documents],
-                    [d.session_id for d in documents],
-                    [d.version for d in documents],
-                    [d.timestamp_ms for d in documents],
-                    [d.kind for d in documents],
-                    *columns,
-                    vectors,
-                    stored,
-                )
-                if deleted:
+                if stored < after or stored >= last.position:
+                    return stored  # emptied meanwhile (start again from there), or indexed by another process
+                plan = planned if stored == after else plan_chunk([e for e in events if e.position > stored])
+                self._vectors = vectors
+                await self._insert(conn, plan.documents)
+                for session_id, title in plan.titles.items():
+                    await self._delete_kind(conn, session_id, "title")
+                    if title is not None:
+                        await self._insert(conn, [title])
+                for session_id, (change, where) in plan.tags.items():
+                    before = await conn.fetchval(f"select tags from {self._labels} where session_id = $1", session_id)
+                    tags = change.apply(before or ())
+                    await conn.execute(
+                        f"insert into {self._labels} (session_id, tags) values ($1, $2) "
+                        "on conflict (session_id) do update set tags = excluded.tags",
+                        session_id,
+                        list(tags),
+                    )
+                    await self._delete_kind(conn, session_id, "tags")
+                    document = tags_document(session_id, where, tags)
+                    if document is not None:
+                        await self._insert(conn, [document])
+                for session_id, scope in plan.scopes.items():
+                    await conn.execute(
+                        f"insert into {self._labels} (session_id, scope) values ($1, $2) "
+                        "on conflict (session_id) do update set scope = excluded.scope",
+                        session_id,
+                        scope,
+                    )
+                if plan.deleted:
+                    deleted = list(plan.deleted)
                     await conn.execute(f"delete from {self._docs} where session_id = any($1::text[])", deleted)
+                    await conn.execute(f"delete from {self._labels} where session_id = any($1::text[])", deleted)
                 if last.position > stored:
                     await conn.execute(
                         f"update {self._state} set position = $1, fingerprint = $2 where id = 1",
@@ -171,24 +187,55 @@ class PostgresIndex:
         result: int = await self.backend.with_connection(run)
         return result
 
+    async def _insert(self, conn: Any, documents: list[Document]) -> None:
+        if not documents:
+            return
+        await conn.execute(
+            f"insert into {self._docs} select p, s, v, t, k, array[c0, c1, c2, c3], tv::tsvector "
+            "from unnest($1::bigint[], $2::text[], $3::integer[], $4::bigint[], $5::text[], $6::text[], "
+            "$7::text[], $8::text[], $9::text[], $10::text[]) as u(p, s, v, t, k, c0, c1, c2, c3, tv) "
+            "on conflict (position) do nothing",
+            [d.position for d in documents],
+            [d.session_id for d in documents],
+            [d.version for d in documents],
+            [d.timestamp_ms for d in documents],
+            [d.kind for d in documents],
+            *([_pg_text(d.columns[i]) for d in documents] for i in range(4)),
+            [self._vectors.get(d.position) or tsvector_text(d.columns) for d in documents],
+        )
+
+    async def _delete_kind(self, conn: Any, session_id: str, kind: str) -> None:
+        await conn.execute(f"delete from {self._docs} where session_id = $1 and kind = $2", session_id, kind)
+
     async def query(
-        self, query: Query, *, session_id: str | None, order: str, limit: int, ceiling: int, cursor: Cursor | None
+        self, query: Query, *, filters: Filters, order: str, limit: int, ceiling: int, cursor: Cursor | None
     ) -> list[SearchHit]:
         params: list[Any] = [query.tsquery(), ceiling]
         sql = [
-            "select position, session_id, version, timestamp_ms, kind, columns, ts_rank(tsv, q) as r "
-            f"from {self._docs}, (select $1::tsquery as q) as query where tsv @@ q and position <= $2"
+            "select d.position, d.session_id, d.version, d.timestamp_ms, d.kind, d.columns, ts_rank(d.tsv, q) as r "
+            f"from {self._docs} as d, (select $1::tsquery as q) as query where d.tsv @@ q and d.position <= $2"
         ]
-        if session_id is not None:
-            params.append(session_id)
-            sql.append(f"and session_id = ${len(params)}")
+        if filters.session_id is not None:
+            params.append(filters.session_id)
+            sql.append(f"and d.session_id = ${len(params)}")
+        if filters.scope is not None or filters.tag is not None:
+            conditions = []
+            if filters.scope is not None:
+                params.append(filters.scope)
+                conditions.append(f"l.scope = ${len(params)}")
+            if filters.tag is not None:
+                params.append([filters.tag])
+                conditions.append(f"l.tags @> ${len(params)}::text[]")
+            sql.append(
+                f"and d.session_id in (select l.session_id from {self._labels} as l where {' and '.join(conditions)})"
+            )
         if order == "newest":
             if cursor is not None:
                 params.append(cursor.position)
-                sql.append(f"and position < ${len(params)}")
-            sql.append("order by position desc")
+                sql.append(f"and d.position < ${len(params)}")
+            sql.append("order by d.position desc")
         else:
-            sql.append("order by r desc, position desc")
+            sql.append("order by r desc, d.position desc")
         params.append(limit)
         sql.append(f"limit ${len(params)}")
         params.append(cursor.offset if cursor is not None and order != "newest" else 0)

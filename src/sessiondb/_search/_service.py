@@ -34,7 +34,7 @@ from .._errors import HistoryUnavailableError, InvalidInputError, SessionDBError
 from .._events import RecordedEvent
 from ._model import ORDERS, Cursor, SearchHit, SearchPage, decode_cursor, encode_cursor, search_key
 from ._sqlite import SIDECAR_NAME, IndexReset, SidecarUnusable, SqliteIndex, fingerprint
-from ._text import Query, parse_query
+from ._text import Filters, Query, parse_query
 
 CHUNK_EVENTS = 2_000
 MAX_LIMIT = 1_000
@@ -59,7 +59,7 @@ class SearchIndex(Protocol):
     async def apply(self, after: int, events: Sequence[RecordedEvent]) -> int: ...
     async def count(self) -> int: ...
     async def query(
-        self, query: Query, *, session_id: str | None, order: str, limit: int, ceiling: int, cursor: Cursor | None
+        self, query: Query, *, filters: Filters, order: str, limit: int, ceiling: int, cursor: Cursor | None
     ) -> list[SearchHit]: ...
 
 
@@ -314,11 +314,9 @@ class SearchService:
                 raise InvalidInputError(f"search() {name} must be a str or None, got {type(value).__name__}")
         key = search_key(query, order, scope, tag, session_id)
         previous = decode_cursor(cursor, key) if cursor is not None else None
-        if scope is not None or tag is not None:
-            return SearchPage([], None)  # no session has a scope or tags yet (labels arrive with the meta work)
         self._start_background()
         try:
-            hits, ceiling = await self._query(parsed, session_id, order, limit, previous)
+            hits, ceiling = await self._query(parsed, Filters(session_id, scope, tag), order, limit, previous)
         except (sqlite3.Error, OSError) as exc:
             raise SessionDBError(
                 f"the search index failed ({exc!r}); it is derived data: retry, or delete the store's "
@@ -337,14 +335,14 @@ class SearchService:
         return SearchPage(hits, next_cursor)
 
     async def _query(
-        self, parsed: Query, session_id: str | None, order: str, limit: int, previous: Cursor | None
+        self, parsed: Query, filters: Filters, order: str, limit: int, previous: Cursor | None
     ) -> tuple[list[SearchHit], int]:
         for attempt in range(2):
             ceiling = await self.catch_up() if previous is None else previous.ceiling
             index = await self._get_index()
             try:
                 hits = await index.query(
-                    parsed, session_id=session_id, order=order, limit=limit + 1, ceiling=ceiling, cursor=previous
+                    parsed, filters=filters, order=order, limit=limit + 1, ceiling=ceiling, cursor=previous
                 )
                 return hits, ceiling
             except IndexReset:

@@ -11,11 +11,25 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from .._errors import InvalidInputError
-from .._events import Compacted, Custom, Message, PromptRecorded, Text, Thinking, ToolResult, ToolUse
+from .._events import (
+    Compacted,
+    Custom,
+    Message,
+    PromptRecorded,
+    RecordedEvent,
+    SessionDeleted,
+    SessionStarted,
+    TagsChanged,
+    Text,
+    Thinking,
+    TitleChanged,
+    ToolResult,
+    ToolUse,
+)
 
 # The four document columns, in the order of the FTS5 table and of ``Document.columns``.
 COLUMNS = ("text", "thinking", "tool_use", "tool_result")
@@ -40,7 +54,7 @@ class Document:
     session_id: str
     version: int
     timestamp_ms: int
-    kind: str  # "message", "prompt", "compaction" or "custom"
+    kind: str  # "message", "prompt", "compaction", "custom", "title" or "tags"
     columns: tuple[str, str, str, str]  # text, thinking, tool_use, tool_result
 
 
@@ -124,6 +138,15 @@ def lexemes(text: str) -> list[str]:
 
 
 # ---------------------------------------------------------------- queries
+
+
+@dataclass(frozen=True, slots=True)
+class Filters:
+    """Which sessions' events a search looks at (None: any): the recording session, its scope, a tag it has."""
+
+    session_id: str | None = None
+    scope: str | None = None
+    tag: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -280,3 +303,73 @@ def parse_marked(marked: str) -> tuple[str, tuple[tuple[int, int], ...]]:
             plain.append(piece)
             size += len(piece)
     return "".join(plain), tuple(marks)
+
+
+# ---------------------------------------------------------------- a chunk of the log, as changes to the index
+
+
+@dataclass(slots=True)
+class TagChange:
+    """A session's tag events of one chunk folded into one change: the tags now are ``(before - out) | in_``."""
+
+    in_: set[str]
+    out: set[str]
+
+    def apply(self, before: Iterable[str]) -> tuple[str, ...]:
+        return tuple(sorted((set(before) - self.out) | self.in_))
+
+
+@dataclass(slots=True)
+class ChunkPlan:
+    """What a chunk of events does to the index, in the order an index applies it.
+
+    ``documents``: new event documents. ``titles``: per session, its newest title event's
+    document (None: cleared), replacing the one indexed. ``tags``: per session, the change
+    of its tag set and where (session, version, position, time) the newest tag event is; the
+    session's tags document is rebuilt from the set. ``scopes``: scopes of created sessions.
+    ``deleted``: sessions whose every document and label goes.
+    """
+
+    documents: list[Document]
+    titles: dict[str, Document | None]
+    tags: dict[str, tuple[TagChange, tuple[int, int, int]]]
+    scopes: dict[str, str]
+    deleted: set[str]
+
+
+def plan_chunk(events: Iterable[RecordedEvent]) -> ChunkPlan:
+    plan = ChunkPlan([], {}, {}, {}, set())
+    for e in events:
+        event = e.event
+        kind = type(event)
+        if kind is TitleChanged:
+            title = event.title  # type: ignore[union-attr]
+            plan.titles[e.session_id] = (
+                Document(e.position, e.session_id, e.version, e.timestamp_ms, "title", (_clean(title), "", "", ""))
+                if title
+                else None
+            )
+        elif kind is TagsChanged:
+            change, _ = plan.tags.get(e.session_id, (TagChange(set(), set()), (0, 0, 0)))
+            added, removed = set(event.added), set(event.removed)  # type: ignore[union-attr]
+            change.in_ = (change.in_ - removed) | added
+            change.out = (change.out - added) | removed
+            plan.tags[e.session_id] = (change, (e.version, e.position, e.timestamp_ms))
+        elif kind is SessionStarted:
+            if event.scope is not None:  # type: ignore[union-attr]
+                plan.scopes[e.session_id] = event.scope  # type: ignore[union-attr]
+        elif kind is SessionDeleted:
+            plan.deleted.add(e.session_id)
+        else:
+            document = document_for(e.session_id, e.version, e.position, e.timestamp_ms, event)
+            if document is not None:
+                plan.documents.append(document)
+    return plan
+
+
+def tags_document(session_id: str, where: tuple[int, int, int], tags: tuple[str, ...]) -> Document | None:
+    """The searchable document of a session's tags (one per session, at its newest tag event), or None."""
+    if not tags:
+        return None
+    version, position, timestamp_ms = where
+    return Document(position, session_id, version, timestamp_ms, "tags", (_clean(" ".join(tags)), "", "", ""))
