@@ -637,10 +637,11 @@ class Store:
         diacritics ignored), ``"a quoted phrase"`` (words in a row) and ``prefix*``;
         punctuation only separates words. Searched: message text, thinking, tool calls
         (name and JSON input) and results (tool name and output), prompts, compaction
-        summaries and the string values of Custom events; deleted sessions are left out.
+        summaries, the string values of Custom events, and each session's current title
+        and tags; deleted sessions are left out. Filters (AND): ``scope`` (the session's),
+        ``tag`` (the session has it now), ``session_id`` (the session that recorded the event).
         ``order``: ``"relevance"`` (best first: SQLite FTS5's bm25, PostgreSQL's ts_rank)
-        or ``"newest"`` (store position, newest first). ``session_id`` restricts to the
-        events recorded in that session. ``limit`` (1..1000) hits per page; pass the
+        or ``"newest"`` (store position, newest first). ``limit`` (1..1000) hits per page; pass the
         page's ``next_cursor`` as ``cursor`` for the next (events appended meanwhile are
         not added to later pages). The index is caught up with the log first, so every
         append that returned before the call is searched. Raises ``InvalidInputError``

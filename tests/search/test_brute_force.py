@@ -147,7 +147,9 @@ async def _run(target: str, steps: list[Any], terms_list: list[list[Term]]) -> N
                 if payload in deleted:
                     continue
                 if index == -2:
-                    await store.set_title(sessions[payload], " ".join(search_now.split()) or None if search_now else None)
+                    await store.set_title(
+                        sessions[payload], " ".join(search_now.split()) or None if search_now else None
+                    )
                 elif search_now[1]:
                     await store.add_tags(sessions[payload], search_now[0])
                 else:

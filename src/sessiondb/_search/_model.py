@@ -19,8 +19,9 @@ class SearchHit(msgspec.Struct, frozen=True, gc=False):
     ``session_id``/``version``/``position``/``timestamp_ms`` name the event (``load(session_id,
     at_version=version)`` shows the conversation there). ``kind`` is what matched: ``"message"``
     (text blocks), ``"thinking"``, ``"tool_use"`` (a call's name and JSON input), ``"tool_result"``
-    (tool name and output), ``"prompt"``, ``"compaction"`` (a summary) or ``"custom"`` (string
-    values of a Custom event's data). ``snippet`` is plain text (``…`` where it was cut);
+    (tool name and output), ``"prompt"``, ``"compaction"`` (a summary), ``"custom"`` (string
+    values of a Custom event's data), ``"title"`` (the session's title, at its newest title
+    event) or ``"tags"`` (its tags, at its newest tag event). ``snippet`` is plain text (``…`` where it was cut);
     ``highlights`` are the matched words as ``(start, end)`` str offsets into it, so a viewer
     escapes the text and marks the ranges itself. ``score``: higher is better (SQLite FTS5's
     bm25 negated; PostgreSQL's ts_rank); comparable within one search only.
