@@ -92,7 +92,9 @@ class SearchService:
     def start(self) -> None:
         """At the store's open: keep an existing index current in the background (nothing else is done)."""
         directory = self.sidecar_directory()
-        if directory is not None and os.path.exists(os.path.join(directory, SIDECAR_NAME)):
+        if directory is None or getattr(self.backend, "read_only", False):
+            return  # a read-only open appends nothing: its searches catch up themselves
+        if os.path.exists(os.path.join(directory, SIDECAR_NAME)):
             self._start_background()
 
     def _start_background(self) -> None:
