@@ -255,6 +255,8 @@ def test_the_cli_searches_a_store(tmp_path: Path) -> None:
     assert "chat@3" in result.out
     result = run_in_process("search", str(tmp_path), "!!!")
     assert result.code == 1 and "no word to search for" in result.err
+    result = run_in_process("search", str(tmp_path), "deploy", "--tag", "prod")
+    assert result.code == 0 and result.out == "" and "no match" in result.err  # no session has that tag
     result = run_in_process("search", str(tmp_path), "nowhere")
     assert result.code == 0 and result.out == "" and "no match" in result.err
 
