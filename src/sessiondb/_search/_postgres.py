@@ -74,7 +74,6 @@ class PostgresIndex:
         self._vectors: dict[int, str] = {}  # the chunk being applied: position -> tsvector text
 
     async def open(self) -> None:
-        s = self.backend.schema
 
         async def run(conn: Any) -> None:
             async with conn.transaction():
@@ -107,7 +106,6 @@ class PostgresIndex:
                     f"insert into {self._state} values (1, $1, 0, '') on conflict (id) do nothing", FORMAT
                 )
 
-        del s
         await self.backend.with_connection(run)
 
     async def aclose(self) -> None:
