@@ -930,7 +930,7 @@ def backend_for(
     if text.startswith(("postgresql://", "postgres://")):
         from ._backends.postgres import PostgresBackend
 
-        return PostgresBackend(text, max_event_bytes=max_event_bytes)
+        return PostgresBackend(text, max_event_bytes=max_event_bytes, read_only=read_only)
     if custom_modes:
         file_system = file_system if file_system is not None else FileSystem()
         file_system.file_mode, file_system.dir_mode = file_mode, dir_mode
@@ -979,6 +979,10 @@ def open_store(
 
     A new store is made only in a new or empty directory (hidden entries aside): a
     directory that holds other files and no store gives ``InvalidInputError``.
+
+    ``read_only=True`` opens an existing store without changing it and refuses appends:
+    a missing directory, or a PostgreSQL schema that does not exist (or is at an older
+    schema version), raises ``SessionDBError`` ("no store at ...") instead of being created.
 
     Files are created ``0600`` and directories ``0700`` (owner only: transcripts hold
     secrets); ``file_mode`` / ``dir_mode`` widen that, e.g. ``0o640`` / ``0o750`` for a

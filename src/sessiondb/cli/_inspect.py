@@ -136,7 +136,7 @@ async def _tail_subscription(
     target: str, args: argparse.Namespace, emit: Callable[[RecordedEvent], bool], out: _Output
 ) -> int:
     """Follow a shared-database store through the store's own subscriptions (they poll the database)."""
-    async with open_store(target) as store:
+    async with open_store(target, read_only=True) as store:
         if args.session is not None:
             info = await _session_info(store, args)
             subscription = store.subscribe(args.session, after=max(0, info.version - args.lines))
