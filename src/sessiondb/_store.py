@@ -73,7 +73,7 @@ DEFAULT_MAX_BATCH = int(os.environ.get("SESSIONDB_MAX_BATCH", "512"))
 DEFAULT_MAX_EVENTS_PER_APPEND = 10_000
 DEFAULT_PROJECTION_CACHE = 4_096
 _READ_PAGE = 10_000
-# add_tags re-reads and retries when another append lands between its read and its write.
+# A label change re-reads and decides again when another append lands between its read and its write.
 _LABEL_ATTEMPTS = 1_000
 _USER_EVENT_TYPES = (Message, PromptRecorded, Compacted, Custom)
 _BLOCK_TYPES = frozenset((Text, Thinking, ToolUse, ToolResult))
@@ -444,10 +444,7 @@ class Store:
         """
         self._check_open()
         check_title(title, session_id)
-        info = await self._info(session_id)
-        if info.title == title:
-            return info.version
-        return await self._append_label(session_id, TitleChanged(title))
+        return await self._change_label(session_id, lambda info: None if info.title == title else TitleChanged(title))
 
     @on_store_loop
     async def add_tags(self, session_id: str, *tags: str) -> int:
@@ -461,21 +458,19 @@ class Store:
         """
         self._check_open()
         wanted = _check_tag_arguments(session_id, tags)
-        for _ in range(_LABEL_ATTEMPTS):
-            info = await self._info(session_id)
+
+        def decide(info: SessionInfo) -> Event | None:
             added = [tag for tag in wanted if tag not in info.tags]
             if not added:
-                return info.version
+                return None
             if len(info.tags) + len(added) > MAX_TAGS:
                 raise InvalidInputError(
                     f"session {session_id!r} has {len(info.tags)} tags; adding {len(added)} would pass the limit of "
                     f"{MAX_TAGS}; remove some first (nothing was written)"
                 )
-            try:
-                return await self._append_label(session_id, TagsChanged(added=added), info.version)
-            except ConflictError:
-                continue  # another append landed since the read: count again
-        raise ConflictError(session_id, info.version, (await self._info(session_id)).version)  # pragma: no cover
+            return TagsChanged(added=added)
+
+        return await self._change_label(session_id, decide)
 
     @on_store_loop
     async def remove_tags(self, session_id: str, *tags: str) -> int:
@@ -485,11 +480,12 @@ class Store:
         """
         self._check_open()
         wanted = _check_tag_arguments(session_id, tags)
-        info = await self._info(session_id)
-        removed = [tag for tag in wanted if tag in info.tags]
-        if not removed:
-            return info.version
-        return await self._append_label(session_id, TagsChanged(removed=removed))
+
+        def decide(info: SessionInfo) -> Event | None:
+            removed = [tag for tag in wanted if tag in info.tags]
+            return TagsChanged(removed=removed) if removed else None
+
+        return await self._change_label(session_id, decide)
 
     @on_store_loop
     async def set_pinned(self, session_id: str, pinned: bool = True) -> int:
@@ -500,14 +496,27 @@ class Store:
         self._check_open()
         if type(pinned) is not bool:
             raise InvalidInputError(f"session {session_id!r}: set_pinned takes a bool, got {pinned!r}")
-        info = await self._info(session_id)
-        if info.pinned == pinned:
-            return info.version
-        return await self._append_label(session_id, PinChanged(pinned))
+        return await self._change_label(session_id, lambda info: None if info.pinned == pinned else PinChanged(pinned))
 
-    async def _append_label(self, session_id: str, event: Event, expected_version: int | None = None) -> int:
-        request = AppendRequest(session_id, (event,), expected_version=expected_version, timestamp_ms=now_ms())
-        return (await self._submit(request)).version
+    async def _change_label(self, session_id: str, decide: Callable[[SessionInfo], Event | None]) -> int:
+        """Read the session, let ``decide`` pick the label event (None: nothing to change), append it.
+
+        The append carries ``expected_version``: if another task, process or host
+        appended since the read, the session is read again and ``decide`` runs again on
+        what it holds now. So a change that another writer already made writes nothing
+        ("a call that changes nothing writes nothing" holds under concurrency too).
+        """
+        for _ in range(_LABEL_ATTEMPTS):
+            info = await self._info(session_id)
+            event = decide(info)
+            if event is None:
+                return info.version
+            request = AppendRequest(session_id, (event,), expected_version=info.version, timestamp_ms=now_ms())
+            try:
+                return (await self._submit(request)).version
+            except ConflictError:
+                continue  # another append landed since the read: decide again on what is there now
+        raise ConflictError(session_id, info.version, (await self._info(session_id)).version)  # pragma: no cover
 
     # ------------------------------------------------------------------ reading
 

@@ -9,7 +9,7 @@ import pytest
 
 from .._backends._base import Backend, SessionInfo
 from .._errors import InvalidInputError, SessionDeletedError, SessionNotFoundError
-from .._events import Message, TagsChanged, TitleChanged
+from .._events import Message, PinChanged, TagsChanged, TitleChanged
 from .._labels import MAX_TAGS
 from .._store import Store, open_store
 
@@ -209,6 +209,22 @@ class LabelConformance:
         )
         assert len((await store.session_info(sid)).tags) <= MAX_TAGS
         assert sum(isinstance(r, InvalidInputError) for r in results) >= 2
+
+    async def test_concurrent_identical_label_changes_write_once(self, store: Store) -> None:
+        """Twenty concurrent ``set_title(sid, "same")`` wrote twenty events; a no-op must write nothing."""
+        sid = await store.create_session()
+        await store.add_tags(sid, "old")
+        versions = await asyncio.gather(
+            *(store.set_title(sid, "same") for _ in range(20)),
+            *(store.set_pinned(sid, True) for _ in range(20)),
+            *(store.remove_tags(sid, "old") for _ in range(20)),
+            *(store.add_tags(sid, "new") for _ in range(20)),
+        )
+        kinds = [type(recorded.event) for recorded in [e async for e in store.read(sid)]]
+        assert kinds.count(TitleChanged) == 1 and kinds.count(PinChanged) == 1, kinds
+        assert kinds.count(TagsChanged) == 3, kinds  # "old" added, removed once, "new" added once
+        assert max(versions) == (await store.session_info(sid)).version == 6
+        # Across processes: tests/multiprocess/test_labels.py races three of them.
 
     async def test_label_events_in_one_batch_fold_like_a_replay(self, store: Store) -> None:
         sids = [await store.create_session(scope=f"s{i % 2}") for i in range(3)]
