@@ -73,6 +73,7 @@ DEFAULT_MAX_BATCH = int(os.environ.get("SESSIONDB_MAX_BATCH", "512"))
 DEFAULT_MAX_EVENTS_PER_APPEND = 10_000
 DEFAULT_PROJECTION_CACHE = 4_096
 _READ_PAGE = 10_000
+_MAX_INT64 = 2**63 - 1
 # A label change re-reads and decides again when another append lands between its read and its write.
 _LABEL_ATTEMPTS = 1_000
 _USER_EVENT_TYPES = (Message, PromptRecorded, Compacted, Custom)
@@ -645,7 +646,8 @@ class Store:
         if type(after) is not int or type(limit) is not int:
             raise InvalidInputError(f"read_all() takes int after= and limit=, got {after!r} and {limit!r}")
         # Like read(): a negative ``after`` means from the start (not history lost to retention).
-        return await self.backend.read_all(max(after, 0), limit)
+        # Positions are below 2**63 (PostgreSQL bigint): larger ints are clamped, never sent as they are.
+        return await self.backend.read_all(min(max(after, 0), _MAX_INT64), min(limit, _MAX_INT64))
 
     def subscribe(self, session_id: str, *, after: int = 0, buffer_size: int = DEFAULT_BUFFER_EVENTS) -> Subscription:
         """Events of a session with version > ``after``: its history, then each new one once durable.

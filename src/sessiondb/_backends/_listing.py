@@ -114,10 +114,12 @@ def session_query(
             raise InvalidInputError(
                 f"title= filters by a non-empty str of at most {MAX_TITLE_CHARS} characters, got {title!r:.80}"
             )
-        try:
-            title.encode()
-        except UnicodeEncodeError:
-            raise InvalidInputError(f"title= filter {title!r:.80} is not valid UTF-8 (a lone surrogate)") from None
+        forbidden = FORBIDDEN_CHARACTERS.search(title)
+        if forbidden is not None:  # no title holds one (and PostgreSQL text cannot hold NUL)
+            raise InvalidInputError(
+                f"title= filter {title!r:.80} contains {forbidden.group()!r}; titles hold no control, line-break "
+                "or surrogate characters"
+            )
     if pinned is not None and type(pinned) is not bool:
         raise InvalidInputError(f"pinned= takes True, False or None, got {pinned!r}")
     if order not in ORDERS:

@@ -561,6 +561,8 @@ class PostgresBackend(Backend):
             raise
 
     async def info(self, session_id: str) -> SessionInfo | None:
+        if "\x00" in session_id:
+            return None  # no session has it (text cannot hold NUL); the store then says why the id is invalid
         query = f"select {_SESSION_COLUMNS} from {self.schema}.sessions where session_id = $1"
         row = await self._read(lambda conn: conn.fetchrow(query, session_id))
         return _info_from_row(row) if row is not None else None
