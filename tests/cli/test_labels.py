@@ -100,3 +100,53 @@ def test_as_a_program(store: Path) -> None:
     assert run_subprocess("tag", str(store), "beta", "+urgent", "-missing").code == 0
     result = run_subprocess("ls", str(store), "--tag", "urgent", "--json")
     assert [row["session_id"] for row in json.loads(result.out)] == ["beta"]
+
+
+def test_values_starting_with_a_dash_say_how(store: Path) -> None:
+    """Claude project keys start with '-': `ls --scope -home-me-app` failed with argparse's bare complaint."""
+    for argv, hint in [
+        (("ls", str(store), "--scope", "-home-me-app"), "write --scope=-home-me-app"),
+        (("ls", str(store), "--title", "-draft"), "write --title=-draft"),
+        (("ls", str(store), "--tag", "-x"), "write --tag=-x"),
+        (("title", str(store), "alpha", "-draft-"), "put -- before it: ... -- -draft-"),
+    ]:
+        result = run_in_process(*argv)
+        assert result.code == 2 and hint in result.err, (argv, result.err)
+    assert run_in_process("ls", str(store), "--scope", "-home-me-app").err.count("expected one argument") == 1
+
+    async def scoped() -> None:
+        async with sessiondb.open_store(store) as opened:
+            await opened.create_session(session_id="claude", scope="-home-me-app")
+
+    asyncio.run(scoped())
+    assert ids(store, "--scope=-home-me-app") == ["claude"]
+    assert run_in_process("title", str(store), "claude", "--", "-draft-").code == 0
+    assert ids(store, "--title=-draft") == ["claude"]
+    # In `tag`, -TAG removes wherever it stands, after -- too (no tag starts with '-').
+    assert run_in_process("tag", str(store), "claude", "+ci").code == 0
+    assert run_in_process("tag", str(store), "claude", "--", "-ci").code == 0
+    assert ids(store, "--tag", "ci") == []
+
+
+def test_errors_speak_command_line(store: Path) -> None:
+    """Library advice ("clear it with None", "pass None") leaked into CLI errors; a conflict did not name the session."""
+    for argv, complaint in [
+        (("title", str(store), "alpha", ""), "--clear"),
+        (("title", str(store), "alpha", "   "), "--clear"),
+        (("ls", str(store), "--scope", ""), "leave --scope out"),
+        (("ls", str(store), "--scope", "  "), "leave --scope out"),
+        (("ls", str(store), "--title", ""), "leave --title out"),
+        (("tag", str(store), "alpha", "+1x", "-1x"), "for session 'alpha'"),
+    ]:
+        result = run_in_process(*argv)
+        assert result.code == 1 and complaint in result.err, (argv, result.err)
+        assert "None" not in result.err, result.err
+
+
+@pytest.mark.parametrize("limit", ["0", "-1", "10001"])
+def test_ls_limit_outside_a_page_is_a_usage_error(store: Path, limit: str) -> None:
+    """`ls --limit 0` printed "no sessions in STORE" for a store with sessions."""
+    result = run_in_process("ls", str(store), "--limit", limit)
+    assert result.code == 2 and "--limit" in result.err and "no sessions" not in result.err
+    assert run_in_process("tail", str(store), "--count", "0").code == 2
+    assert len(ids(store, "--limit", "10000")) == 4
