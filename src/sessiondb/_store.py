@@ -9,10 +9,11 @@ class itself would spread one public type across files.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from typing import Any
 
 import anyio
@@ -237,9 +238,15 @@ class Store:
         find a scope's sessions from an index.
         """
         self._check_open()
-        session_id = generate_session_id() if session_id is None else validate_session_id(session_id)
-        _check_metadata(session_id, model, workspace_root, None)
-        check_scope(scope, session_id)
+        if session_id is None:
+            session_id = generate_session_id()
+            with _unnamed("create_session", session_id):  # not the id of a session that was never made
+                _check_metadata(session_id, model, workspace_root, None)
+                check_scope(scope, session_id, new=True)
+        else:
+            validate_session_id(session_id)
+            _check_metadata(session_id, model, workspace_root, None)
+            check_scope(scope, session_id, new=True)
         started = SessionStarted(now_ms(), model, workspace_root, scope=scope)
         await self._submit(AppendRequest(session_id, (started,), timestamp_ms=started.created_at_ms, creates=True))
         return session_id
@@ -412,8 +419,9 @@ class Store:
                 raise InvalidInputError(f"fork() takes a str branch_name (or None), got {type(branch_name).__name__}")
             branch = branch_name.strip() or None if branch_name is not None else None
             child_id = generate_session_id() if session_id is None else validate_session_id(session_id)
-            _check_metadata(child_id, None, None, branch)
-            child_scope = info.scope if scope is None else check_scope(scope, child_id)
+            with _unnamed(f"fork of session {parent!r}", child_id if session_id is None else None):
+                _check_metadata(child_id, None, None, branch)
+                child_scope = info.scope if scope is None else check_scope(scope, child_id, new=True)
             started = SessionStarted(
                 now_ms(),
                 # From the summary, not the replay: a fork at version 0 keeps the parent's model and workspace.
@@ -444,7 +452,7 @@ class Store:
         line of at most 500 characters; ``InvalidInputError`` otherwise.
         """
         self._check_open()
-        check_title(title, session_id)
+        check_title(title, session_id, new=True)
         return await self._change_label(session_id, lambda info: None if info.title == title else TitleChanged(title))
 
     @on_store_loop
@@ -903,13 +911,29 @@ def _check_metadata(session_id: str, model: object, workspace_root: object, bran
     check_text(session_id, "branch_name", branch_name, limit=MAX_METADATA_CHARS)
 
 
+@contextlib.contextmanager
+def _unnamed(call: str, generated_id: str | None) -> Iterator[None]:
+    """Errors about a session that was never created say which call failed, not the id it would have had."""
+    if generated_id is None:
+        yield
+        return
+    try:
+        yield
+    except InvalidInputError as exc:
+        text = str(exc).replace(f"session {generated_id!r}: ", "", 1).removesuffix("; nothing was written")
+        raise type(exc)(f"{call}: {text}; nothing was created") from None
+
+
 def _wrong_event_message(session_id: str, event: object) -> str:
+    where = f"append() to session {session_id!r}"
     if isinstance(event, SessionStarted):
-        return "SessionStarted is written by create_session() and fork(), not by append()"
+        return f"{where}: SessionStarted is written by create_session() and fork(), not by append()"
     if isinstance(event, SessionDeleted):
-        return "use delete_session() to delete a session"
+        return f"{where}: use delete_session() to delete a session"
     if isinstance(event, (TitleChanged, TagsChanged, PinChanged)):
-        return "labels are written by set_title(), add_tags(), remove_tags() and set_pinned(), not by append()"
+        return (
+            f"{where}: labels are written by set_title(), add_tags(), remove_tags() and set_pinned(), not by append()"
+        )
     return (
         f"append() to session {session_id!r} takes Message, PromptRecorded, Compacted or Custom "
         f"events; got {type(event).__name__}"

@@ -65,7 +65,9 @@ async def _schema_exists(dsn: str, schema: str) -> bool:
 
 async def test_a_read_only_open_never_creates_the_schema(pg_dsn: str, pg_schema: str) -> None:
     url = f"{pg_dsn}{'&' if '?' in pg_dsn else '?'}schema={pg_schema}"
-    with pytest.raises(sessiondb.SessionDBError, match=f"no sessiondb store in schema {pg_schema} at .*opening it for writing"):
+    with pytest.raises(
+        sessiondb.SessionDBError, match=f"no sessiondb store in schema {pg_schema} at .*opening it for writing"
+    ):
         async with sessiondb.open_store(url, read_only=True):
             pass
     assert not await _schema_exists(pg_dsn, pg_schema)
@@ -73,7 +75,7 @@ async def test_a_read_only_open_never_creates_the_schema(pg_dsn: str, pg_schema:
         await store.create_session(session_id="s")
     async with sessiondb.open_store(url, read_only=True) as store:
         assert [info.session_id for info in await store.list_sessions()] == ["s"]
-        with pytest.raises(sessiondb.InvalidInputError, match="opened read-only.*session 's'"):
+        with pytest.raises(sessiondb.InvalidInputError, match=r"opened read-only.*session 's'"):
             await store.append("s", Message.user("no"))
         assert (await store.session_info("s")).version == 1
     # An older schema is not migrated by a reader either.

@@ -129,7 +129,7 @@ def test_values_starting_with_a_dash_say_how(store: Path) -> None:
 
 
 def test_errors_speak_command_line(store: Path) -> None:
-    """Library advice ("clear it with None", "pass None") leaked into CLI errors; a conflict did not name the session."""
+    """Library advice ("clear it with None", "pass None") leaked into CLI errors; a clash did not name the session."""
     for argv, complaint in [
         (("title", str(store), "alpha", ""), "--clear"),
         (("title", str(store), "alpha", "   "), "--clear"),
@@ -150,3 +150,28 @@ def test_ls_limit_outside_a_page_is_a_usage_error(store: Path, limit: str) -> No
     assert result.code == 2 and "--limit" in result.err and "no sessions" not in result.err
     assert run_in_process("tail", str(store), "--count", "0").code == 2
     assert len(ids(store, "--limit", "10000")) == 4
+
+
+def test_ls_truncates_long_titles_and_shows_bidi_controls_escaped(store: Path) -> None:
+    """`ls` printed a 500-character title whole, and a title with U+202E raw (it reorders the terminal line)."""
+    long = "word " * 99 + "end!"
+    assert run_in_process("title", str(store), "alpha", long).code == 0
+    line = next(line for line in run_in_process("ls", str(store)).out.splitlines() if line.startswith("alpha"))
+    assert "…" in line and "end!" not in line and len(line) < 200
+    assert json.loads(run_in_process("ls", str(store), "--json", "--title", "end!").out)[0]["title"] == long
+    refused = run_in_process("title", str(store), "beta", "evil\u202egnp.exe")
+    assert refused.code == 1 and "bidirectional" in refused.err
+
+    async def old_log_title() -> None:  # a title stored before the rule: it loads, and shows escaped
+        async with sessiondb.open_store(store) as opened:
+            await opened._submit(
+                sessiondb._backends._base.AppendRequest(
+                    "beta", (sessiondb.TitleChanged("evil\u202egnp.exe"),), timestamp_ms=1
+                )
+            )
+
+    asyncio.run(old_log_title())
+    table = run_in_process("ls", str(store)).out
+    assert "\u202e" not in table and "evil\\u202egnp.exe" in table
+    shown = run_in_process("show", str(store), "beta").out + run_in_process("show", str(store), "beta", "--raw").out
+    assert "\u202e" not in shown and "\\u202e" in shown

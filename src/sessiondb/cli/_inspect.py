@@ -9,11 +9,11 @@ from collections.abc import Callable
 import anyio
 import msgspec
 
-from .._labels import MAX_TITLE_CHARS
 from .._backends.local import LocalBackend
 from .._backends.local._checkpoint import CHECKPOINT_NAME
 from .._backends.local._snapshot_files import SNAPSHOT_PREFIX, SNAPSHOT_SUFFIX
 from .._events import RecordedEvent, SessionDeleted
+from .._labels import MAX_TITLE_CHARS
 from .._store import open_store
 from ._context import (
     CommandError,
