@@ -920,8 +920,9 @@ def _unnamed(call: str, generated_id: str | None) -> Iterator[None]:
     try:
         yield
     except InvalidInputError as exc:
-        text = str(exc).replace(f"session {generated_id!r}: ", "", 1).removesuffix("; nothing was written")
-        raise type(exc)(f"{call}: {text}; nothing was created") from None
+        text = str(exc).replace(f"session {generated_id!r}: ", "", 1)
+        suffix = "" if text.endswith("nothing was written") else "; nothing was written"
+        raise type(exc)(f"{call}: {text}{suffix}") from None
 
 
 def _wrong_event_message(session_id: str, event: object) -> str:
