@@ -171,7 +171,14 @@ def test_ls_truncates_long_titles_and_shows_bidi_controls_escaped(store: Path) -
             )
 
     asyncio.run(old_log_title())
+
+    async def bidi_id() -> None:  # ids and models may hold them: the other columns show them escaped too
+        async with sessiondb.open_store(store) as opened:
+            await opened.create_session(session_id="id\u2067x", model="m\u202a")
+
+    asyncio.run(bidi_id())
     table = run_in_process("ls", str(store)).out
     assert "\u202e" not in table and "evil\\u202egnp.exe" in table
+    assert "\u2067" not in table and "id\\u2067x" in table and "m\\u202a" in table
     shown = run_in_process("show", str(store), "beta").out + run_in_process("show", str(store), "beta", "--raw").out
     assert "\u202e" not in shown and "\\u202e" in shown

@@ -108,12 +108,12 @@ def table(rows: Sequence[Sequence[str]], header: Sequence[str], style: Style, ri
 def session_rows(sessions: Sequence[SessionInfo]) -> list[list[str]]:
     return [
         [
-            info.session_id,
+            visible(info.session_id),  # ids and models may hold bidi controls too: shown escaped
             format_time(info.updated_at_ms),
             format_count(info.message_count),
             format_count(info.total_tokens),
-            info.model or "-",
-            fork_label(info) or "-",
+            visible(info.model or "-"),
+            visible(fork_label(info) or "-"),
         ]
         for info in sessions
     ]
@@ -214,7 +214,7 @@ def _fold(text: str, full: bool, indent: str, style: Style) -> list[str]:
 def render_session(session: Session, style: Style, *, thinking: bool = False, full: bool = False) -> list[str]:
     """A conversation for a person: header, then each message with its blocks."""
     out = [
-        f"{style.bold('session')}  {session.session_id}",
+        f"{style.bold('session')}  {visible(session.session_id)}",
         f"{style.bold('model')}    {session.model or '-'}"
         + (f"    {style.bold('workspace')} {session.workspace_root}" if session.workspace_root else ""),
         f"{style.bold('created')}  {format_time(session.created_at_ms)}    "
@@ -324,7 +324,7 @@ def event_summary(event: object, limit: int = 160) -> str:
 def event_line(recorded: RecordedEvent, style: Style, *, with_session: bool) -> str:
     head = f"{format_time(recorded.timestamp_ms)}  "
     if with_session:
-        head += f"{recorded.session_id}  "
+        head += f"{visible(recorded.session_id)}  "
     head += f"v{recorded.version}  p{recorded.position}  "
     limit = max(40, style.width - len(head) - 1) if style.width else 400
     return style.dim(head) + event_summary(recorded.event, limit)
