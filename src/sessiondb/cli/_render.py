@@ -215,8 +215,8 @@ def render_session(session: Session, style: Style, *, thinking: bool = False, fu
     """A conversation for a person: header, then each message with its blocks."""
     out = [
         f"{style.bold('session')}  {visible(session.session_id)}",
-        f"{style.bold('model')}    {session.model or '-'}"
-        + (f"    {style.bold('workspace')} {session.workspace_root}" if session.workspace_root else ""),
+        f"{style.bold('model')}    {visible(session.model or '-')}"
+        + (f"    {style.bold('workspace')} {visible(session.workspace_root)}" if session.workspace_root else ""),
         f"{style.bold('created')}  {format_time(session.created_at_ms)}    "
         f"{style.bold('updated')} {format_time(session.updated_at_ms)}    {style.bold('version')} {session.version}",
         f"{style.bold('usage')}    {usage_text(session.usage)} (total {format_count(session.usage.total_tokens)})",
