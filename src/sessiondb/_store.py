@@ -9,10 +9,11 @@ class itself would spread one public type across files.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from typing import Any
 
 import anyio
@@ -74,7 +75,8 @@ DEFAULT_MAX_BATCH = int(os.environ.get("SESSIONDB_MAX_BATCH", "512"))
 DEFAULT_MAX_EVENTS_PER_APPEND = 10_000
 DEFAULT_PROJECTION_CACHE = 4_096
 _READ_PAGE = 10_000
-# add_tags re-reads and retries when another append lands between its read and its write.
+_MAX_INT64 = 2**63 - 1
+# A label change re-reads and decides again when another append lands between its read and its write.
 _LABEL_ATTEMPTS = 1_000
 _USER_EVENT_TYPES = (Message, PromptRecorded, Compacted, Custom)
 _BLOCK_TYPES = frozenset((Text, Thinking, ToolUse, ToolResult))
@@ -243,9 +245,15 @@ class Store:
         find a scope's sessions from an index.
         """
         self._check_open()
-        session_id = generate_session_id() if session_id is None else validate_session_id(session_id)
-        _check_metadata(session_id, model, workspace_root, None)
-        check_scope(scope, session_id)
+        if session_id is None:
+            session_id = generate_session_id()
+            with _unnamed("create_session", session_id):  # not the id of a session that was never made
+                _check_metadata(session_id, model, workspace_root, None)
+                check_scope(scope, session_id, new=True)
+        else:
+            validate_session_id(session_id)
+            _check_metadata(session_id, model, workspace_root, None)
+            check_scope(scope, session_id, new=True)
         started = SessionStarted(now_ms(), model, workspace_root, scope=scope)
         await self._submit(AppendRequest(session_id, (started,), timestamp_ms=started.created_at_ms, creates=True))
         return session_id
@@ -418,8 +426,9 @@ class Store:
                 raise InvalidInputError(f"fork() takes a str branch_name (or None), got {type(branch_name).__name__}")
             branch = branch_name.strip() or None if branch_name is not None else None
             child_id = generate_session_id() if session_id is None else validate_session_id(session_id)
-            _check_metadata(child_id, None, None, branch)
-            child_scope = info.scope if scope is None else check_scope(scope, child_id)
+            with _unnamed(f"fork of session {parent!r}", child_id if session_id is None else None):
+                _check_metadata(child_id, None, None, branch)
+                child_scope = info.scope if scope is None else check_scope(scope, child_id, new=True)
             started = SessionStarted(
                 now_ms(),
                 # From the summary, not the replay: a fork at version 0 keeps the parent's model and workspace.
@@ -450,11 +459,8 @@ class Store:
         line of at most 500 characters; ``InvalidInputError`` otherwise.
         """
         self._check_open()
-        check_title(title, session_id)
-        info = await self._info(session_id)
-        if info.title == title:
-            return info.version
-        return await self._append_label(session_id, TitleChanged(title))
+        check_title(title, session_id, new=True)
+        return await self._change_label(session_id, lambda info: None if info.title == title else TitleChanged(title))
 
     @on_store_loop
     async def add_tags(self, session_id: str, *tags: str) -> int:
@@ -468,21 +474,19 @@ class Store:
         """
         self._check_open()
         wanted = _check_tag_arguments(session_id, tags)
-        for _ in range(_LABEL_ATTEMPTS):
-            info = await self._info(session_id)
+
+        def decide(info: SessionInfo) -> Event | None:
             added = [tag for tag in wanted if tag not in info.tags]
             if not added:
-                return info.version
+                return None
             if len(info.tags) + len(added) > MAX_TAGS:
                 raise InvalidInputError(
                     f"session {session_id!r} has {len(info.tags)} tags; adding {len(added)} would pass the limit of "
                     f"{MAX_TAGS}; remove some first (nothing was written)"
                 )
-            try:
-                return await self._append_label(session_id, TagsChanged(added=added), info.version)
-            except ConflictError:
-                continue  # another append landed since the read: count again
-        raise ConflictError(session_id, info.version, (await self._info(session_id)).version)  # pragma: no cover
+            return TagsChanged(added=added)
+
+        return await self._change_label(session_id, decide)
 
     @on_store_loop
     async def remove_tags(self, session_id: str, *tags: str) -> int:
@@ -492,11 +496,12 @@ class Store:
         """
         self._check_open()
         wanted = _check_tag_arguments(session_id, tags)
-        info = await self._info(session_id)
-        removed = [tag for tag in wanted if tag in info.tags]
-        if not removed:
-            return info.version
-        return await self._append_label(session_id, TagsChanged(removed=removed))
+
+        def decide(info: SessionInfo) -> Event | None:
+            removed = [tag for tag in wanted if tag in info.tags]
+            return TagsChanged(removed=removed) if removed else None
+
+        return await self._change_label(session_id, decide)
 
     @on_store_loop
     async def set_pinned(self, session_id: str, pinned: bool = True) -> int:
@@ -507,14 +512,27 @@ class Store:
         self._check_open()
         if type(pinned) is not bool:
             raise InvalidInputError(f"session {session_id!r}: set_pinned takes a bool, got {pinned!r}")
-        info = await self._info(session_id)
-        if info.pinned == pinned:
-            return info.version
-        return await self._append_label(session_id, PinChanged(pinned))
+        return await self._change_label(session_id, lambda info: None if info.pinned == pinned else PinChanged(pinned))
 
-    async def _append_label(self, session_id: str, event: Event, expected_version: int | None = None) -> int:
-        request = AppendRequest(session_id, (event,), expected_version=expected_version, timestamp_ms=now_ms())
-        return (await self._submit(request)).version
+    async def _change_label(self, session_id: str, decide: Callable[[SessionInfo], Event | None]) -> int:
+        """Read the session, let ``decide`` pick the label event (None: nothing to change), append it.
+
+        The append carries ``expected_version``: if another task, process or host
+        appended since the read, the session is read again and ``decide`` runs again on
+        what it holds now. So a change that another writer already made writes nothing
+        ("a call that changes nothing writes nothing" holds under concurrency too).
+        """
+        for _ in range(_LABEL_ATTEMPTS):
+            info = await self._info(session_id)
+            event = decide(info)
+            if event is None:
+                return info.version
+            request = AppendRequest(session_id, (event,), expected_version=info.version, timestamp_ms=now_ms())
+            try:
+                return (await self._submit(request)).version
+            except ConflictError:
+                continue  # another append landed since the read: decide again on what is there now
+        raise ConflictError(session_id, info.version, (await self._info(session_id)).version)  # pragma: no cover
 
     # ------------------------------------------------------------------ reading
 
@@ -678,7 +696,8 @@ class Store:
         if type(after) is not int or type(limit) is not int:
             raise InvalidInputError(f"read_all() takes int after= and limit=, got {after!r} and {limit!r}")
         # Like read(): a negative ``after`` means from the start (not history lost to retention).
-        return await self.backend.read_all(max(after, 0), limit)
+        # Positions are below 2**63 (PostgreSQL bigint): larger ints are clamped, never sent as they are.
+        return await self.backend.read_all(min(max(after, 0), _MAX_INT64), min(limit, _MAX_INT64))
 
     def subscribe(self, session_id: str, *, after: int = 0, buffer_size: int = DEFAULT_BUFFER_EVENTS) -> Subscription:
         """Events of a session with version > ``after``: its history, then each new one once durable.
@@ -935,13 +954,30 @@ def _check_metadata(session_id: str, model: object, workspace_root: object, bran
     check_text(session_id, "branch_name", branch_name, limit=MAX_METADATA_CHARS)
 
 
+@contextlib.contextmanager
+def _unnamed(call: str, generated_id: str | None) -> Iterator[None]:
+    """Errors about a session that was never created say which call failed, not the id it would have had."""
+    if generated_id is None:
+        yield
+        return
+    try:
+        yield
+    except InvalidInputError as exc:
+        text = str(exc).replace(f"session {generated_id!r}: ", "", 1)
+        suffix = "" if text.endswith("nothing was written") else "; nothing was written"
+        raise type(exc)(f"{call}: {text}{suffix}") from None
+
+
 def _wrong_event_message(session_id: str, event: object) -> str:
+    where = f"append() to session {session_id!r}"
     if isinstance(event, SessionStarted):
-        return "SessionStarted is written by create_session() and fork(), not by append()"
+        return f"{where}: SessionStarted is written by create_session() and fork(), not by append()"
     if isinstance(event, SessionDeleted):
-        return "use delete_session() to delete a session"
+        return f"{where}: use delete_session() to delete a session"
     if isinstance(event, (TitleChanged, TagsChanged, PinChanged)):
-        return "labels are written by set_title(), add_tags(), remove_tags() and set_pinned(), not by append()"
+        return (
+            f"{where}: labels are written by set_title(), add_tags(), remove_tags() and set_pinned(), not by append()"
+        )
     return (
         f"append() to session {session_id!r} takes Message, PromptRecorded, Compacted or Custom "
         f"events; got {type(event).__name__}"
@@ -973,7 +1009,7 @@ def backend_for(
     if text.startswith(("postgresql://", "postgres://")):
         from ._backends.postgres import PostgresBackend
 
-        return PostgresBackend(text, max_event_bytes=max_event_bytes)
+        return PostgresBackend(text, max_event_bytes=max_event_bytes, read_only=read_only)
     if custom_modes:
         file_system = file_system if file_system is not None else FileSystem()
         file_system.file_mode, file_system.dir_mode = file_mode, dir_mode
@@ -1022,6 +1058,10 @@ def open_store(
 
     A new store is made only in a new or empty directory (hidden entries aside): a
     directory that holds other files and no store gives ``InvalidInputError``.
+
+    ``read_only=True`` opens an existing store without changing it and refuses appends:
+    a missing directory, or a PostgreSQL schema that does not exist (or is at an older
+    schema version), raises ``SessionDBError`` ("no store at ...") instead of being created.
 
     Files are created ``0600`` and directories ``0700`` (owner only: transcripts hold
     secrets); ``file_mode`` / ``dir_mode`` widen that, e.g. ``0o640`` / ``0o750`` for a

@@ -7,11 +7,13 @@ import asyncio
 import contextlib
 import errno
 import os
+import re
 import signal
 import sys
 from collections.abc import Coroutine, Sequence
-from typing import Any, TextIO
+from typing import Any, ClassVar, NoReturn, TextIO
 
+from .._backends._listing import MAX_PAGE
 from .._errors import SessionDBError
 from ._context import (
     DEFAULT_POLL_INTERVAL,
@@ -36,6 +38,17 @@ def _non_negative(text: str) -> int:
     return value
 
 
+def _page_limit(text: str) -> int:
+    """``ls --limit``: a page of 1..MAX_PAGE sessions (0 listed nothing and looked like an empty store)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if not 1 <= value <= MAX_PAGE:
+        raise argparse.ArgumentTypeError(f"expected a number from 1 to {MAX_PAGE:,}, got {value}")
+    return value
+
+
 def _positive(text: str) -> int:
     value = _non_negative(text)
     if value < 1:
@@ -53,7 +66,40 @@ def _interval(text: str) -> float:
     return value
 
 
-class _IntermixedParser(argparse.ArgumentParser):
+_EXPECTED_ONE = re.compile(r"argument (\S+): expected one argument")
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, with a way out added to its errors about values that start with '-'.
+
+    Claude project keys (``-home-me-app``) and titles like ``-draft-`` start with '-', so
+    argparse takes them for options: ``--scope -home-me-app`` "expected one argument",
+    ``title STORE SID -draft-`` is an "unrecognized argument". The message says how.
+    """
+
+    argv: ClassVar[list[str]] = []  # the command line being parsed (set by ``_parse``)
+
+    def error(self, message: str) -> NoReturn:
+        super().error(message + _dash_hint(message, self.argv))
+
+
+def _dash_hint(message: str, argv: Sequence[str]) -> str:
+    expected = _EXPECTED_ONE.search(message)
+    if expected is not None:
+        for option in expected.group(1).split("/"):
+            if option in argv:
+                following = argv.index(option) + 1
+                if following < len(argv) and argv[following].startswith("-"):
+                    long = expected.group(1).split("/")[-1]
+                    return f"; for a value that starts with '-', write {long}={argv[following]}"
+        return ""
+    if "unrecognized arguments: -" in message:
+        value = message.split("unrecognized arguments: ", 1)[1].split()[0]
+        return f"; for a value that starts with '-' (a title, say), put -- before it: ... -- {value}"
+    return ""
+
+
+class _IntermixedParser(_Parser):
     """A subcommand parser that takes options anywhere between its positionals.
 
     Plain ``parse_args`` binds an optional positional (``export STORE SESSION [FILE]``)
@@ -79,7 +125,7 @@ class _IntermixedParser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     from .. import __version__  # the package is fully imported by the time a parser is built
 
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog=PROG,
         description="Look at, follow, check and move sessiondb stores. STORE is a store directory "
         "(or a postgresql:// URL). Reading commands open the store read-only and work while "
@@ -91,8 +137,12 @@ def build_parser() -> argparse.ArgumentParser:
     ls = sub.add_parser("ls", help="list sessions, most recently updated first (filters: scope, tag, title)")
     ls.add_argument("store", metavar="STORE")
     ls.add_argument("--json", action="store_true", help="a JSON array, for scripts")
-    ls.add_argument("--limit", type=_non_negative, metavar="N", help="only the first N sessions of the order")
-    ls.add_argument("--scope", metavar="SCOPE", help="only sessions of this scope")
+    ls.add_argument(
+        "--limit", type=_page_limit, metavar="N", help=f"only the first N sessions of the order (1 to {MAX_PAGE:,})"
+    )
+    ls.add_argument(
+        "--scope", metavar="SCOPE", help="only sessions of this scope (--scope=-key for one starting with -)"
+    )
     ls.add_argument("--tag", metavar="TAG", help="only sessions with this tag")
     ls.add_argument("--title", metavar="TEXT", help="only sessions whose title contains TEXT (any case)")
     pinned = ls.add_mutually_exclusive_group()
@@ -163,7 +213,7 @@ def build_parser() -> argparse.ArgumentParser:
     tail.add_argument("session", metavar="SESSION", nargs="?", help="only this session (default: every session)")
     tail.add_argument("-n", "--lines", type=_non_negative, default=10, metavar="N", help="recent events first (10)")
     tail.add_argument("--json", action="store_true", help="one JSON object per event")
-    tail.add_argument("--count", type=_non_negative, metavar="N", help="exit after printing N events")
+    tail.add_argument("--count", type=_positive, metavar="N", help="exit after printing N events")
     tail.add_argument(
         "--interval", type=_interval, default=DEFAULT_POLL_INTERVAL, metavar="SECONDS", help="poll interval (0.2)"
     )
@@ -269,6 +319,7 @@ async def _interruptible(command: Coroutine[Any, Any, int]) -> int:
 
 def _parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
     """Parse ``argv``; for ``tag``, arguments like ``-urgent`` are removals, not unknown options."""
+    _Parser.argv = list(argv) if argv is not None else sys.argv[1:]
     args, extras = parser.parse_known_args(argv)
     if extras:
         if getattr(args, "run", None) is cmd_tag and all(_is_removal(extra) for extra in extras):
