@@ -1,0 +1,82 @@
+"""``sessiondb export --html``: one session as one self-contained HTML file (no script, styles inline)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+
+import anyio
+
+from .._store import Store
+from ._app import origin_of
+from ._render import render
+from ._timeline import build_timeline
+from ._tree import fork_tree
+
+
+async def render_session_html(store: Store, session_id: str, *, at_version: int | None = None) -> str:
+    """The whole session (up to ``at_version``) as one HTML page: every event, no paging, no links out.
+
+    Raises what ``Store.session_info`` and ``Store.read`` raise (``SessionNotFoundError``,
+    ``InvalidInputError`` for a version the session does not have).
+    """
+    info = await store.session_info(session_id)
+    if at_version is not None:
+        await store.load(session_id, at_version=at_version)  # the store's own check and message for a bad version
+    shown = info.version if at_version is None else at_version
+    events = [recorded async for recorded in store.read(session_id, up_to=shown)]
+    return render(
+        "session.html",
+        root="",
+        nonce=None,
+        store_label=f"{session_id} at v{shown}",
+        session_url=None,
+        links=False,
+        export=True,
+        owner=session_id,
+        info=info,
+        t=build_timeline(session_id, events, version=shown),
+        latest=info.version,
+        version_param=None,
+        tree=fork_tree(info, await store.list_sessions()),
+        live=None,
+        origin=origin_of(session_id),
+        title=getattr(info, "title", None),
+        tags=getattr(info, "tags", ()),
+        scope=getattr(info, "scope", None),
+    )
+
+
+def _write_durably(path: str, data: bytes) -> None:
+    """Temp file, fsync, rename over ``path``, fsync the directory: a reader sees the old file or the new one."""
+    directory = os.path.dirname(os.path.abspath(path))
+    temporary = os.path.join(directory, f".{os.path.basename(path)}.{os.getpid()}.tmp")
+    try:
+        # 0600 like the store's own files: a transcript holds what the agent saw.
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with open(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temporary)
+        raise
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+async def export_session_html(
+    store: Store, session_id: str, path: str | os.PathLike[str], *, at_version: int | None = None
+) -> int:
+    """Write the session's page to ``path`` (replaced atomically); return the bytes written."""
+    data = (await render_session_html(store, session_id, at_version=at_version)).encode("utf-8")
+    await anyio.to_thread.run_sync(_write_durably, os.fspath(path), data)
+    return len(data)
+
+
+__all__ = ["export_session_html", "render_session_html"]
