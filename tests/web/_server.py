@@ -23,7 +23,7 @@ def environment() -> dict[str, str]:
 
 
 @contextmanager
-def serving(*args: str) -> Iterator[str]:
+def serving(*args: str, cwd: Path | None = None) -> Iterator[str]:
     """``sessiondb serve ARGS --port 0`` in a subprocess; yields the URL it printed; stops it with SIGINT."""
     process = subprocess.Popen(
         [sys.executable, "-m", "sessiondb", "serve", *args, "--port", "0"],
@@ -31,6 +31,7 @@ def serving(*args: str) -> Iterator[str]:
         stderr=subprocess.PIPE,
         text=True,
         env=environment(),
+        cwd=cwd,
     )
     try:
         assert process.stdout is not None

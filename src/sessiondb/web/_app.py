@@ -206,6 +206,10 @@ class Viewer:
         )
 
 
+async def _no_icon(_request: Request) -> Response:
+    return Response(status_code=204)
+
+
 def _sse_event(recorded: RecordedEvent, session_id: str, context: dict[str, Any]) -> str:
     if type(recorded.event) is SessionDeleted:
         return f"id: {recorded.version}\nevent: gone\ndata: deleted\n\n"
@@ -257,6 +261,7 @@ def create_app(
             Route("/", viewer.list_page, methods=["GET"]),
             Route("/s/{session_id}", viewer.session, methods=["GET"]),
             Route("/s/{session_id}/events", viewer.events, methods=["GET"]),
+            Route("/favicon.ico", _no_icon, methods=["GET"]),  # browsers ask; a 404 would log an error
         ],
         middleware=[Middleware(Guard, token=token), Middleware(TrustedHostMiddleware, allowed_hosts=hosts)],
         exception_handlers={_HTTPProblem: problem},
