@@ -74,7 +74,9 @@ def page(chromium: Any) -> Iterator[Any]:
     problems: list[str] = []
     # A dialog would mean hostile text ran; a console error, e.g. a CSP refusal of our own inline script.
     opened.on("dialog", lambda dialog: (problems.append(f"dialog: {dialog.message}"), dialog.dismiss()))
-    opened.on("console", lambda msg: problems.append(f"console {msg.type}: {msg.text}") if msg.type == "error" else None)
+    opened.on(
+        "console", lambda msg: problems.append(f"console {msg.type}: {msg.text}") if msg.type == "error" else None
+    )
     opened.on("pageerror", lambda error: problems.append(f"page error: {error}"))
     opened.problems = problems
     yield opened

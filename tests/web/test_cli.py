@@ -61,7 +61,9 @@ def test_remote_serving_requires_the_printed_token(built: tuple[Path, str]) -> N
         with httpx.Client(timeout=30, follow_redirects=True) as client:
             assert client.get(local).status_code == 401
             assert client.get(local + f"s/{_stores.CHAT}").status_code == 401
-            assert client.get(local, headers={"Host": "anything.example"}, params={"token": "x" * 32}).status_code == 401
+            assert (
+                client.get(local, headers={"Host": "anything.example"}, params={"token": "x" * 32}).status_code == 401
+            )
             first = client.get(f"{local}?token={token}")  # follows the redirect with the cookie
             assert first.status_code == 200 and "?token" not in str(first.url)
             assert _stores.CHAT in Page(first.text).text

@@ -18,7 +18,6 @@ from . import _stores
 from ._html import Page
 
 
-
 @pytest.fixture(scope="module")
 def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     path = tmp_path_factory.mktemp("viewer") / "store"
@@ -155,7 +154,9 @@ def test_fork_page_shows_shared_history_and_the_tree(client: TestClient) -> None
     assert f'href="/s/{_stores.CHAT}?v=5"' in fork  # "forked from chat at v5", one click away
     tree = re.search(r'<div class="box" id="fork-tree">(.*?)</aside>', fork, re.S)
     assert tree is not None and f'href="/s/{_stores.CHAT}"' in tree.group(1)
-    parent_tree = re.search(r'<div class="box" id="fork-tree">(.*?)</aside>', client.get(f"/s/{_stores.CHAT}").text, re.S)
+    parent_tree = re.search(
+        r'<div class="box" id="fork-tree">(.*?)</aside>', client.get(f"/s/{_stores.CHAT}").text, re.S
+    )
     assert parent_tree is not None and f'href="/s/{_stores.FORK}"' in parent_tree.group(1)
 
 
@@ -166,7 +167,7 @@ def test_compaction_keeps_removed_messages_behind_its_summary(client: TestClient
     assert folded.tag == "details" and "open" not in folded.attrs
     for n in range(1, 5):
         assert f"question {n}" in folded.text and f"answer {n}" in folded.text
-    assert "Show the 8 removed messages (v2–v9)" in folded.text
+    assert "Show the 8 removed messages (v2\u2013v9)" in folded.text
     assert "They asked four questions." in section.text
     timeline = compacted.by_id("timeline").text
     outside = timeline.replace(section.text, "")

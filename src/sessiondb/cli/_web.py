@@ -60,9 +60,7 @@ async def cmd_serve(args: argparse.Namespace, out: _Output) -> int:
         url = f"http://{shown}:{port}/" + (f"?token={token}" if token else "")
         out.line(f"{PROG} viewer of {args.store} on {url}  (read-only; Ctrl-C stops)")
         out.stdout.flush()
-        config = uvicorn.Config(
-            app, log_level="warning", lifespan="off", timeout_graceful_shutdown=2, access_log=False
-        )
+        config = uvicorn.Config(app, log_level="warning", lifespan="off", timeout_graceful_shutdown=2, access_log=False)
         server = uvicorn.Server(config)
         try:
             await server.serve(sockets=[sock])

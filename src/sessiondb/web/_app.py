@@ -112,7 +112,9 @@ class Viewer:
     async def list_page(self, request: Request) -> Response:
         params = request.query_params
         filters = ListFilters(
-            title=params.get("title", ""), tag=params.get("tag", ""), scope=params.get("scope", ""),
+            title=params.get("title", ""),
+            tag=params.get("tag", ""),
+            scope=params.get("scope", ""),
             sort=params.get("sort", "updated") or "updated",
         )
         limit = _int_param(request, "limit", minimum=1) or DEFAULT_LIST_SIZE
@@ -153,7 +155,9 @@ class Viewer:
         info = await self._info(session_id)
         if version is not None and version > info.version:
             raise _HTTPProblem(
-                404, "No such version", f"Session {session_id!r} has versions 0 to {info.version}; there is no v{version}."
+                404,
+                "No such version",
+                f"Session {session_id!r} has versions 0 to {info.version}; there is no v{version}.",
             )
         shown = info.version if version is None else version
         events = [recorded async for recorded in store.read(session_id, up_to=shown)]
@@ -252,7 +256,9 @@ def create_app(
 
     async def problem(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, _HTTPProblem)
-        html = render("error.html", **viewer._context(request), status=exc.status, heading=exc.heading, message=exc.message)
+        html = render(
+            "error.html", **viewer._context(request), status=exc.status, heading=exc.heading, message=exc.message
+        )
         return HTMLResponse(html, status_code=exc.status)
 
     hosts = ["*"] if allow_any_host else list(LOOPBACK_HOSTS)

@@ -75,7 +75,9 @@ def _openai_item(recorded: RecordedEvent, item: Any, owner: str) -> Entry:
     call_id = item.get("call_id") if isinstance(item.get("call_id"), str) else item.get("id")
     if isinstance(kind, str) and kind.endswith("_output") and isinstance(call_id, str):
         output = item.get("output")
-        text = output if isinstance(output, str) else _content_text(output) if isinstance(output, list) else _json(output)
+        text = (
+            output if isinstance(output, str) else _content_text(output) if isinstance(output, list) else _json(output)
+        )
         return entry("tool", [("result", ToolResult(call_id, kind.removesuffix("_output"), text))])
     if isinstance(kind, str) and kind.endswith("_call") and isinstance(call_id, str):
         if kind == "function_call":

@@ -21,7 +21,7 @@ _SOURCES = {"openai_agents": "OpenAI Agents", "claude_code": "Claude Code", "cus
 def _iso(ms: int) -> str:
     """A commit time (ms since the epoch) as UTC, to the second."""
     if not ms:
-        return "–"
+        return "-"
     return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(ms / 1000))
 
 

@@ -224,4 +224,13 @@ def build_timeline(
     )
 
 
-__all__ = ["MAX_REMOVED_SHOWN", "Entry", "Timeline", "ToolCall", "Turn", "build_timeline", "entries_of", "message_entry"]
+__all__ = [
+    "MAX_REMOVED_SHOWN",
+    "Entry",
+    "Timeline",
+    "ToolCall",
+    "Turn",
+    "build_timeline",
+    "entries_of",
+    "message_entry",
+]
