@@ -261,3 +261,11 @@ def test_token_is_required_when_set(built: tuple[Path, str]) -> None:
         assert client.get(f"/s/{_stores.CHAT}").status_code == 200  # the cookie now
         client.cookies.clear()
         assert client.get("/").status_code == 401
+
+
+def test_the_header_never_shows_a_database_password() -> None:
+    from sessiondb.web._app import _label
+
+    assert _label("postgresql://app:s3cret@db.example:5432/sessions") == "postgresql://app@db.example:5432/sessions"
+    assert _label("postgresql://app@db/sessions") == "postgresql://app@db/sessions"
+    assert _label("/data/store") == "/data/store"
