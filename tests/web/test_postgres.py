@@ -49,10 +49,13 @@ def test_live_tail_over_postgres(pg_url: str) -> None:
             return await store.append("live", Message.user(text))
 
     asyncio.run(create())
-    with serving(pg_url) as url, httpx.Client(base_url=url, timeout=60) as client:
-        with client.stream("GET", "/s/live/events?after=1") as stream:
-            events = (e for e in sse(stream.iter_lines()) if e.get("event") == "entry")
-            for n in range(3):
-                assert asyncio.run(append(f"from another process {n}")) == n + 2
-                event = next(events)
-                assert event["id"] == str(n + 2) and f"from another process {n}" in Page(event["data"]).text
+    with (
+        serving(pg_url) as url,
+        httpx.Client(base_url=url, timeout=60) as client,
+        client.stream("GET", "/s/live/events?after=1") as stream,
+    ):
+        events = (e for e in sse(stream.iter_lines()) if e.get("event") == "entry")
+        for n in range(3):
+            assert asyncio.run(append(f"from another process {n}")) == n + 2
+            event = next(events)
+            assert event["id"] == str(n + 2) and f"from another process {n}" in Page(event["data"]).text

@@ -124,9 +124,10 @@ def test_custom_events_of_the_integrations_and_of_users() -> None:
 
 
 def test_a_forks_inherited_events_are_marked() -> None:
-    events = recorded([Message.user("parent says")], "parent") + [
-        RecordedEvent("s", 2, 9, 2_000, Message.user("child says"))
+    events = [
+        *recorded([Message.user("parent says")], "parent"),
+        RecordedEvent("s", 2, 9, 2_000, Message.user("child")),
     ]
     entries = [entry for turn in build_timeline("s", events, version=2).turns for entry in turn.entries]
     assert [(e.session_id, e.inherited) for e in entries] == [("parent", True), ("s", False)]
-    assert [part for e in entries for part in e.parts] == [("text", "parent says"), ("text", "child says")]
+    assert [part for e in entries for part in e.parts] == [("text", "parent says"), ("text", "child")]

@@ -82,14 +82,12 @@ def _openai_item(recorded: RecordedEvent, item: Any, owner: str) -> Entry:
     if isinstance(kind, str) and kind.endswith("_call") and isinstance(call_id, str):
         if kind == "function_call":
             name = item.get("name") if isinstance(item.get("name"), str) else "function"
-            raw = item.get("arguments")
-            try:
-                arguments = _json(json.loads(raw)) if isinstance(raw, str) else _json(raw)
-            except ValueError:
-                arguments = str(raw)
+            raw = item.get("arguments")  # a JSON string, indented when the call is rendered
+            arguments = raw if isinstance(raw, str) else json.dumps(raw, ensure_ascii=False, default=str)
         else:  # hosted tools (web_search_call, file_search_call, computer_call …): the item is the input
             name = kind.removesuffix("_call")
-            arguments = _json({k: v for k, v in item.items() if k not in ("type", "id", "call_id", "status")})
+            kept = {k: v for k, v in item.items() if k not in ("type", "id", "call_id", "status")}
+            arguments = json.dumps(kept, ensure_ascii=False, default=str)
         return entry("assistant", [("call", ToolCall(call_id, str(name), arguments))])
     return _notice(recorded, owner, "openai_agents", str(kind or "item"), _json(item))
 

@@ -8,6 +8,7 @@ except the highlighted search snippet, built from escaped pieces.
 from __future__ import annotations
 
 import functools
+import json
 import time
 from importlib import resources
 from typing import Any
@@ -31,6 +32,17 @@ def _clock(ms: int) -> str:
 
 def _tokens(count: int) -> str:
     return f"{count:,}".replace(",", "\u202f")
+
+
+def _pretty_json(raw: str) -> str:
+    """A tool input (stored as a JSON string) indented for reading; anything else as given.
+
+    Done when a call is rendered, not when the timeline is built: only a page's calls pay for it.
+    """
+    try:
+        return json.dumps(json.loads(raw), indent=2, ensure_ascii=False)
+    except ValueError:
+        return raw
 
 
 def _snippet(hit: Any) -> Markup:
@@ -59,7 +71,12 @@ def environment() -> jinja2.Environment:
         undefined=jinja2.Undefined,
     )
     env.filters.update(
-        iso=_iso, clock=_clock, tokens=_tokens, snippet=_snippet, source_label=lambda s: _SOURCES.get(s, s)
+        iso=_iso,
+        clock=_clock,
+        pretty_json=_pretty_json,
+        tokens=_tokens,
+        snippet=_snippet,
+        source_label=lambda source: _SOURCES.get(source, source),
     )
     return env
 

@@ -6,7 +6,6 @@ build a ``Timeline`` and hand it to the templates, which escape every string.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Sequence
 
 from .._events import (
@@ -31,14 +30,6 @@ from ._model import Entry, Timeline, ToolCall, Turn
 MAX_REMOVED_SHOWN = 200
 
 
-def _tool_use_input(raw: str) -> str:
-    """A tool input as indented JSON when it is JSON (it is stored as a JSON string), else as given."""
-    try:
-        return json.dumps(json.loads(raw), indent=2, ensure_ascii=False)
-    except ValueError:
-        return raw
-
-
 def message_entry(recorded: RecordedEvent, message: Message, owner: str, source: str = "") -> Entry:
     parts: list[tuple[str, object]] = []
     for block in message.blocks:
@@ -47,7 +38,7 @@ def message_entry(recorded: RecordedEvent, message: Message, owner: str, source:
         elif type(block) is Thinking:
             parts.append(("thinking", block.thinking))
         elif type(block) is ToolUse:
-            parts.append(("call", ToolCall(block.id, block.name, _tool_use_input(block.input))))
+            parts.append(("call", ToolCall(block.id, block.name, block.input)))
         elif type(block) is ToolResult:
             parts.append(("result", block))
     return Entry(
@@ -131,35 +122,65 @@ def _pair_tools(entries: Sequence[Entry]) -> list[Entry]:
     return kept
 
 
-def _fold_compactions(entries: list[Entry]) -> list[Entry]:
+# A message not yet turned into an Entry: only the entries of the page shown are built.
+_Item = Entry | RecordedEvent
+
+
+def _is_summary(item: _Item) -> bool:
+    if type(item) is RecordedEvent:
+        return is_continuation_message(item.event)  # type: ignore[arg-type]
+    return item.role == "summary"  # type: ignore[union-attr]
+
+
+def _fold_compactions(items: list[_Item]) -> tuple[list[_Item], dict[int, list[_Item]]]:
     """Move the messages each compaction removed from the live context behind its summary.
 
     The live context is replayed here as ``_projection.apply_compaction`` does: a
     compaction removes ``removed_message_count`` messages after a leading summary.
+    Returns the top-level items and, per compaction entry (by ``id``), what it removed.
     """
-    live: list[Entry] = []  # the live context's messages, as entries
+    live: list[_Item] = []  # the live context's messages
+    removed_by: dict[int, list[_Item]] = {}
     removed_ids: set[int] = set()
-    for entry in entries:
+    for item in items:
+        if type(item) is RecordedEvent:
+            live.append(item)
+            continue
+        entry: Entry = item  # type: ignore[assignment]
         if entry.kind == "message":
             live.append(entry)
         elif entry.kind == "compaction" and not entry.detail:
-            prefix = 1 if live and live[0].role == "summary" else 0
+            prefix = 1 if live and _is_summary(live[0]) else 0
             removed = live[prefix : prefix + entry.removed_count]
-            entry.removed = removed[:MAX_REMOVED_SHOWN]
+            removed_by[id(entry)] = removed[:MAX_REMOVED_SHOWN]
             if removed:
                 entry.removed_versions = (removed[0].version, removed[-1].version)
-            removed_ids.update(id(item) for item in removed)
+            removed_ids.update(id(gone) for gone in removed)
             # The summary message the store writes into the context is this entry itself.
             live = [entry, *live[prefix + entry.removed_count :]]
             entry.role = "summary"
-    out: list[Entry] = []
-    for entry in entries:
-        if id(entry) in removed_ids:
+    out: list[_Item] = []
+    for item in items:
+        if id(item) in removed_ids:
             continue
-        if entry.kind == "message" and entry.role == "summary" and out and out[-1].kind == "compaction":
+        if out and type(out[-1]) is Entry and out[-1].kind == "compaction" and _is_summary(item):
             continue  # a continuation message written right after its compaction event (imports)
-        out.append(entry)
-    return out
+        out.append(item)
+    return out, removed_by
+
+
+def _built(items: Sequence[_Item], removed_by: dict[int, list[_Item]], owner: str) -> list[Entry]:
+    entries: list[Entry] = []
+    for item in items:
+        if type(item) is RecordedEvent:
+            entries.append(message_entry(item, item.event, owner))  # type: ignore[arg-type]
+            continue
+        entry: Entry = item  # type: ignore[assignment]
+        removed = removed_by.get(id(entry))
+        if removed is not None:
+            entry.removed = _built(removed, removed_by, owner)
+        entries.append(entry)
+    return entries
 
 
 def _turns(entries: Sequence[Entry]) -> list[Turn]:
@@ -188,7 +209,7 @@ def build_timeline(
     ``page`` counts from 1; None means the last page. ``page_size`` None shows everything.
     A ``page`` past the last is clamped to the last.
     """
-    entries: list[Entry] = []
+    items: list[_Item] = []
     usage = [0, 0, 0, 0]
     messages = compactions = 0
     for recorded in events:
@@ -200,10 +221,12 @@ def build_timeline(
                 usage[1] += event.usage.output_tokens
                 usage[2] += event.usage.cache_creation_input_tokens
                 usage[3] += event.usage.cache_read_input_tokens
-        elif type(event) is Compacted:
+            items.append(recorded)
+            continue
+        if type(event) is Compacted:
             compactions += 1
-        entries.extend(entries_of(recorded, session_id))
-    top = _fold_compactions(entries)
+        items.extend(entries_of(recorded, session_id))
+    top, removed_by = _fold_compactions(items)
     total = len(top)
     if page_size is None or total <= page_size:
         pages, number, shown = 1, 1, top
@@ -214,7 +237,7 @@ def build_timeline(
     return Timeline(
         session_id,
         version,
-        _turns(_pair_tools(shown)),
+        _turns(_pair_tools(_built(shown, removed_by, session_id))),
         Usage(*usage),
         messages,
         compactions,
