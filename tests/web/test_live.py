@@ -92,3 +92,25 @@ def test_reconnecting_browser_resumes_after_last_event_id(tmp_path: Path) -> Non
                 assert [next(events)["id"] for _ in range(2)] == ["4", "5"]
         finally:
             writer.close()
+
+
+def test_pages_follow_a_store_another_process_writes(tmp_path: Path) -> None:
+    """Through the ASGI test client: each page read after another process's append returned shows it."""
+    from starlette.testclient import TestClient
+
+    from sessiondb.web import create_app
+
+    store = tmp_path / "store"
+    _create(store)
+    writer = Writer(store)
+    try:
+        with TestClient(create_app(str(store)), base_url="http://127.0.0.1") as client:
+            for n in range(3):
+                assert writer.ask(f"append written beside the viewer {n}") == f"ok {n + 3}"
+                page = Page(client.get("/s/live").text)
+                assert f"written beside the viewer {n}" in page.text and f"Version {n + 3} (latest)" in page.text
+            assert writer.ask("create another") == "ok"
+            assert "another" in Page(client.get("/").text).text
+            assert client.get("/s/live?v=3").status_code == 200
+    finally:
+        writer.close()

@@ -229,6 +229,8 @@ def test_claude_code_session_reads_as_a_conversation(client: TestClient, built: 
 def test_nothing_writes(client: TestClient, method: str) -> None:
     for url in ("/", f"/s/{_stores.CHAT}", f"/s/{_stores.CHAT}/events"):
         assert client.request(method, url).status_code == 405
+    head = client.head(f"/s/{_stores.CHAT}")
+    assert head.status_code == 200 and head.content == b""
 
 
 def test_security_headers(client: TestClient) -> None:
