@@ -809,6 +809,9 @@ def open_store(
 ) -> Store:
     """A store over a directory (created if missing), ``":memory:"``, or a PostgreSQL URL.
 
+    A new store is made only in a new or empty directory (hidden entries aside): a
+    directory that holds other files and no store gives ``InvalidInputError``.
+
     Files are created ``0600`` and directories ``0700`` (owner only: transcripts hold
     secrets); ``file_mode`` / ``dir_mode`` widen that, e.g. ``0o640`` / ``0o750`` for a
     group of readers (the process umask still applies).

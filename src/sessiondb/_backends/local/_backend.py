@@ -41,17 +41,18 @@ from ..._gcpause import gc_paused
 from ..._paths import missing_directories, not_a_directory, user_path
 from .._base import AppendRequest, Backend, SessionInfo
 from .._fs import FileSystem
-from ._checkpoint import Checkpointer
+from ._checkpoint import CHECKPOINT_NAME, Checkpointer
 from ._fdcache import DEFAULT_MAX_READ_FDS, RESOURCE_ERRNOS, resource_error
 from ._follower import LogCatchUp
+from ._format import segment_number
 from ._index import Index
-from ._locks import STORE_LOCK, StoreLocks, warn_if_network_file_system
+from ._locks import LOCK_FILES, STORE_LOCK, StoreLocks, warn_if_network_file_system
 from ._planner import plan_batch
 from ._reader import Reader
 from ._recovery import Recovery
 from ._retention import Retention
 from ._segments import Segment, SegmentSet
-from ._snapshot_files import SnapshotFiles
+from ._snapshot_files import SNAPSHOT_PREFIX, SNAPSHOT_SUFFIX, SnapshotFiles
 
 DEFAULT_SEGMENT_BYTES = 64 * 1024 * 1024
 DEFAULT_MAX_EVENT_BYTES = 16 * 1024 * 1024
@@ -126,6 +127,7 @@ class LocalBackend(Backend):
                     raise InvalidInputError(not_a_directory(self.path))
                 raise SessionDBError(f"no store at {self.path}: the directory does not exist")
         else:
+            self._refuse_foreign_directory()
             missing = missing_directories(self.path)  # each new directory's entry is fsynced in its parent
             try:
                 created = fs.makedirs(self.path)
@@ -162,6 +164,24 @@ class LocalBackend(Backend):
             raise
         finally:
             self.locks.release_write()
+
+    def _refuse_foreign_directory(self) -> None:
+        """Refuse to turn a directory that holds other things into a store.
+
+        A mistyped path (a home or project directory) would otherwise get a ``LOCK`` and
+        a segment among the user's files. Like git's ``init``, a store is created only in a
+        new or empty directory; one that already holds a store file is a store.
+        """
+        if not self.fs.isdir(self.path):
+            return
+        names = [name for name in self.fs.listdir(self.path) if not name.startswith(".")]
+        if not names or any(_is_store_file(name) for name in names):
+            return
+        shown = ", ".join(sorted(names)[:3]) + (", …" if len(names) > 3 else "")
+        raise InvalidInputError(
+            f"{self.path} is not a sessiondb store and is not empty (it holds {shown}); "
+            "a store is created only in a new or empty directory: give another path"
+        )
 
     async def aclose(self) -> None:
         if self._closed:
@@ -441,6 +461,15 @@ class LocalBackend(Backend):
             "snapshot_bytes": sum(size for _, size in self.snapshots.newest.values()),
             "first_available_position": self.first_available_position(),
         }
+
+
+def _is_store_file(name: str) -> bool:
+    return (
+        name in LOCK_FILES
+        or segment_number(name) is not None
+        or name == CHECKPOINT_NAME
+        or (name.startswith(SNAPSHOT_PREFIX) and SNAPSHOT_SUFFIX in name)
+    )
 
 
 def _open_error(exc: OSError, path: str) -> StoreBrokenError | ResourceExhaustedError:
