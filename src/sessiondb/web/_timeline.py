@@ -88,8 +88,11 @@ def entries_of(recorded: RecordedEvent, owner: str) -> list[Entry]:
         return [Entry("prompt", *base, text=event.text, inherited=inherited)]
     if kind is SessionDeleted:
         return [Entry("deleted", *base, inherited=inherited)]
-    assert isinstance(event, Custom)
-    return custom_entries(recorded, event, owner)
+    if kind is Custom:
+        assert isinstance(event, Custom)
+        return custom_entries(recorded, event, owner)
+    # An event type this viewer does not know (from a newer sessiondb): its tag, never a failed page.
+    return [Entry("notice", *base, text=type(event).__name__, inherited=inherited)]
 
 
 def _pair_tools(entries: Sequence[Entry]) -> list[Entry]:
