@@ -166,7 +166,8 @@ def _fold_compactions(items: list[_Item]) -> tuple[list[_Item], dict[int, list[_
     for item in items:
         if id(item) in removed_ids:
             continue
-        if out and type(out[-1]) is Entry and out[-1].kind == "compaction" and _is_summary(item):
+        follows_compaction = out and type(out[-1]) is Entry and out[-1].kind == "compaction"
+        if follows_compaction and type(item) is RecordedEvent and _is_summary(item):
             continue  # a continuation message written right after its compaction event (imports)
         out.append(item)
     return out, removed_by
