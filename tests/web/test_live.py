@@ -114,3 +114,37 @@ def test_pages_follow_a_store_another_process_writes(tmp_path: Path) -> None:
             assert client.get("/s/live?v=3").status_code == 200
     finally:
         writer.close()
+
+
+def test_an_idle_stream_sends_keepalive_comments(tmp_path: Path) -> None:
+    """uvicorn in a thread, in this process; the stream stays open with comments while nothing is appended."""
+    import socket
+    import threading
+
+    import uvicorn
+
+    from sessiondb.web import create_app
+
+    store = tmp_path / "store"
+    _create(store)
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(8)  # connections wait in the backlog until uvicorn has started: no polling for it
+    server = uvicorn.Server(uvicorn.Config(create_app(str(store), keepalive_seconds=0.2), log_level="warning"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]})
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+        with httpx.Client(base_url=url, timeout=30) as client:
+            with client.stream("GET", "/s/live/events?after=2") as stream:
+                lines = stream.iter_lines()
+                comments = 0
+                for line in lines:
+                    comments += line == ": keepalive"
+                    if comments == 3:
+                        break
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+        sock.close()
+    assert not thread.is_alive()

@@ -8,6 +8,7 @@ PostgreSQL store.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -33,6 +34,8 @@ from ._tree import fork_tree
 # Top-level entries per session page and sessions per list page: pages stay small whatever the session's size.
 DEFAULT_PAGE_SIZE = 200
 DEFAULT_LIST_SIZE = 50
+# Seconds between keep-alive comments on an idle event stream.
+KEEPALIVE_SECONDS = 15.0
 MAX_LIST_SIZE = 500
 
 
@@ -87,6 +90,7 @@ class Viewer:
         self.store = store
         self.label = label
         self.page_size = page_size
+        self.keepalive_seconds = KEEPALIVE_SECONDS
 
     def _context(self, request: Request) -> dict[str, Any]:
         root = request.scope.get("root_path", "")
@@ -200,7 +204,10 @@ class Viewer:
         async def stream() -> AsyncIterator[str]:
             yield "retry: 2000\n\n"
             async with subscription:
-                async for recorded in subscription:
+                async for recorded in _with_keepalive(subscription, self.keepalive_seconds):
+                    if recorded is None:
+                        yield ": keepalive\n\n"  # a comment: proxies keep the stream open, a gone client is noticed
+                        continue
                     yield _sse_event(recorded, session_id, context)
                     if type(recorded.event) is SessionDeleted:
                         return
@@ -208,6 +215,30 @@ class Viewer:
         return StreamingResponse(
             stream(), media_type="text/event-stream", headers={"cache-control": "no-store", "x-accel-buffering": "no"}
         )
+
+
+async def _with_keepalive(
+    subscription: AsyncIterator[RecordedEvent], seconds: float
+) -> AsyncIterator[RecordedEvent | None]:
+    """The subscription's events, and None after every ``seconds`` without one."""
+    pending: asyncio.Future[RecordedEvent] | None = None
+    try:
+        while True:
+            if pending is None:
+                pending = asyncio.ensure_future(anext(subscription))
+            done, _ = await asyncio.wait((pending,), timeout=seconds)
+            if not done:
+                yield None
+                continue
+            try:
+                recorded = pending.result()
+            except StopAsyncIteration:
+                return
+            pending = None
+            yield recorded
+    finally:
+        if pending is not None:
+            pending.cancel()
 
 
 async def _no_icon(_request: Request) -> Response:
@@ -229,6 +260,7 @@ def create_app(
     allow_any_host: bool = False,
     page_size: int = DEFAULT_PAGE_SIZE,
     label: str | None = None,
+    keepalive_seconds: float = KEEPALIVE_SECONDS,
 ) -> Starlette:
     """The viewer as an ASGI app over ``store``: an open ``Store``, or a store directory or PostgreSQL URL.
 
@@ -238,11 +270,13 @@ def create_app(
     Without ``allow_any_host`` only requests whose Host header names this machine
     (127.0.0.1, localhost, ::1) are served, which stops DNS-rebinding pages.
     ``label`` names the store in the page header (default: the path or URL, without a password).
+    An idle live tail sends a keep-alive comment every ``keepalive_seconds``.
     """
     owned = isinstance(store, str)
     if label is None:
         label = store if isinstance(store, str) else "store"
     viewer = Viewer(None if isinstance(store, str) else store, label=_label(label), page_size=page_size)
+    viewer.keepalive_seconds = keepalive_seconds
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
