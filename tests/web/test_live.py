@@ -135,14 +135,15 @@ def test_an_idle_stream_sends_keepalive_comments(tmp_path: Path) -> None:
     thread.start()
     try:
         url = f"http://127.0.0.1:{sock.getsockname()[1]}"
-        with httpx.Client(base_url=url, timeout=30) as client:
-            with client.stream("GET", "/s/live/events?after=2") as stream:
-                lines = stream.iter_lines()
-                comments = 0
-                for line in lines:
-                    comments += line == ": keepalive"
-                    if comments == 3:
-                        break
+        with (
+            httpx.Client(base_url=url, timeout=30) as client,
+            client.stream("GET", "/s/live/events?after=2") as stream,
+        ):
+            comments = 0
+            for line in stream.iter_lines():
+                comments += line == ": keepalive"
+                if comments == 3:
+                    break
     finally:
         server.should_exit = True
         thread.join(timeout=30)
