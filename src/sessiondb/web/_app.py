@@ -21,10 +21,11 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from .._errors import InvalidSessionIdError, SessionDeletedError, SessionNotFoundError
+from .._errors import HistoryUnavailableError, InvalidSessionIdError, SessionDeletedError, SessionNotFoundError
 from .._events import RecordedEvent, SessionDeleted
 from .._store import Store, open_store
 from ..integrations._claude_keys import decode_session_id
+from ._history import readable_history
 from ._listing import SORTS, BadListRequest, ListFilters, session_page
 from ._render import render, render_entries
 from ._security import LOOPBACK_HOSTS, Guard
@@ -164,8 +165,21 @@ class Viewer:
                 f"Session {session_id!r} has versions 0 to {info.version}; there is no v{version}.",
             )
         shown = info.version if version is None else version
-        events = [recorded async for recorded in store.read(session_id, up_to=shown)]
-        timeline = build_timeline(session_id, events, version=shown, page=page, page_size=self.page_size)
+        try:
+            history = await readable_history(store, session_id, shown)
+        except HistoryUnavailableError:
+            raise _HTTPProblem(
+                410, "No longer stored", f"Session {session_id!r} at v{shown} was removed by retention."
+            ) from None
+        timeline = build_timeline(
+            session_id,
+            history.events,
+            version=shown,
+            page=page,
+            page_size=self.page_size,
+            floor=history.floor,
+            before=history.before,
+        )
         tree = fork_tree(info, await store.list_sessions())
         root = request.scope.get("root_path", "")
         live = None

@@ -9,6 +9,7 @@ import anyio
 
 from .._store import Store
 from ._app import origin_of
+from ._history import readable_history
 from ._render import render
 from ._timeline import build_timeline
 from ._tree import fork_tree
@@ -24,7 +25,8 @@ async def render_session_html(store: Store, session_id: str, *, at_version: int 
     if at_version is not None:
         await store.load(session_id, at_version=at_version)  # the store's own check and message for a bad version
     shown = info.version if at_version is None else at_version
-    events = [recorded async for recorded in store.read(session_id, up_to=shown)]
+    history = await readable_history(store, session_id, shown)
+    timeline = build_timeline(session_id, history.events, version=shown, floor=history.floor, before=history.before)
     return render(
         "session.html",
         root="",
@@ -35,7 +37,7 @@ async def render_session_html(store: Store, session_id: str, *, at_version: int 
         export=True,
         owner=session_id,
         info=info,
-        t=build_timeline(session_id, events, version=shown),
+        t=timeline,
         latest=info.version,
         version_param=None,
         tree=fork_tree(info, await store.list_sessions()),

@@ -20,7 +20,7 @@ class ToolCall:
 
 @dataclass(slots=True)
 class Entry:
-    """One thing on the page. ``kind``: message, compaction, started, prompt, notice, deleted.
+    """One thing on the page. ``kind``: message, compaction, started, prompt, notice, deleted, retention.
 
     A message's ``parts`` are ``("text", str)``, ``("thinking", str)``, ``("call", ToolCall)``
     or ``("result", ToolResult)`` (a result whose call is not on the page). ``source``

@@ -207,13 +207,24 @@ def build_timeline(
     version: int,
     page: int | None = None,
     page_size: int | None = None,
+    floor: int = 0,
+    before: Sequence[Message] | None = None,
 ) -> Timeline:
     """The timeline of ``events`` (a session's history up to ``version``), paged by top-level entry.
 
     ``page`` counts from 1; None means the last page. ``page_size`` None shows everything.
-    A ``page`` past the last is clamped to the last.
+    A ``page`` past the last is clamped to the last. ``floor`` > 0: the events start after
+    it (retention removed the rest) and ``before`` is the live context there (a snapshot's).
     """
     items: list[_Item] = []
+    if floor:
+        retained = Entry("retention", floor, session_id, 0, removed_count=len(before or ()))
+        if before is not None:
+            retained.removed = [
+                message_entry(RecordedEvent(session_id, floor, 0, 0, message), message, session_id)
+                for message in before[:MAX_REMOVED_SHOWN]
+            ]
+        items.append(retained)
     usage = [0, 0, 0, 0]
     messages = compactions = 0
     for recorded in events:
