@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import statistics
 import tempfile
 import time
@@ -78,6 +79,7 @@ def line(name: str, samples: list[float], baseline: list[float] | None = None) -
 
 async def measure(path: Path, repeat: int) -> None:
     async with sessiondb.open_store(path, read_only=True) as store:
+        gc.freeze()  # as `sessiondb serve` does once the store is open
         transport = httpx.ASGITransport(app=create_app(store))
         async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as client:
 

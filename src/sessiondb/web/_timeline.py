@@ -22,6 +22,7 @@ from .._events import (
     ToolUse,
     Usage,
 )
+from .._gcpause import gc_paused
 from .._projection import is_continuation_message
 from ._integrations import custom_entries
 from ._model import Entry, Timeline, ToolCall, Turn
@@ -216,6 +217,20 @@ def build_timeline(
     A ``page`` past the last is clamped to the last. ``floor`` > 0: the events start after
     it (retention removed the rest) and ``before`` is the live context there (a snapshot's).
     """
+    # Synchronous and cycle-free: the collector would rescan every decoded event per full pass.
+    with gc_paused():
+        return _build(session_id, events, version, page, page_size, floor, before)
+
+
+def _build(
+    session_id: str,
+    events: Iterable[RecordedEvent],
+    version: int,
+    page: int | None,
+    page_size: int | None,
+    floor: int,
+    before: Sequence[Message] | None,
+) -> Timeline:
     items: list[_Item] = []
     if floor:
         retained = Entry("retention", floor, session_id, 0, removed_count=len(before or ()))
