@@ -271,3 +271,10 @@ def test_the_header_never_shows_a_database_password() -> None:
     assert _label("postgresql://app:s3cret@db.example:5432/sessions") == "postgresql://app@db.example:5432/sessions"
     assert _label("postgresql://app@db/sessions") == "postgresql://app@db/sessions"
     assert _label("/data/store") == "/data/store"
+
+
+@pytest.mark.parametrize(
+    ("url", "status"), [("/s/nope/events", 404), ("/s/chat/events?after=x", 400), ("/s/chat/events?after=-1", 400)]
+)
+def test_event_stream_refusals(client: TestClient, url: str, status: int) -> None:
+    assert client.get(url).status_code == status
