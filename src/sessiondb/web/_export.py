@@ -7,6 +7,7 @@ import os
 
 import anyio
 
+from .._errors import InvalidInputError
 from .._store import Store
 from ._app import origin_of
 from ._history import readable_history
@@ -22,8 +23,8 @@ async def render_session_html(store: Store, session_id: str, *, at_version: int 
     ``InvalidInputError`` for a version the session does not have).
     """
     info = await store.session_info(session_id)
-    if at_version is not None:
-        await store.load(session_id, at_version=at_version)  # the store's own check and message for a bad version
+    if at_version is not None and (type(at_version) is not int or not 0 <= at_version <= info.version):
+        raise InvalidInputError(f"session {session_id!r} has versions 0..{info.version}; got {at_version!r}")
     shown = info.version if at_version is None else at_version
     history = await readable_history(store, session_id, shown)
     timeline = build_timeline(session_id, history.events, version=shown, floor=history.floor, before=history.before)
