@@ -8,7 +8,7 @@
         session = await store.load(sid)
 """
 
-from ._backends._base import Backend, SessionInfo
+from ._backends._base import Backend, SessionInfo, SessionPage
 from ._backends._fs import FileSystem
 from ._backends.local import LocalBackend
 from ._backends.postgres import PostgresBackend  # asyncpg itself is imported only when it connects
@@ -45,13 +45,16 @@ from ._events import (
     Fork,
     Inherited,
     Message,
+    PinChanged,
     PromptRecorded,
     RecordedEvent,
     Role,
     SessionDeleted,
     SessionStarted,
+    TagsChanged,
     Text,
     Thinking,
+    TitleChanged,
     ToolResult,
     ToolUse,
     Usage,
@@ -95,6 +98,7 @@ __all__ = [
     "InvalidSessionIdError",
     "LocalBackend",
     "Message",
+    "PinChanged",
     "Projection",
     "PromptEntry",
     "PostgresBackend",
@@ -110,6 +114,7 @@ __all__ = [
     "SessionExistsError",
     "SessionInfo",
     "SessionNotFoundError",
+    "SessionPage",
     "SessionStarted",
     "Store",
     "StoreBrokenError",
@@ -118,8 +123,10 @@ __all__ = [
     "StoreLockedError",
     "StoreLoopError",
     "Subscription",
+    "TagsChanged",
     "Text",
     "Thinking",
+    "TitleChanged",
     "TokenThresholdPolicy",
     "ToolResult",
     "ToolUse",

@@ -21,7 +21,7 @@ import asyncio
 import contextlib
 import errno
 import os
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from typing import Any
 
 import anyio
@@ -41,6 +41,7 @@ from ..._gcpause import gc_paused
 from ..._paths import missing_directories, not_a_directory, user_path
 from .._base import AppendRequest, Backend, SessionInfo
 from .._fs import FileSystem
+from .._listing import SessionQuery, SortKey, select_sessions
 from ._checkpoint import CHECKPOINT_NAME, Checkpointer
 from ._fdcache import DEFAULT_MAX_READ_FDS, RESOURCE_ERRNOS, resource_error
 from ._follower import LogCatchUp
@@ -360,6 +361,18 @@ class LocalBackend(Backend):
     async def list_sessions(self) -> list[SessionInfo]:
         await self._refresh()
         return [s.info.copy() for s in self.index.streams.values() if not s.info.deleted]
+
+    async def page_sessions(
+        self, query: SessionQuery, limit: int | None, after: SortKey | None = None
+    ) -> list[SessionInfo]:
+        await self._refresh()
+        streams = self.index.streams
+        ids = self.index.labels.candidates(query)
+        if ids is None:
+            infos: Iterable[SessionInfo] = [stream.info for stream in streams.values()]
+        else:
+            infos = [streams[session_id].info for session_id in ids]
+        return [info.copy() for info in select_sessions(infos, query, limit, after)]
 
     @property
     def last_position(self) -> int:
