@@ -13,13 +13,15 @@ HOSTILE = "<script>alert('x')</script> \"quoted\" 'single' </textarea><img src=x
 CHAT = "chat"
 FORK = "chat-fork"
 COMPACTED = "compacted"
+SCOPE = "proj <a href=x>"
+TITLE = "Repository tour " + HOSTILE
 OPENAI = "openai-user-42"
 CLAUDE_KEY = {"project_key": "-home-me-proj", "session_id": "5f1c0a2e-claude"}
 
 
 async def write_chat(store: sessiondb.Store) -> None:
     """A conversation (thinking, a tool call and its result, usage), a fork of it and a compacted session."""
-    await store.create_session(model="model-<b>1</b>", workspace_root="/w", session_id=CHAT)
+    await store.create_session(model="model-<b>1</b>", workspace_root="/w", session_id=CHAT, scope=SCOPE)
     await store.append(CHAT, Message.user("What is in the repository? " + HOSTILE))
     await store.append(
         CHAT,
@@ -34,7 +36,12 @@ async def write_chat(store: sessiondb.Store) -> None:
     )
     await store.append(CHAT, Message.tool_result("call-1", "list_files", "README.md\nsrc/\n" + HOSTILE))
     await store.append(CHAT, Message.assistant("Two entries: README.md and src/.", usage=Usage(200, 12)))
-    await store.append(CHAT, Message.user("Thanks."))
+    await store.append(CHAT, Message.user("Thanks."))  # v6
+    await store.set_title(CHAT, "First title")  # v7
+    await store.set_title(CHAT, TITLE)  # v8
+    await store.add_tags(CHAT, "demo", "tools")  # v9
+    await store.remove_tags(CHAT, "tools")  # v10
+    await store.set_pinned(CHAT, True)  # v11
     await store.fork(CHAT, at_version=5, session_id=FORK, branch_name="try-<other>")
     await store.append(FORK, Message.user("A different question on the fork."))
     await store.create_session(model="m", session_id=COMPACTED)

@@ -88,10 +88,14 @@ def test_list_then_session(page: Any, site: tuple[str, Path], tmp_path: Path) ->
     url, _store = site
     page.goto(url)
     first_column = page.locator("table.sessions tr td:first-child")
-    for sid in (_stores.CHAT, _stores.FORK, _stores.COMPACTED, _stores.OPENAI):
+    for sid in (_stores.FORK, _stores.COMPACTED, _stores.OPENAI):
         assert first_column.get_by_role("link", name=sid, exact=True).is_visible()
+    # A titled session is listed by its title (hostile text and all, as text), its id beneath.
+    titled = first_column.get_by_role("link", name="Repository tour", exact=False)
+    assert titled.is_visible() and first_column.get_by_text(_stores.CHAT, exact=True).is_visible()
+    assert page.get_by_text("demo", exact=True).is_visible()
     page.screenshot(path=tmp_path / "list.png", full_page=True)
-    first_column.get_by_role("link", name=_stores.CHAT, exact=True).click()
+    titled.click()
     page.wait_for_url(f"**/s/{_stores.CHAT}")
     assert page.get_by_text("Two entries: README.md and src/.").is_visible()
     # The hostile message is shown as text (no dialog opened: checked by the fixture).

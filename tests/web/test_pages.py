@@ -78,9 +78,18 @@ def test_list_refuses_bad_parameters(client: TestClient, query: str) -> None:
     assert "Bad request" in Page(response.text).text
 
 
-def test_list_title_filter(client: TestClient) -> None:
-    listing = page(client, "/?title=FORK")
-    assert _stores.FORK in listing.text and _stores.OPENAI not in listing.text
+def test_list_filters_by_title_tag_scope_and_pin(client: TestClient) -> None:
+    rows = re.compile(r'<td><a href="/s/([^"?]+)"')
+    for query in ("?title=REPOSITORY", "?tag=demo", "?pinned=yes"):
+        assert rows.findall(client.get("/" + query).text) == [_stores.CHAT], query
+    assert rows.findall(client.get("/?tag=tools").text) == []  # removed again at v10
+    assert _stores.CHAT not in rows.findall(client.get("/?pinned=no").text)
+    # A fork keeps its parent's scope: both are listed under it, oldest first when asked.
+    scoped = rows.findall(client.get("/?scope=" + quote(_stores.SCOPE) + "&sort=created").text)
+    assert scoped == [_stores.FORK, _stores.CHAT]
+    listing = page(client, "/")
+    assert _stores.TITLE in listing.text and _stores.SCOPE in listing.text
+    assert client.get("/?pinned=maybe").status_code == 400
 
 
 def test_session_page_shows_the_conversation(client: TestClient) -> None:
@@ -127,11 +136,31 @@ def test_time_travel_shows_the_session_as_it_was(client: TestClient) -> None:
     assert not early.tags("script")  # no live tail on an old version
     empty = session(client, _stores.CHAT, "?v=0")
     assert "No events at this version." in empty.text
-    latest = session(client, _stores.CHAT, "?v=6")
+    latest = session(client, _stores.CHAT, "?v=11")
     assert "Thanks." in latest.text and "(latest)" in latest.text
 
 
-@pytest.mark.parametrize(("query", "status"), [("?v=x", 400), ("?v=-1", 400), ("?v=7", 404), ("?v=1.5", 400)])
+def test_time_travel_shows_the_labels_as_they_were(client: TestClient) -> None:
+    before = session(client, _stores.CHAT, "?v=6")
+    assert before.tags("h1")[0] is not None and before.by_class("tag") == []
+    assert before.nodes[[n.tag for n in before.nodes].index("h1")].text == _stores.CHAT
+    first = session(client, _stores.CHAT, "?v=7")
+    assert first.nodes[[n.tag for n in first.nodes].index("h1")].text == "First title"
+    tagged = session(client, _stores.CHAT, "?v=9")
+    assert sorted(node.text for node in tagged.by_class("tag")) == ["demo", "tools"]
+    latest = session(client, _stores.CHAT)
+    assert latest.nodes[[n.tag for n in latest.nodes].index("h1")].text == " ".join(_stores.TITLE.split())
+    assert [node.text for node in latest.by_class("tag")] == ["demo"] and "pinned" in latest.text
+    labels = [node.text for node in latest.by_class("label-change")]
+    assert labels[0].endswith("title set to \u201cFirst title\u201d")
+    assert any(text.endswith("tags +demo +tools") for text in labels)
+    assert any(text.endswith("tags \u2212tools") for text in labels)
+    assert labels[-1].endswith("pinned")
+    fork = session(client, _stores.FORK)
+    assert not fork.by_class("tag") and "First title" not in fork.text  # a fork starts without labels
+
+
+@pytest.mark.parametrize(("query", "status"), [("?v=x", 400), ("?v=-1", 400), ("?v=12", 404), ("?v=1.5", 400)])
 def test_bad_versions(client: TestClient, query: str, status: int) -> None:
     response = client.get(f"/s/{_stores.CHAT}{query}")
     assert response.status_code == status

@@ -26,7 +26,7 @@ from .._events import RecordedEvent, SessionDeleted
 from .._store import Store, open_store
 from ..integrations._claude_keys import decode_session_id
 from ._history import readable_history
-from ._listing import SORTS, BadListRequest, ListFilters, session_page
+from ._listing import PINNED_CHOICES, SORTS, BadListRequest, ListFilters, session_page
 from ._render import render, render_entries
 from ._security import LOOPBACK_HOSTS, Guard
 from ._timeline import build_timeline, entries_of
@@ -120,6 +120,7 @@ class Viewer:
             title=params.get("title", ""),
             tag=params.get("tag", ""),
             scope=params.get("scope", ""),
+            pinned=params.get("pinned", ""),
             sort=params.get("sort", "updated") or "updated",
         )
         limit = _int_param(request, "limit", minimum=1) or DEFAULT_LIST_SIZE
@@ -144,9 +145,11 @@ class Viewer:
                 f_title=filters.title,
                 f_tag=filters.tag,
                 f_scope=filters.scope,
+                f_pinned=filters.pinned,
+                pinned_choices=PINNED_CHOICES,
                 sort=filters.sort,
                 sorts=SORTS,
-                filtered=any(kept.get(k) for k in ("q", "title", "tag", "scope")),
+                filtered=any(kept.get(k) for k in ("q", "title", "tag", "scope", "pinned")),
                 next_url=next_url,
                 first_url=first_url,
             )
@@ -197,9 +200,10 @@ class Viewer:
                 tree=tree,
                 live=live,
                 origin=origin_of(session_id),
-                title=getattr(info, "title", None),
-                tags=getattr(info, "tags", ()),
-                scope=getattr(info, "scope", None),
+                title=timeline.title,
+                tags=timeline.tags,
+                pinned=timeline.pinned,
+                scope=info.scope,
             )
         )
 

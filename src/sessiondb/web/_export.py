@@ -44,9 +44,10 @@ async def render_session_html(store: Store, session_id: str, *, at_version: int 
         tree=fork_tree(info, await store.list_sessions()),
         live=None,
         origin=origin_of(session_id),
-        title=getattr(info, "title", None),
-        tags=getattr(info, "tags", ()),
-        scope=getattr(info, "scope", None),
+        title=timeline.title,
+        tags=timeline.tags,
+        pinned=timeline.pinned,
+        scope=info.scope,
     )
 
 

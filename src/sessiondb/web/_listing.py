@@ -1,10 +1,11 @@
-"""The session list page's data: filters, sort order and paging over the store's sessions."""
+"""The session list page's data: filters, sort order and keyset paging, served by ``Store.page_sessions``."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 from .._backends._base import SessionInfo
+from .._errors import InvalidInputError
 from .._store import Store
 
 SORTS = (
@@ -14,6 +15,7 @@ SORTS = (
     ("title", "title"),
 )
 _SORT_NAMES = frozenset(name for name, _label in SORTS)
+PINNED_CHOICES = (("", "any"), ("yes", "pinned"), ("no", "not pinned"))
 
 
 class BadListRequest(ValueError):
@@ -22,45 +24,43 @@ class BadListRequest(ValueError):
 
 @dataclass(slots=True)
 class ListFilters:
+    """What the list form sends; empty strings mean "no filter"."""
+
     title: str = ""
     tag: str = ""
     scope: str = ""
+    pinned: str = ""
     sort: str = "updated"
 
     def check(self) -> None:
         if self.sort not in _SORT_NAMES:
             raise BadListRequest(f"unknown sort {self.sort!r}; use one of {', '.join(sorted(_SORT_NAMES))}")
-
-
-def _sort_key(info: SessionInfo, sort: str) -> tuple[object, ...]:
-    if sort == "created":
-        return (info.created_at_ms, info.session_id)
-    if sort == "version":
-        return (info.version, info.session_id)
-    if sort == "title":
-        return (info.session_id.lower(), info.session_id)
-    return (info.updated_at_ms, info.session_id)
+        if self.pinned not in ("", "yes", "no"):
+            raise BadListRequest(f"pinned must be yes, no or empty, got {self.pinned!r}")
 
 
 async def session_page(
     store: Store, filters: ListFilters, *, limit: int, cursor: str | None
 ) -> tuple[list[SessionInfo], str | None]:
-    """One page of sessions matching ``filters`` and the cursor of the next page (None on the last)."""
+    """One page of sessions matching ``filters`` and the cursor of the next page (None on the last).
+
+    Titles sort A to Z, everything else newest or largest first.
+    """
     filters.check()
     try:
-        offset = int(cursor) if cursor else 0
-    except ValueError:
-        raise BadListRequest(f"bad cursor {cursor!r}: follow the page links") from None
-    if offset < 0:
-        raise BadListRequest(f"bad cursor {cursor!r}: follow the page links")
-    sessions = await store.list_sessions()
-    if filters.title:
-        needle = filters.title.casefold()
-        sessions = [info for info in sessions if needle in info.session_id.casefold()]
-    sessions.sort(key=lambda info: _sort_key(info, filters.sort), reverse=filters.sort != "title")
-    page = sessions[offset : offset + limit]
-    more = offset + limit < len(sessions)
-    return page, str(offset + limit) if more else None
+        page = await store.page_sessions(
+            scope=filters.scope or None,
+            tag=filters.tag or None,
+            title=filters.title or None,
+            pinned={"yes": True, "no": False}.get(filters.pinned),
+            order=filters.sort,
+            descending=filters.sort != "title",
+            limit=limit,
+            cursor=cursor,
+        )
+    except InvalidInputError as exc:  # a cursor that is not one, a tag or scope no session can have
+        raise BadListRequest(str(exc)) from None
+    return page.sessions, page.next_cursor
 
 
-__all__ = ["SORTS", "BadListRequest", "ListFilters", "session_page"]
+__all__ = ["PINNED_CHOICES", "SORTS", "BadListRequest", "ListFilters", "session_page"]

@@ -20,7 +20,7 @@ class ToolCall:
 
 @dataclass(slots=True)
 class Entry:
-    """One thing on the page. ``kind``: message, compaction, started, prompt, notice, deleted, retention.
+    """One thing on the page. ``kind``: message, compaction, started, prompt, label, notice, deleted, retention.
 
     A message's ``parts`` are ``("text", str)``, ``("thinking", str)``, ``("call", ToolCall)``
     or ``("result", ToolResult)`` (a result whose call is not on the page). ``source``
@@ -67,6 +67,10 @@ class Timeline:
     page: int
     pages: int
     total_entries: int
+    # The session's labels as of ``version`` (time travel shows old titles).
+    title: str | None = None
+    tags: tuple[str, ...] = ()
+    pinned: bool = False
 
 
 __all__ = ["Entry", "Timeline", "ToolCall", "Turn"]

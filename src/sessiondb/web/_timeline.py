@@ -12,16 +12,20 @@ from .._events import (
     Compacted,
     Custom,
     Message,
+    PinChanged,
     PromptRecorded,
     RecordedEvent,
     SessionDeleted,
     SessionStarted,
+    TagsChanged,
     Text,
     Thinking,
+    TitleChanged,
     ToolResult,
     ToolUse,
     Usage,
 )
+from .._events import LABEL_EVENT_TYPES
 from .._gcpause import gc_paused
 from .._projection import is_continuation_message
 from ._integrations import custom_entries
@@ -89,6 +93,17 @@ def entries_of(recorded: RecordedEvent, owner: str) -> list[Entry]:
         return [Entry("prompt", *base, text=event.text, inherited=inherited)]
     if kind is SessionDeleted:
         return [Entry("deleted", *base, inherited=inherited)]
+    if kind is TitleChanged:
+        assert isinstance(event, TitleChanged)
+        text = f"title set to \u201c{event.title}\u201d" if event.title is not None else "title cleared"
+        return [Entry("label", *base, text=text, inherited=inherited)]
+    if kind is TagsChanged:
+        assert isinstance(event, TagsChanged)
+        changes = [f"+{tag}" for tag in event.added] + [f"\u2212{tag}" for tag in event.removed]
+        return [Entry("label", *base, text="tags " + " ".join(changes), inherited=inherited)]
+    if kind is PinChanged:
+        assert isinstance(event, PinChanged)
+        return [Entry("label", *base, text="pinned" if event.pinned else "unpinned", inherited=inherited)]
     if kind is Custom:
         assert isinstance(event, Custom)
         return custom_entries(recorded, event, owner)
@@ -201,6 +216,26 @@ def _turns(entries: Sequence[Entry]) -> list[Turn]:
     return turns
 
 
+class Labels:
+    """A session's title, tags and pin, folded from its label events as ``_backends._base.apply_label`` does."""
+
+    __slots__ = ("pinned", "tags", "title")
+
+    def __init__(self) -> None:
+        self.title: str | None = None
+        self.tags: set[str] = set()
+        self.pinned = False
+
+    def apply(self, event: object) -> None:
+        if type(event) is TitleChanged:
+            self.title = event.title
+        elif type(event) is TagsChanged:
+            self.tags.difference_update(event.removed)
+            self.tags.update(event.added)
+        elif type(event) is PinChanged:
+            self.pinned = event.pinned
+
+
 def build_timeline(
     session_id: str,
     events: Iterable[RecordedEvent],
@@ -242,8 +277,11 @@ def _build(
         items.append(retained)
     usage = [0, 0, 0, 0]
     messages = compactions = 0
+    labels = Labels()
     for recorded in events:
         event = recorded.event
+        if type(event) in LABEL_EVENT_TYPES and recorded.session_id == session_id:
+            labels.apply(event)  # a fork starts without its parent's labels (docs/labels.md)
         if type(event) is Message:
             messages += 1
             if event.usage is not None:
@@ -274,6 +312,9 @@ def _build(
         number,
         pages,
         total,
+        labels.title,
+        tuple(sorted(labels.tags)),
+        labels.pinned,
     )
 
 

@@ -74,8 +74,7 @@ def fork_tree(current: SessionInfo, sessions: Iterable[SessionInfo]) -> TreeNode
 
 
 def _label(info: SessionInfo) -> str:
-    title = getattr(info, "title", None)  # labels arrive with the session-labels change
-    return title if isinstance(title, str) and title else info.session_id
+    return info.title or info.session_id
 
 
 __all__ = ["TreeNode", "fork_tree"]
