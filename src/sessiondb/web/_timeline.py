@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 
 from .._events import (
+    LABEL_EVENT_TYPES,
     Compacted,
     Custom,
     Message,
@@ -25,7 +26,6 @@ from .._events import (
     ToolUse,
     Usage,
 )
-from .._events import LABEL_EVENT_TYPES
 from .._gcpause import gc_paused
 from .._projection import is_continuation_message
 from ._integrations import custom_entries
