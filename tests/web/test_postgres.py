@@ -37,6 +37,10 @@ def test_pages_over_postgres(pg_url: str) -> None:
         assert "Two files: CLAUDE.md and main.py." in Page(client.get(f"/s/{quote(claude, safe='')}").text).text
         assert "Let me look." not in Page(client.get(f"/s/{_stores.CHAT}?v=2").text).text
         assert client.get("/s/nope").status_code == 404
+        # Labels come from PostgreSQL's own columns and indexes.
+        tagged = Page(client.get("/?tag=demo").text)
+        assert _stores.TITLE in tagged.text and _stores.OPENAI not in tagged.text
+        assert "First title" in Page(client.get(f"/s/{_stores.CHAT}?v=7").text).text
 
 
 def test_live_tail_over_postgres(pg_url: str) -> None:
