@@ -791,14 +791,19 @@ class Store:
     # ------------------------------------------------------------------ compaction
 
     @on_store_loop
-    async def compact(self) -> dict[str, Any]:
+    async def compact(self, *, purge: bool = False) -> dict[str, Any]:
         """Run one storage-compaction pass now (snapshots, checkpoint, retention); return what it did.
 
         Storage compaction never changes what ``load`` returns; for the
         conversation kind (a summary replacing old messages) see ``compact_conversation``.
+        ``purge=True`` removes what was deleted now instead of when retention reaches it:
+        the active segment is sealed and every sealed segment that snapshots cover is
+        deleted (time travel below those snapshots is lost); see docs/compaction.md.
         """
         self._check_open()
-        return await self._compactor.run_pass()
+        if type(purge) is not bool:
+            raise InvalidInputError(f"compact() takes purge=True or False, got {purge!r}")
+        return await self._compactor.run_pass(purge=purge)
 
     @on_store_loop
     async def compact_conversation(

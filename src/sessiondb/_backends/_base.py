@@ -367,3 +367,10 @@ class Backend(abc.ABC):
     async def compact_storage(self, settings: Any) -> dict[str, Any]:
         """Backend-side work of one compaction pass (checkpoint, retention); returns counters."""
         return {}
+
+    async def seal_active_segment(self) -> bool:
+        """Seal the log's active part so retention may remove it too (``compact(purge=True)``); True if sealed.
+
+        A backend without segments has nothing to seal.
+        """
+        return False

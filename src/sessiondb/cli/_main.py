@@ -177,6 +177,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     compact = sub.add_parser("compact", help="run one storage compaction pass now")
     compact.add_argument("store", metavar="STORE")
+    compact.add_argument(
+        "--purge",
+        action="store_true",
+        help="remove deleted data from disk now: seal the active segment and delete every sealed segment "
+        "snapshots cover (time travel below them is lost)",
+    )
     compact.add_argument("--json", action="store_true")
     compact.set_defaults(run=cmd_compact)
 

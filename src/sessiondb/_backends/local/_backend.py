@@ -446,6 +446,25 @@ class LocalBackend(Backend):
         async with self._write_lock():
             return await self.retention.run_pass(settings)
 
+    async def seal_active_segment(self) -> bool:
+        """Roll the active segment if it holds a record, so a purge's retention may delete it like any sealed one."""
+        if self.read_only or self._broken is not None:
+            return False
+        sealed = False
+        with anyio.CancelScope(shield=True):  # like a batch: a roll once begun must finish or break the store
+            async with self._write_lock():
+                self._follower.catch_up(locked=True)
+                self.segments.follow_active()
+                active = self.segments.active
+                if active.first_position < self.index.next_position:  # it holds a record
+                    try:
+                        await anyio.to_thread.run_sync(self.segments.roll, self.index.next_position)
+                    except BaseException as exc:
+                        self._broken = _broken_error(exc, active.path)
+                        raise self._broken from exc
+                    sealed = True
+        return sealed
+
     async def write_checkpoint(self, exclude: set[int] | None = None) -> int:
         return await self.checkpoints.write(exclude)
 
