@@ -22,9 +22,10 @@ from starlette.responses import HTMLResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from .._errors import HistoryUnavailableError, InvalidSessionIdError, SessionDeletedError, SessionNotFoundError
-from .._events import RecordedEvent, SessionDeleted
+from .._events import Custom, RecordedEvent, SessionDeleted
 from .._store import Store, open_store
 from ..integrations._claude_keys import decode_session_id
+from ..integrations._langgraph_state import SCOPE as LANGGRAPH_SCOPE
 from ._history import readable_history
 from ._listing import PINNED_CHOICES, SORTS, BadListRequest, ListFilters, session_page
 from ._render import render, render_entries
@@ -214,9 +215,15 @@ class Viewer:
         last_id = request.headers.get("last-event-id", "")
         if last_id.isdigit():  # a reconnecting browser resumes after what it already has
             after = max(after, int(last_id))
-        await self._info(session_id)
+        info = await self._info(session_id)
         context = self._context(request)
         context["owner"] = session_id
+        seen: set[str] = set()
+        if info.scope == LANGGRAPH_SCOPE:
+            # A LangGraph checkpoint repeats every message before it: learn which the page shows.
+            async for recorded in self._store().read(session_id, up_to=min(after, info.version)):
+                if type(recorded.event) is Custom:
+                    entries_of(recorded, session_id, seen)
         subscription = self._store().subscribe(session_id, after=after)
 
         async def stream() -> AsyncIterator[str]:
@@ -226,7 +233,7 @@ class Viewer:
                     if recorded is None:
                         yield ": keepalive\n\n"  # a comment: proxies keep the stream open, a gone client is noticed
                         continue
-                    yield _sse_event(recorded, session_id, context)
+                    yield _sse_event(recorded, session_id, context, seen)
                     if type(recorded.event) is SessionDeleted:
                         return
 
@@ -263,10 +270,10 @@ async def _no_icon(_request: Request) -> Response:
     return Response(status_code=204)
 
 
-def _sse_event(recorded: RecordedEvent, session_id: str, context: dict[str, Any]) -> str:
+def _sse_event(recorded: RecordedEvent, session_id: str, context: dict[str, Any], seen: set[str]) -> str:
     if type(recorded.event) is SessionDeleted:
         return f"id: {recorded.version}\nevent: gone\ndata: deleted\n\n"
-    html = render_entries(entries_of(recorded, session_id), **context)
+    html = render_entries(entries_of(recorded, session_id, seen), **context)
     data = "".join(f"data: {line}\n" for line in html.splitlines() or [""])
     return f"id: {recorded.version}\nevent: entry\n{data}\n"
 

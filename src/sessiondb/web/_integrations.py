@@ -4,7 +4,8 @@ OpenAI Agents SDK items (``openai_agents.items``: Responses API input items) bec
 messages, reasoning, tool calls and their outputs; Claude Code transcript entries
 (``claude_agent_sdk.entry``) that are conversation are already followed by the
 ``Message`` they project to, so only the other entries (system notes, summaries …)
-show here. Any other custom event shows as its name and its data, folded.
+show here. LangGraph checkpoints show the messages each adds (``_langgraph``). Any other
+custom event shows as its name and its data, folded.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from ..integrations._claude_entries import SUMMARY as CLAUDE_SUMMARY
 from ..integrations.openai_agents import CLEAR as OPENAI_CLEAR
 from ..integrations.openai_agents import ITEMS as OPENAI_ITEMS
 from ..integrations.openai_agents import POP as OPENAI_POP
+from ._langgraph import langgraph_entries
 from ._model import Entry, ToolCall
 
 _MESSAGE_ROLES = {"user": "user", "assistant": "assistant", "system": "system", "developer": "system"}
@@ -119,9 +121,13 @@ def _claude_entry(recorded: RecordedEvent, data: Any, owner: str) -> list[Entry]
     return [_notice(recorded, owner, "claude_code", text, _json(data))]
 
 
-def custom_entries(recorded: RecordedEvent, event: Custom, owner: str) -> list[Entry]:
-    """The entries one ``Custom`` event shows as."""
+def custom_entries(recorded: RecordedEvent, event: Custom, owner: str, seen: set[str]) -> list[Entry]:
+    """The entries one ``Custom`` event shows as; ``seen``: what earlier events of the page already showed."""
     name, data = event.name, event.data
+    if name.startswith("langgraph."):
+        found = langgraph_entries(recorded, event, owner, seen)
+        if found is not None:
+            return found
     if name == OPENAI_ITEMS and isinstance(data, dict) and isinstance(data.get("items"), list):
         return [_openai_item(recorded, item, owner) for item in data["items"]]
     if name == OPENAI_POP:

@@ -16,7 +16,12 @@ from typing import Any
 import jinja2
 from markupsafe import Markup, escape
 
-_SOURCES = {"openai_agents": "OpenAI Agents", "claude_code": "Claude Code", "custom": "custom event"}
+_SOURCES = {
+    "openai_agents": "OpenAI Agents",
+    "claude_code": "Claude Code",
+    "langgraph": "LangGraph",
+    "custom": "custom event",
+}
 
 
 def _iso(ms: int) -> str:

@@ -59,7 +59,7 @@ def message_entry(recorded: RecordedEvent, message: Message, owner: str, source:
     )
 
 
-def entries_of(recorded: RecordedEvent, owner: str) -> list[Entry]:
+def entries_of(recorded: RecordedEvent, owner: str, seen: set[str] | None = None) -> list[Entry]:
     """The entries one recorded event shows as (none for events only an integration's bookkeeping needs)."""
     event = recorded.event
     kind = type(event)
@@ -106,7 +106,7 @@ def entries_of(recorded: RecordedEvent, owner: str) -> list[Entry]:
         return [Entry("label", *base, text="pinned" if event.pinned else "unpinned", inherited=inherited)]
     if kind is Custom:
         assert isinstance(event, Custom)
-        return custom_entries(recorded, event, owner)
+        return custom_entries(recorded, event, owner, seen if seen is not None else set())
     # An event type this viewer does not know (from a newer sessiondb): its tag, never a failed page.
     return [Entry("notice", *base, text=type(event).__name__, inherited=inherited)]
 
@@ -278,6 +278,7 @@ def _build(
     usage = [0, 0, 0, 0]
     messages = compactions = 0
     labels = Labels()
+    seen: set[str] = set()  # ids of integration messages already shown (LangGraph checkpoints repeat them)
     for recorded in events:
         event = recorded.event
         if type(event) in LABEL_EVENT_TYPES and recorded.session_id == session_id:
@@ -293,7 +294,7 @@ def _build(
             continue
         if type(event) is Compacted:
             compactions += 1
-        items.extend(entries_of(recorded, session_id))
+        items.extend(entries_of(recorded, session_id, seen))
     top, removed_by = _fold_compactions(items)
     total = len(top)
     if page_size is None or total <= page_size:
