@@ -142,6 +142,7 @@ class Viewer:
                 **self._context(request),
                 sessions=sessions,
                 hits=None,
+                searchable=False,  # Store.search arrives with the search change
                 q=params.get("q", ""),
                 f_title=filters.title,
                 f_tag=filters.tag,
