@@ -60,6 +60,7 @@ from ._ids import generate_session_id, now_ms, validate_session_id
 from ._labels import MAX_TAGS, check_scope, check_tag, check_title
 from ._paths import user_path
 from ._projection import Projection, Session, is_continuation_message, replay_session
+from ._search import SearchPage, SearchService
 from ._subscriptions import DEFAULT_BUFFER_EVENTS, Subscription, subscribe_every_session, subscribe_session
 from ._values import MAX_EVENT_ID_CHARS, MAX_METADATA_CHARS, check_event, check_text
 from ._writer import Writer
@@ -125,6 +126,8 @@ class Store:
         self._batch_listeners: list[BatchListener] = []
         self._listener_errors = 0
         self._writer = Writer(backend, max_pending=max_pending, max_batch=max_batch, on_batch=self._after_batch)
+        self._search = SearchService(backend)
+        self._batch_listeners.append(self._search.after_batch)  # wakes the background indexer, nothing more
         self._open = False
         self._closed = False
         self._fully_closed = asyncio.Event()
@@ -141,6 +144,7 @@ class Store:
         # ``async with`` body must reach them unwrapped, not in an ExceptionGroup.
         self._writer_task = asyncio.get_running_loop().create_task(self._writer.run(), name="sessiondb-writer")
         self._open = True
+        self._search.start()  # keeps an existing search index current, off the append path
         self._compactor.start()  # background storage compaction (see CompactionSettings)
 
     async def aclose(self) -> None:
@@ -175,7 +179,10 @@ class Store:
                     if self._writer_task is not None:
                         await self._writer_task
                 finally:
-                    await self.backend.aclose()
+                    try:
+                        await self._search.aclose()
+                    finally:
+                        await self.backend.aclose()
         finally:
             self._fully_closed.set()
 
@@ -612,6 +619,41 @@ class Store:
             events += await self.backend.read_session(info.session_id, max(after, base), up_to)
         return events
 
+    @on_store_loop
+    async def search(
+        self,
+        query: str,
+        *,
+        scope: str | None = None,
+        tag: str | None = None,
+        session_id: str | None = None,
+        order: str = "relevance",
+        limit: int = 20,
+        cursor: str | None = None,
+    ) -> SearchPage:
+        """Find events whose text matches ``query``, across every session: a page of ``SearchHit``.
+
+        Query syntax: plain words (every one must match, in any order, case and
+        diacritics ignored), ``"a quoted phrase"`` (words in a row) and ``prefix*``;
+        punctuation only separates words. Searched: message text, thinking, tool calls
+        (name and JSON input) and results (tool name and output), prompts, compaction
+        summaries, the string values of Custom events, and each session's current title
+        and tags; deleted sessions are left out. Filters (AND): ``scope`` (the session's),
+        ``tag`` (the session has it now), ``session_id`` (the session that recorded the event).
+        ``order``: ``"relevance"`` (best first: SQLite FTS5's bm25, PostgreSQL's ts_rank)
+        or ``"newest"`` (store position, newest first). ``limit`` (1..1000) hits per page; pass the
+        page's ``next_cursor`` as ``cursor`` for the next (events appended meanwhile are
+        not added to later pages). The index is caught up with the log first, so every
+        append that returned before the call is searched. Raises ``InvalidInputError``
+        for an unusable query, limit, order or cursor. See docs/search.md.
+        """
+        self._check_readable()
+        if session_id is not None:
+            await self._info(session_id)  # an unknown or deleted session is an error, as elsewhere
+        return await self._search.search(
+            query, scope=scope, tag=tag, session_id=session_id, order=order, limit=limit, cursor=cursor
+        )
+
     @iterated_on_store_loop
     async def read(self, session_id: str, *, after: int = 0, up_to: int | None = None) -> AsyncIterator[RecordedEvent]:
         """The session's recorded events with ``after < version <= up_to``, in order.
@@ -786,6 +828,7 @@ class Store:
             "listener_errors": self._listener_errors,
             **self.backend.statistics(),
             **self._compactor.stats,
+            **self._search.statistics(),
         }
 
     # ------------------------------------------------------------------ compaction

@@ -23,6 +23,7 @@ from ._context import (
 from ._inspect import cmd_ls, cmd_show, cmd_stats, cmd_tail
 from ._label_cmds import cmd_pin, cmd_tag, cmd_title
 from ._maintain import cmd_compact, cmd_export, cmd_import, cmd_repair, cmd_verify
+from ._search import cmd_search
 from ._web import cmd_serve
 
 
@@ -40,6 +41,13 @@ def _port(text: str) -> int:
     value = _non_negative(text)
     if value > 65535:
         raise argparse.ArgumentTypeError(f"expected a port number in 0..65535, got {value}")
+    return value
+
+
+def _positive(text: str) -> int:
+    value = _non_negative(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a number >= 1, got {value}")
     return value
 
 
@@ -145,6 +153,18 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("--thinking", action="store_true", help="unfold thinking blocks")
     show.add_argument("--full", action="store_true", help="do not fold long tool inputs and results")
     show.set_defaults(run=cmd_show)
+
+    search = sub.add_parser("search", help="find messages, tool calls and results across sessions (best first)")
+    search.add_argument("store", metavar="STORE")
+    search.add_argument("query", metavar="QUERY", help='words (all must match), "a phrase", prefix*')
+    search.add_argument("--newest", action="store_true", help="newest first instead of best first")
+    search.add_argument("--limit", type=_positive, default=20, metavar="N", help="hits per page (20)")
+    search.add_argument("--session", metavar="SESSION", help="only events recorded in this session")
+    search.add_argument("--scope", metavar="SCOPE", help="only sessions of this scope")
+    search.add_argument("--tag", metavar="TAG", help="only sessions with this tag")
+    search.add_argument("--cursor", metavar="CURSOR", help="the next page (printed after a full page)")
+    search.add_argument("--json", action="store_true", help="hits with snippet, highlights and score as JSON")
+    search.set_defaults(run=cmd_search)
 
     tail = sub.add_parser("tail", help="follow new events live, like tail -f (Ctrl-C stops)")
     tail.add_argument("store", metavar="STORE")

@@ -521,6 +521,14 @@ class PostgresBackend(Backend):
                 ) from exc
             raise
 
+    async def with_connection(self, operation: Callable[[_Connection], Awaitable[_T]]) -> _T:
+        """Run ``operation(connection)`` on a pooled connection (the search index keeps its tables here)."""
+        return await self._read(operation)
+
+    async def readable_below(self) -> int:
+        """The horizon: every position below it that will ever commit has committed (``read_all`` stops there)."""
+        return int(await self._read(lambda conn: conn.fetchval(f"select {self._horizon}")))
+
     async def info(self, session_id: str) -> SessionInfo | None:
         query = f"select {_SESSION_COLUMNS} from {self.schema}.sessions where session_id = $1"
         row = await self._read(lambda conn: conn.fetchrow(query, session_id))
