@@ -130,7 +130,7 @@ def test_fork_tree_and_version_picker(page: Any, site: tuple[str, Path], tmp_pat
     page.wait_for_url(f"**/s/{_stores.CHAT}?v=5")
     assert page.get_by_text("as it was at v5").is_visible()
     page.fill("#version-input", "2")
-    page.locator("form.versions button").click()
+    page.get_by_role("button", name="Go").click()
     page.wait_for_url(f"**/s/{_stores.CHAT}?v=2")
     assert page.get_by_text("What is in the repository?", exact=False).first.is_visible()
     assert page.get_by_text("Let me look.").count() == 0
@@ -171,3 +171,17 @@ def test_live_tail_shows_another_process_appending(page: Any, site: tuple[str, P
         page.screenshot(path=tmp_path / "live.png", full_page=True)
     finally:
         writer.close()
+
+
+def test_search_then_open_a_hit(page: Any, site: tuple[str, Path], tmp_path: Path) -> None:
+    url, _store = site
+    page.goto(url)
+    page.fill("input[name=q]", "sunny")
+    page.locator("form.filters button").click()
+    page.wait_for_url("**/?q=sunny*")
+    marks = page.locator("td.snippet mark")
+    assert marks.count() >= 1 and marks.first.inner_text().lower() == "sunny"
+    page.screenshot(path=tmp_path / "search.png", full_page=True)
+    page.locator("table.hits a[href*='?v=']").first.click()
+    page.wait_for_url(f"**/s/{_stores.OPENAI}?v=*")
+    assert page.get_by_text("sunny", exact=False).first.is_visible()

@@ -307,3 +307,34 @@ def test_the_header_never_shows_a_database_password() -> None:
 )
 def test_event_stream_refusals(client: TestClient, url: str, status: int) -> None:
     assert client.get(url).status_code == status
+
+
+def test_search_marks_matches_and_escapes_the_rest(client: TestClient) -> None:
+    response = client.get("/?q=onerror")
+    assert response.status_code == 200
+    results = Page(response.text)
+    snippets = results.by_class("snippet")
+    assert snippets and all("onerror" in node.text for node in snippets)
+    assert not results.tags("img") and not results.has_attribute_starting("onerror")
+    marks = [node.text for node in results.nodes if node.tag == "mark"]
+    assert marks and set(marks) == {"onerror"}
+    links = [a.get("href") for a in results.tags("a")]
+    assert f"/s/{_stores.CHAT}?v=2#v2" in links  # a hit links to the session as it was at that event
+
+
+def test_search_within_one_session_pages_with_a_cursor(client: TestClient) -> None:
+    seen: list[str] = []
+    url: str | None = f"/?q=question&session={_stores.COMPACTED}&limit=3&order=newest"
+    while url is not None:
+        response = client.get(url)
+        assert response.status_code == 200
+        page_ = Page(response.text)
+        seen += [node.text for node in page_.by_class("snippet")]
+        found = re.search(r'<a rel="next" href="([^"]+)"', response.text)
+        url = found.group(1).replace("&amp;", "&") if found else None
+    assert seen == [f"question {n}" for n in range(7, 0, -1)]  # newest first, every one once
+
+
+@pytest.mark.parametrize("query", ['?q="', "?q=***", "?q=x&order=bogus", "?q=x&cursor=nonsense", "?q=x&session=nope"])
+def test_bad_searches(client: TestClient, query: str) -> None:
+    assert client.get("/" + query).status_code in (400, 404)

@@ -27,7 +27,15 @@ from .._store import Store, open_store
 from ..integrations._claude_keys import decode_session_id
 from ..integrations._langgraph_state import SCOPE as LANGGRAPH_SCOPE
 from ._history import readable_history
-from ._listing import PINNED_CHOICES, SORTS, BadListRequest, ListFilters, session_page
+from ._listing import (
+    PINNED_CHOICES,
+    SEARCH_ORDERS,
+    SORTS,
+    BadListRequest,
+    ListFilters,
+    search_page,
+    session_page,
+)
 from ._render import render, render_entries
 from ._security import LOOPBACK_HOSTS, Guard
 from ._timeline import build_timeline, entries_of
@@ -128,8 +136,20 @@ class Viewer:
         if limit > MAX_LIST_SIZE:
             raise _HTTPProblem(400, "Bad request", f"limit must be at most {MAX_LIST_SIZE}, got {limit}")
         cursor = params.get("cursor") or None
+        query = params.get("q", "").strip()
+        within = params.get("session") or None
+        order = params.get("order", "relevance") or "relevance"
+        sessions: list[Any] = []
+        hits: list[Any] | None = None
         try:
-            sessions, next_cursor = await session_page(self._store(), filters, limit=limit, cursor=cursor)
+            if query:
+                if within is not None:
+                    await self._info(within)
+                hits, next_cursor = await search_page(
+                    self._store(), query, filters, session_id=within, order=order, limit=limit, cursor=cursor
+                )
+            else:
+                sessions, next_cursor = await session_page(self._store(), filters, limit=limit, cursor=cursor)
         except BadListRequest as exc:
             raise _HTTPProblem(400, "Bad request", str(exc)) from None
         kept = {k: v for k, v in params.items() if k not in ("cursor", "token") and v}
@@ -141,9 +161,11 @@ class Viewer:
                 "list.html",
                 **self._context(request),
                 sessions=sessions,
-                hits=None,
-                searchable=False,  # Store.search arrives with the search change
-                q=params.get("q", ""),
+                hits=hits,
+                q=query,
+                within=within,
+                order=order,
+                search_orders=SEARCH_ORDERS,
                 f_title=filters.title,
                 f_tag=filters.tag,
                 f_scope=filters.scope,

@@ -1,4 +1,4 @@
-"""The session list page's data: filters, sort order and keyset paging, served by ``Store.page_sessions``."""
+"""The session list page's data: filters, sort order and paging (``Store.page_sessions``), and search hits."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from .._backends._base import SessionInfo
 from .._errors import InvalidInputError
+from .._search import SearchHit
 from .._store import Store
 
 SORTS = (
@@ -63,4 +64,43 @@ async def session_page(
     return page.sessions, page.next_cursor
 
 
-__all__ = ["PINNED_CHOICES", "SORTS", "BadListRequest", "ListFilters", "session_page"]
+SEARCH_ORDERS = (("relevance", "best match first"), ("newest", "newest first"))
+
+
+async def search_page(
+    store: Store,
+    query: str,
+    filters: ListFilters,
+    *,
+    session_id: str | None,
+    order: str,
+    limit: int,
+    cursor: str | None,
+) -> tuple[list[SearchHit], str | None]:
+    """One page of ``Store.search`` hits (scope and tag filters apply) and the next page's cursor."""
+    if order not in {name for name, _label in SEARCH_ORDERS}:
+        raise BadListRequest(f"unknown order {order!r}; use relevance or newest")
+    try:
+        page = await store.search(
+            query,
+            scope=filters.scope or None,
+            tag=filters.tag or None,
+            session_id=session_id,
+            order=order,
+            limit=limit,
+            cursor=cursor,
+        )
+    except InvalidInputError as exc:  # a query with no words, a bad cursor
+        raise BadListRequest(str(exc)) from None
+    return page.hits, page.next_cursor
+
+
+__all__ = [
+    "PINNED_CHOICES",
+    "SEARCH_ORDERS",
+    "SORTS",
+    "BadListRequest",
+    "ListFilters",
+    "search_page",
+    "session_page",
+]
