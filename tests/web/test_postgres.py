@@ -41,6 +41,9 @@ def test_pages_over_postgres(pg_url: str) -> None:
         tagged = Page(client.get("/?tag=demo").text)
         assert _stores.TITLE in tagged.text and _stores.OPENAI not in tagged.text
         assert "First title" in Page(client.get(f"/s/{_stores.CHAT}?v=7").text).text
+        found = Page(client.get("/?q=repository").text)  # PostgreSQL's own text search
+        assert {node.text.lower() for node in found.nodes if node.tag == "mark"} == {"repository"}
+        assert not found.tags("img")
 
 
 def test_live_tail_over_postgres(pg_url: str) -> None:
