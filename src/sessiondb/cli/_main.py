@@ -26,6 +26,7 @@ from ._inspect import cmd_ls, cmd_show, cmd_stats, cmd_tail
 from ._label_cmds import cmd_pin, cmd_tag, cmd_title
 from ._maintain import cmd_compact, cmd_export, cmd_import, cmd_repair, cmd_verify
 from ._search import cmd_search
+from ._web import cmd_serve
 
 
 def _non_negative(text: str) -> int:
@@ -46,6 +47,13 @@ def _page_limit(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
     if not 1 <= value <= MAX_PAGE:
         raise argparse.ArgumentTypeError(f"expected a number from 1 to {MAX_PAGE:,}, got {value}")
+    return value
+
+
+def _port(text: str) -> int:
+    value = _non_negative(text)
+    if value > 65535:
+        raise argparse.ArgumentTypeError(f"expected a port number in 0..65535, got {value}")
     return value
 
 
@@ -248,7 +256,7 @@ def build_parser() -> argparse.ArgumentParser:
     compact.add_argument("--json", action="store_true")
     compact.set_defaults(run=cmd_compact)
 
-    export = sub.add_parser("export", help="write a session as a claw-code JSONL file")
+    export = sub.add_parser("export", help="write a session as a claw-code JSONL file (or one HTML page: --html)")
     export.add_argument("store", metavar="STORE")
     export.add_argument("session", metavar="SESSION", help="the session (with --all: the target directory)")
     export.add_argument(
@@ -259,7 +267,28 @@ def build_parser() -> argparse.ArgumentParser:
     )
     export.add_argument("--at", type=_non_negative, metavar="VERSION", help="the session as it was at this version")
     export.add_argument("--all", action="store_true", help="every session, into a directory")
+    export.add_argument(
+        "--html", action="store_true", help="one self-contained HTML page of the session (needs sessiondb[web])"
+    )
     export.set_defaults(run=cmd_export)
+
+    serve = sub.add_parser(
+        "serve", help="a read-only web viewer of the store on 127.0.0.1 (needs sessiondb[web]; docs/viewer.md)"
+    )
+    serve.add_argument("store", metavar="STORE")
+    serve.add_argument("--port", type=_port, default=8765, metavar="N", help="port (8765; 0: any free port)")
+    serve.add_argument("--host", default="127.0.0.1", metavar="ADDRESS", help="address to listen on (127.0.0.1)")
+    serve.add_argument(
+        "--allow-remote",
+        action="store_true",
+        help="allow a non-loopback --host; every request must then carry the access token",
+    )
+    serve.add_argument(
+        "--token",
+        metavar="TOKEN",
+        help="the access token (default: $SESSIONDB_VIEWER_TOKEN, or a new one printed with the URL when remote)",
+    )
+    serve.set_defaults(run=cmd_serve)
 
     imp = sub.add_parser(
         "import",
