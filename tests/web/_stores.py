@@ -14,7 +14,8 @@ CHAT = "chat"
 FORK = "chat-fork"
 COMPACTED = "compacted"
 SCOPE = "proj <a href=x>"
-TITLE = "Repository tour " + HOSTILE
+# New titles refuse bidirectional controls (docs/labels.md); the rest of the hostile text is allowed.
+TITLE = "Repository tour " + HOSTILE.replace("\u202e", "")
 OPENAI = "openai-user-42"
 CLAUDE_KEY = {"project_key": "-home-me-proj", "session_id": "5f1c0a2e-claude"}
 
