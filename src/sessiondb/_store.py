@@ -56,7 +56,7 @@ from ._ids import generate_session_id, now_ms, validate_session_id
 from ._paths import user_path
 from ._projection import Projection, Session, is_continuation_message, replay_session
 from ._subscriptions import DEFAULT_BUFFER_EVENTS, Subscription, subscribe_every_session, subscribe_session
-from ._values import MAX_EVENT_ID_CHARS, MAX_METADATA_CHARS, check_event, check_text
+from ._values import MAX_EVENT_ID_CHARS, MAX_METADATA_CHARS, check_event, check_text, plain_message
 from ._writer import Writer
 
 DEFAULT_MAX_PENDING = 16_384
@@ -132,7 +132,7 @@ class Store:
         await self.backend.open()
         # A plain task rather than a task group: errors raised in the user's
         # ``async with`` body must reach them unwrapped, not in an ExceptionGroup.
-        self._writer_task = asyncio.get_running_loop().create_task(self._writer.run(), name="sessiondb-writer")
+        self._writer_task = self._writer.start()
         self._open = True
         self._compactor.start()  # background storage compaction (see CompactionSettings)
 
@@ -245,22 +245,15 @@ class Store:
         ``event_ids`` (one per event) a retried append is recognised and not
         stored twice: the call returns the version the first attempt produced.
         """
-        self._check_open()
-        if len(events) == 1 and type(events[0]) is Message:
-            _check_message(events[0])  # the common case
-        elif not events:
-            raise InvalidInputError("append() needs at least one event")
-        elif len(events) > self._max_events_per_append:
-            raise InvalidInputError(
-                f"append() got {len(events)} events for session {session_id!r}; the limit for one "
-                f"atomic append is {self._max_events_per_append}"
-            )
+        if self._closed or not self._open or self._writer.broken is not None:
+            self._check_open()
+        if len(events) == 1 and self._redact is None and type(events[0]) is Message and plain_message(events[0]):
+            pass  # the common case, checked in one pass (every str ASCII, every block a block type)
         else:
-            for event in events:
-                if type(event) is Message:
-                    _check_message(event)
-                elif not isinstance(event, _USER_EVENT_TYPES):
-                    raise InvalidInputError(_wrong_event_message(session_id, event))
+            self._check_events(session_id, events)
+            if self._redact is not None:
+                events = self._redacted(session_id, events)
+            _check_values(session_id, events)
         if expected_version is not None and (type(expected_version) is not int or expected_version < 0):
             raise InvalidInputError(f"expected_version must be a non-negative int, got {expected_version!r}")
         if event_ids is not None:
@@ -272,9 +265,6 @@ class Store:
             raise InvalidInputError(f"timestamp_ms must be an int in 0..2**63-1 (milliseconds), got {timestamp_ms!r}")
         if type(session_id) is not str:
             validate_session_id(session_id)
-        if self._redact is not None:
-            events = self._redacted(session_id, events)
-        _check_values(session_id, events)
         if event_ids is not None:
             for index, event_id in enumerate(event_ids):
                 check_text(session_id, f"event_ids[{index}]", event_id, limit=MAX_EVENT_ID_CHARS)
@@ -295,6 +285,21 @@ class Store:
             validate_session_id(session_id)  # an id no session can have gets the clearer error
             await self._raise_if_deleted(session_id)
             raise
+
+    def _check_events(self, session_id: str, events: tuple[Event, ...]) -> None:
+        """The event count and types (values are ``_check_values``'s)."""
+        if not events:
+            raise InvalidInputError("append() needs at least one event")
+        if len(events) > self._max_events_per_append:
+            raise InvalidInputError(
+                f"append() got {len(events)} events for session {session_id!r}; the limit for one "
+                f"atomic append is {self._max_events_per_append}"
+            )
+        for event in events:
+            if type(event) is Message:
+                _check_message(event)
+            elif not isinstance(event, _USER_EVENT_TYPES):
+                raise InvalidInputError(_wrong_event_message(session_id, event))
 
     def _redacted(self, session_id: str, events: tuple[Event, ...]) -> tuple[Event, ...]:
         """The events as the redaction hook rewrote them (checked: a hook must return an event)."""
