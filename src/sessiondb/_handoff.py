@@ -6,7 +6,7 @@ called from any other loop (a worker thread's ``asyncio.run``, the Agents SDK's
 ``Runner.run_sync`` in a thread pool) runs on the home loop instead: the call
 is queued there with ``loop.call_soon_threadsafe``, becomes a task, and the
 caller awaits a ``concurrent.futures.Future`` wrapped for its own loop. No
-thread blocks; a call made on the home loop costs a thread-id comparison.
+thread blocks; a call made on the home loop costs one identity check.
 
 What cannot work fails at once and never hangs:
 
@@ -43,7 +43,7 @@ from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar
 
 from ._errors import StoreForkedError, StoreLoopError
 
-_thread_id = threading.get_ident
+_running_loop = asyncio.get_running_loop  # the hot path's one lookup, bound once
 
 # A running event loop runs a ready callback within milliseconds; one that has not
 # taken a call for this long is blocked, and the call is withdrawn rather than waited for.
@@ -53,25 +53,10 @@ _P = ParamSpec("_P")
 _T = TypeVar("_T")
 
 
-def _never() -> bool:
-    return False
-
-
 class StoreLoop:
-    """The home event loop of one store, and the hand-off of calls to it from anywhere else.
+    """The home event loop of one store, and the hand-off of calls to it from anywhere else."""
 
-    The hot path's test for "this call runs on the home loop" is the home thread's id,
-    ``loop.is_running()`` and the fork flag, not ``asyncio.get_running_loop()``: on
-    Python 3.11 that makes a ``getpid`` system call each time (measured: a sixth of
-    the event loop's CPU per append at 1,000 sessions). It is exact because one thread
-    runs at most one event loop at a time (``run_forever`` refuses to start a second),
-    so code on the home thread while the home loop runs is running inside it; the home
-    loop stays on the thread it was opened on (``call`` relies on that too); and a
-    forked child is told by ``os.register_at_fork`` (Python 3.12 dropped the pid check
-    from ``get_running_loop`` for the same reason). Anything else takes the exact path.
-    """
-
-    __slots__ = ("__weakref__", "forked", "loop", "loop_running", "pickup_seconds", "pid", "thread")
+    __slots__ = ("__weakref__", "forked", "loop", "pickup_seconds", "pid", "thread")
 
     def __init__(self) -> None:
         self.loop: asyncio.AbstractEventLoop | None = None
@@ -79,7 +64,6 @@ class StoreLoop:
         self.pid = 0
         self.forked = False
         self.pickup_seconds = DEFAULT_PICKUP_SECONDS
-        self.loop_running: Callable[[], bool] = _never
 
     def bind(self) -> None:
         """Make the running loop (and this thread and process) the store's home. Called by ``start()``."""
@@ -87,7 +71,6 @@ class StoreLoop:
         self.loop = asyncio.get_running_loop()
         self.thread = threading.get_ident()
         self.pid = os.getpid()
-        self.loop_running = self.loop.is_running
         _homes.add(self)
 
     def check_not_forked(self) -> None:
@@ -211,7 +194,7 @@ def on_store_loop(
     @functools.wraps(method)
     async def run_on_store_loop(self: _S, /, *args: _P.args, **kwargs: _P.kwargs) -> _T:
         home = self._home
-        if home.thread == _thread_id() and home.loop_running() and not home.forked:  # the common case
+        if home.loop is _running_loop():  # the common case: one identity check
             return await method(self, *args, **kwargs)
         return await home.run(functools.partial(method, self, *args, **kwargs))
 
@@ -280,8 +263,8 @@ _homes: weakref.WeakSet[StoreLoop] = weakref.WeakSet()
 def _mark_forked() -> None:
     """In a forked child: every store opened before the fork belongs to the parent."""
     for home in list(_homes):
-        # The fast path reads this flag: a loop copied from the parent can still say it is
-        # running (a fork from inside a callback), on a thread with the same id.
+        # The fast path's identity check fails in the child too: asyncio never reports a loop
+        # copied from the parent as running (it records the pid of the process running it).
         home.forked = True
 
 
