@@ -81,7 +81,9 @@ def main(argv: list[str] | None = None) -> int:
         child(json.loads(args.child))
         return 0
     systems = [s for s in args.systems.split(",") if s]
-    print(f"CPU per durable append (µs, all threads; best of {args.repeat}), {args.mix} mix, {args.appends} per session")
+    print(
+        f"CPU per durable append (µs, all threads; best of {args.repeat}), {args.mix} mix, {args.appends} per session"
+    )
     for sessions in (int(s) for s in args.sessions.split(",")):
         best: dict[str, dict[str, float]] = {}
         for _ in range(args.repeat):

@@ -12,6 +12,7 @@ import asyncio
 import functools
 import logging
 import os
+import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
@@ -70,6 +71,7 @@ DEFAULT_MAX_EVENTS_PER_APPEND = 10_000
 DEFAULT_PROJECTION_CACHE = 4_096
 _READ_PAGE = 10_000
 _running_loop = asyncio.get_running_loop
+_time_ns = time.time_ns
 _USER_EVENT_TYPES = (Message, PromptRecorded, Compacted, Custom)
 _BLOCK_TYPES = frozenset((Text, Thinking, ToolUse, ToolResult))
 
@@ -256,7 +258,7 @@ class Store:
         if self._closed or not self._open or self._writer.broken is not None:
             self._check_open()
         if len(events) == 1 and self._redact is None and type(events[0]) is Message and plain_message(events[0]):
-            pass  # the common case, checked in one pass (every str ASCII, every block a block type)
+            pass  # the common case, checked in one pass (every block a block type, every str ASCII)
         else:
             self._check_events(session_id, events)
             if self._redact is not None:
@@ -281,7 +283,7 @@ class Store:
             events,
             expected_version=expected_version,
             event_ids=event_ids,
-            timestamp_ms=now_ms() if timestamp_ms is None else timestamp_ms,
+            timestamp_ms=_time_ns() // 1_000_000 if timestamp_ms is None else timestamp_ms,  # now_ms(), inlined
         )
         writer = self._writer
         if writer.full:
