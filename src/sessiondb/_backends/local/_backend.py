@@ -172,7 +172,8 @@ class LocalBackend(Backend):
         try:
             # The next open then scans nothing. One process at a time writes checkpoints, and
             # only one that knows the whole log and every snapshot file as they are now.
-            if not self.read_only and self._broken is None and self.locks.try_compact():
+            # Not after a failed open: its locks were never taken, or were released already.
+            if not self.read_only and self._broken is None and self.locks.is_open and self.locks.try_compact():
                 try:
                     self._follower.catch_up(locked=False)
                     self._resync_directory()
