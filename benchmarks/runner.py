@@ -38,7 +38,7 @@ NO_LIST = {
 }
 PEER_SYSTEMS = {"openai-sqlite", "openai-advanced", "langgraph-sqlite", "adk-sqlite"}
 NOT_QUICK = ("raw-uvloop", "openai-advanced")
-EXTRA_MODULES = ("bench_postgres", "bench_compaction", "bench_openai_session", "bench_multiprocess")
+EXTRA_MODULES = ("bench_postgres", "bench_compaction", "bench_openai_session", "bench_multiprocess", "bench_langgraph")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

@@ -53,8 +53,11 @@ def reply_to(text: str) -> str:
 async def record_turn(request: Request) -> JSONResponse:
     store: sessiondb.Store = request.app.state.store
     session_id = request.path_params["session_id"]
-    body = await request.json()
-    turn_id, text = body.get("turn_id"), body.get("text")
+    try:
+        body = await request.json()
+    except ValueError:  # not JSON (json.JSONDecodeError and UnicodeDecodeError are ValueErrors)
+        body = None
+    turn_id, text = (body.get("turn_id"), body.get("text")) if isinstance(body, dict) else (None, None)
     if not isinstance(turn_id, str) or not isinstance(text, str):
         return JSONResponse({"error": 'send {"turn_id": str, "text": str}'}, status_code=400)
     events = (Message.user(text), Message.assistant([Text(reply_to(text))]))

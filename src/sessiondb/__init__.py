@@ -8,7 +8,7 @@
         session = await store.load(sid)
 """
 
-from ._backends._base import Backend, SessionInfo
+from ._backends._base import Backend, SessionInfo, SessionPage
 from ._backends._fs import FileSystem
 from ._backends.local import LocalBackend
 from ._backends.postgres import PostgresBackend  # asyncpg itself is imported only when it connects
@@ -45,13 +45,16 @@ from ._events import (
     Fork,
     Inherited,
     Message,
+    PinChanged,
     PromptRecorded,
     RecordedEvent,
     Role,
     SessionDeleted,
     SessionStarted,
+    TagsChanged,
     Text,
     Thinking,
+    TitleChanged,
     ToolResult,
     ToolUse,
     Usage,
@@ -66,6 +69,7 @@ from ._interop import (
 )
 from ._projection import CompactionInfo, Projection, PromptEntry, Session
 from ._redact import redact_api_keys
+from ._search import SearchHit, SearchPage
 from ._store import Store, open_store
 from ._subscriptions import Subscription
 
@@ -95,6 +99,7 @@ __all__ = [
     "InvalidSessionIdError",
     "LocalBackend",
     "Message",
+    "PinChanged",
     "Projection",
     "PromptEntry",
     "PostgresBackend",
@@ -103,6 +108,8 @@ __all__ = [
     "ResourceExhaustedError",
     "Role",
     "SchemaVersionError",
+    "SearchHit",
+    "SearchPage",
     "Session",
     "SessionDBError",
     "SessionDeleted",
@@ -110,6 +117,7 @@ __all__ = [
     "SessionExistsError",
     "SessionInfo",
     "SessionNotFoundError",
+    "SessionPage",
     "SessionStarted",
     "Store",
     "StoreBrokenError",
@@ -118,8 +126,10 @@ __all__ = [
     "StoreLockedError",
     "StoreLoopError",
     "Subscription",
+    "TagsChanged",
     "Text",
     "Thinking",
+    "TitleChanged",
     "TokenThresholdPolicy",
     "ToolResult",
     "ToolUse",

@@ -139,30 +139,41 @@ class Compactor:
         """Held for a whole pass; hold it to do something a pass must not interleave with."""
         return self._lock
 
-    async def run_pass(self) -> dict[str, Any]:
-        """One compaction pass now; returns what it did."""
+    async def run_pass(self, *, purge: bool = False) -> dict[str, Any]:
+        """One compaction pass now; returns what it did.
+
+        ``purge``: seal the active segment and keep no sealed segment nor any age
+        (``keep_segments=0``, ``keep_seconds=None``) for this pass, so that what was
+        deleted (sessions, LangGraph checkpoints) leaves the disk now. History below
+        the snapshots it writes is gone for time travel.
+        """
         async with self._lock:
             backend = self.store.backend
             # One process at a time compacts a store (the others skip their pass).
             if not await backend.begin_maintenance():
                 return {"snapshots_written": 0, "skipped": "another process is compacting this store"}
             try:
-                return await self._pass()
+                return await self._pass(purge)
             finally:
                 backend.end_maintenance()
 
-    async def _pass(self) -> dict[str, Any]:
+    async def _pass(self, purge: bool = False) -> dict[str, Any]:
         started = time.perf_counter()
         store = self.store
         backend = store.backend
         settings = self.settings
         done: dict[str, Any] = {"snapshots_written": 0}
+        if purge:
+            done["sealed"] = await backend.seal_active_segment()
         if not backend.supports_snapshots:
             return done
         keep = settings.keep_segments if settings.keep_segments is not None else _NO_RETENTION
+        keep_seconds = settings.keep_seconds
+        if purge:
+            keep, keep_seconds = 0, None
         # First what retention needs: a snapshot at the last version it would remove, so time travel
         # keeps working over every retained segment. Then the sessions whose tail outgrew the thresholds.
-        needs = backend.retention_needs(keep, settings.keep_seconds)
+        needs = backend.retention_needs(keep, keep_seconds)
         steps = 0
         for session_id, version in needs.items():
             store._check_open()
@@ -181,7 +192,7 @@ class Compactor:
             steps += 1
             if steps % settings.snapshots_per_step == 0:
                 await asyncio.sleep(settings.pause_seconds)
-        retention = _Retention(keep, settings.keep_seconds, settings.checkpoint)
+        retention = _Retention(keep, keep_seconds, settings.checkpoint)
         done.update(await backend.compact_storage(retention))
         elapsed = time.perf_counter() - started
         self.stats["compaction_passes"] += 1

@@ -12,6 +12,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 
 from ._errors import InvalidInputError
+from ._labels import check_scope, check_tags, check_title
 
 Role = Literal["system", "user", "assistant", "tool"]
 ROLES: frozenset[str] = frozenset(("system", "user", "assistant", "tool"))
@@ -215,11 +216,15 @@ class SessionStarted(msgspec.Struct, frozen=True, gc=False, tag="session_started
     workspace_root: str | None = None
     fork: Fork | None = None
     inherited: Inherited | None = None
+    # The session's scope (a project, a tenant): fixed at creation; a fork inherits it unless told.
+    scope: str | None = None
 
     def __post_init__(self) -> None:
         _require_count("SessionStarted", "created_at_ms", self.created_at_ms)
         _require_optional_str("SessionStarted", "model", self.model)
         _require_optional_str("SessionStarted", "workspace_root", self.workspace_root)
+        if self.scope is not None:
+            check_scope(self.scope)
 
 
 class PromptRecorded(msgspec.Struct, frozen=True, gc=False, tag="prompt", tag_field="type"):
@@ -272,7 +277,52 @@ class SessionDeleted(msgspec.Struct, frozen=True, gc=False, tag="session_deleted
     """A tombstone: the session is gone for readers; the compactor frees its space."""
 
 
-Event = Message | SessionStarted | PromptRecorded | Compacted | Custom | SessionDeleted
+# ---------------------------------------------------------------- labels (Store.set_title, add_tags ...)
+
+
+class TitleChanged(msgspec.Struct, frozen=True, gc=False, tag="title", tag_field="type"):
+    """The session's title was set (``None``: cleared). Written by ``Store.set_title``."""
+
+    title: str | None = None
+
+    def __post_init__(self) -> None:
+        check_title(self.title)
+
+
+class TagsChanged(msgspec.Struct, frozen=True, gc=False, tag="tags", tag_field="type"):
+    """Tags added to and removed from the session (disjoint). Written by ``add_tags``/``remove_tags``."""
+
+    added: list[str] = msgspec.field(default_factory=list)
+    removed: list[str] = msgspec.field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        check_tags(self.added)
+        check_tags(self.removed)
+        if not set(self.added).isdisjoint(self.removed):
+            raise InvalidInputError("TagsChanged: a tag cannot be both added and removed in one event")
+
+
+class PinChanged(msgspec.Struct, frozen=True, gc=False, tag="pin", tag_field="type"):
+    """The session was pinned or unpinned. Written by ``Store.set_pinned``."""
+
+    pinned: bool = True
+
+    def __post_init__(self) -> None:
+        if type(self.pinned) is not bool:
+            raise InvalidInputError(f"PinChanged.pinned must be a bool, got {type(self.pinned).__name__}")
+
+
+Event = (
+    Message
+    | SessionStarted
+    | PromptRecorded
+    | Compacted
+    | Custom
+    | SessionDeleted
+    | TitleChanged
+    | TagsChanged
+    | PinChanged
+)
 EVENT_TYPES: tuple[type, ...] = (
     Message,
     SessionStarted,
@@ -280,7 +330,11 @@ EVENT_TYPES: tuple[type, ...] = (
     Compacted,
     Custom,
     SessionDeleted,
+    TitleChanged,
+    TagsChanged,
+    PinChanged,
 )
+LABEL_EVENT_TYPES: tuple[type, ...] = (TitleChanged, TagsChanged, PinChanged)
 
 
 class RecordedEvent(msgspec.Struct, frozen=True, gc=False):

@@ -95,9 +95,51 @@ class StoreLoop:
 
     async def call(self, start: Callable[[], Coroutine[Any, Any, _T]]) -> _T:
         """Run ``start()`` on the home loop as a task and return (or raise) what it does."""
+        loop = self._reachable_loop(
+            "this call comes from another event loop on the thread of the store's own loop, which cannot run "
+            "until this call returns; await the store's methods on its own loop instead"
+        )
+        done: concurrent.futures.Future[_T] = concurrent.futures.Future()
+        taken = _hand_over(loop, start, done)
+        waiter = asyncio.wrap_future(done)
+        try:
+            finished, _ = await asyncio.wait((waiter,), timeout=self.pickup_seconds)
+            if not finished and done.cancel():
+                raise self._not_taken()
+            return await waiter
+        except asyncio.CancelledError:
+            if not done.cancel():  # already taken: cancel it where it runs
+                _cancel_taken(loop, taken)
+            if waiter.done() and not waiter.cancelled():
+                waiter.exception()  # retrieved: the caller is gone, no "never retrieved" warning
+            waiter.cancel()
+            raise
+
+    def call_blocking(self, start: Callable[[], Coroutine[Any, Any, _T]], on_home_thread: str) -> _T:
+        """``call`` for synchronous code: block this thread until ``start()`` ran on the home loop.
+
+        For sync APIs over a store (LangGraph's ``invoke``): on the home loop's own thread
+        it raises ``StoreLoopError(on_home_thread)`` at once: waiting there would stop the loop.
+        """
+        loop = self._reachable_loop(on_home_thread)
+        done: concurrent.futures.Future[_T] = concurrent.futures.Future()
+        taken = _hand_over(loop, start, done)
+        try:
+            finished, _ = concurrent.futures.wait((done,), timeout=self.pickup_seconds)
+            if not finished and done.cancel():
+                raise self._not_taken()
+            return done.result()
+        except BaseException:  # KeyboardInterrupt in the waiting thread: stop the call where it runs
+            if not done.done():
+                _cancel_taken(loop, taken)
+            raise
+
+    def _reachable_loop(self, on_home_thread: str) -> asyncio.AbstractEventLoop:
+        """The home loop, if a call from this thread can reach it; else ``StoreLoopError`` saying why."""
         self.check_not_forked()
         loop = self.loop
-        assert loop is not None
+        if loop is None:
+            raise StoreLoopError("the store is not open; open it with sessiondb.open_store() first")
         if loop.is_closed():
             raise StoreLoopError(
                 "the event loop this store was opened on is closed; a store lives on the loop that opened it: "
@@ -110,50 +152,50 @@ class StoreLoop:
                 "the store"
             )
         if threading.get_ident() == self.thread:
-            raise StoreLoopError(
-                "this call comes from another event loop on the thread of the store's own loop, which cannot "
-                "run until this call returns; await the store's methods on its own loop instead"
-            )
-        done: concurrent.futures.Future[_T] = concurrent.futures.Future()
-        taken: list[asyncio.Task[_T]] = []
+            raise StoreLoopError(on_home_thread)
+        return loop
 
-        def take() -> None:  # on the home loop
-            if not done.set_running_or_notify_cancel():
-                return  # withdrawn before the loop got here: nothing runs
-            try:
-                task = loop.create_task(start())
-            except BaseException as exc:  # the caller must hear of it, or it would wait forever
-                done.set_exception(exc)
-                raise
-            taken.append(task)
-            task.add_done_callback(functools.partial(_settle, done))
+    def _not_taken(self) -> StoreLoopError:
+        return StoreLoopError(
+            f"the store's event loop did not take this call within {self.pickup_seconds:g} s: its thread "
+            "is blocked (waiting synchronously for this thread?). Nothing was done; never block the "
+            "store's loop on work that uses the store"
+        )
 
-        def cancel_taken() -> None:  # on the home loop, queued after take(): the task exists
-            for task in taken:
-                task.cancel()
 
+def _hand_over(
+    loop: asyncio.AbstractEventLoop,
+    start: Callable[[], Coroutine[Any, Any, _T]],
+    done: concurrent.futures.Future[_T],
+) -> list[asyncio.Task[_T]]:
+    """Queue ``start()`` on ``loop``; it becomes a task there unless ``done`` is cancelled first."""
+    taken: list[asyncio.Task[_T]] = []
+
+    def take() -> None:  # on the home loop
+        if not done.set_running_or_notify_cancel():
+            return  # withdrawn before the loop got here: nothing runs
         try:
-            loop.call_soon_threadsafe(take)
-        except RuntimeError:  # closed between the check and here
-            raise StoreLoopError("the event loop this store was opened on closed; open the store again") from None
-        waiter = asyncio.wrap_future(done)
-        try:
-            finished, _ = await asyncio.wait((waiter,), timeout=self.pickup_seconds)
-            if not finished and done.cancel():
-                raise StoreLoopError(
-                    f"the store's event loop did not take this call within {self.pickup_seconds:g} s: its thread "
-                    "is blocked (waiting synchronously for this thread?). Nothing was done; never block the "
-                    "store's loop on work that uses the store"
-                )
-            return await waiter
-        except asyncio.CancelledError:
-            if not done.cancel():  # already taken: cancel it where it runs
-                with contextlib.suppress(RuntimeError):  # the home loop closed: the task is gone with it
-                    loop.call_soon_threadsafe(cancel_taken)
-            if waiter.done() and not waiter.cancelled():
-                waiter.exception()  # retrieved: the caller is gone, no "never retrieved" warning
-            waiter.cancel()
+            task = loop.create_task(start())
+        except BaseException as exc:  # the caller must hear of it, or it would wait forever
+            done.set_exception(exc)
             raise
+        taken.append(task)
+        task.add_done_callback(functools.partial(_settle, done))
+
+    try:
+        loop.call_soon_threadsafe(take)
+    except RuntimeError:  # closed between the check and here
+        raise StoreLoopError("the event loop this store was opened on closed; open the store again") from None
+    return taken
+
+
+def _cancel_taken(loop: asyncio.AbstractEventLoop, taken: list[asyncio.Task[Any]]) -> None:
+    def cancel() -> None:  # on the home loop, queued after take(): the task exists
+        for task in taken:
+            task.cancel()
+
+    with contextlib.suppress(RuntimeError):  # the home loop closed: the task is gone with it
+        loop.call_soon_threadsafe(cancel)
 
 
 def _settle(done: concurrent.futures.Future[_T], task: asyncio.Task[_T]) -> None:

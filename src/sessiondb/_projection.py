@@ -12,11 +12,14 @@ from ._events import (
     Custom,
     Fork,
     Message,
+    PinChanged,
     PromptRecorded,
     RecordedEvent,
     SessionDeleted,
     SessionStarted,
+    TagsChanged,
     Text,
+    TitleChanged,
     Usage,
 )
 
@@ -62,6 +65,11 @@ class Session(msgspec.Struct, gc=False):
     prompt_history: list[PromptEntry] = msgspec.field(default_factory=list)
     usage: Usage = msgspec.field(default_factory=Usage)
     version: int = 0
+    # Labels as of ``version`` (time travel shows the title and tags a session had then).
+    scope: str | None = None
+    title: str | None = None
+    tags: tuple[str, ...] = ()  # sorted
+    pinned: bool = False
 
 
 def continuation_message(summary: str, kept_messages: bool) -> Message:
@@ -112,10 +120,21 @@ def apply_to_session(session: Session, recorded: RecordedEvent) -> Session:
         session.created_at_ms = event.created_at_ms
         if event.fork is not None:
             session.fork = event.fork
+            # A fork is a session of its own: it starts unlabelled (the parent's history keeps its labels).
+            session.title, session.tags, session.pinned = None, (), False
         if event.model is not None:
             session.model = event.model
         if event.workspace_root is not None:
             session.workspace_root = event.workspace_root
+        session.scope = event.scope
+    elif type(event) is TitleChanged:
+        session.title = event.title
+    elif type(event) is TagsChanged:
+        tags = set(session.tags).difference(event.removed)
+        tags.update(event.added)
+        session.tags = tuple(sorted(tags))
+    elif type(event) is PinChanged:
+        session.pinned = event.pinned
     # Custom events belong to custom projections; SessionDeleted is handled by the store.
     return session
 

@@ -19,8 +19,9 @@ from typing import Any
 
 import anyio
 
-from ._backends._base import AppendRequest, Backend, SessionInfo, recorded_events
+from ._backends._base import AppendRequest, Backend, SessionInfo, SessionPage, recorded_events
 from ._backends._fs import FileSystem
+from ._backends._listing import check_limit, decode_cursor, encode_cursor, session_query
 from ._backends._memory import MemoryFileSystem
 from ._backends._snapshot_payload import SnapshotPayload, decode_projection_state
 from ._backends.local import DEFAULT_MAX_EVENT_BYTES, DEFAULT_SEGMENT_BYTES, LocalBackend
@@ -43,20 +44,25 @@ from ._events import (
     Fork,
     Inherited,
     Message,
+    PinChanged,
     PromptRecorded,
     RecordedEvent,
     SessionDeleted,
     SessionStarted,
+    TagsChanged,
     Text,
     Thinking,
+    TitleChanged,
     ToolResult,
     ToolUse,
 )
 from ._gcpause import gc_paused
 from ._handoff import StoreLoop, iterated_on_store_loop, on_store_loop
 from ._ids import generate_session_id, now_ms, validate_session_id
+from ._labels import MAX_TAGS, check_scope, check_tag, check_title
 from ._paths import user_path
 from ._projection import Projection, Session, is_continuation_message, replay_session
+from ._search import SearchPage, SearchService
 from ._subscriptions import DEFAULT_BUFFER_EVENTS, Subscription, subscribe_every_session, subscribe_session
 from ._values import MAX_EVENT_ID_CHARS, MAX_METADATA_CHARS, check_event, check_text, plain_message
 from ._writer import Writer
@@ -72,6 +78,8 @@ DEFAULT_PROJECTION_CACHE = 4_096
 _READ_PAGE = 10_000
 _running_loop = asyncio.get_running_loop
 _time_ns = time.time_ns
+# add_tags re-reads and retries when another append lands between its read and its write.
+_LABEL_ATTEMPTS = 1_000
 _USER_EVENT_TYPES = (Message, PromptRecorded, Compacted, Custom)
 _BLOCK_TYPES = frozenset((Text, Thinking, ToolUse, ToolResult))
 
@@ -122,6 +130,8 @@ class Store:
         self._batch_listeners: list[BatchListener] = []
         self._listener_errors = 0
         self._writer = Writer(backend, max_pending=max_pending, max_batch=max_batch, on_batch=self._after_batch)
+        self._search = SearchService(backend)
+        self._batch_listeners.append(self._search.after_batch)  # wakes the background indexer, nothing more
         self._open = False
         self._closed = False
         self._fully_closed = asyncio.Event()
@@ -138,6 +148,7 @@ class Store:
         # ``async with`` body must reach them unwrapped, not in an ExceptionGroup.
         self._writer_task = self._writer.start()
         self._open = True
+        self._search.start()  # keeps an existing search index current, off the append path
         self._compactor.start()  # background storage compaction (see CompactionSettings)
 
     async def aclose(self) -> None:
@@ -172,7 +183,10 @@ class Store:
                     if self._writer_task is not None:
                         await self._writer_task
                 finally:
-                    await self.backend.aclose()
+                    try:
+                        await self._search.aclose()
+                    finally:
+                        await self.backend.aclose()
         finally:
             self._fully_closed.set()
 
@@ -224,12 +238,19 @@ class Store:
         session_id: str | None = None,
         model: str | None = None,
         workspace_root: str | None = None,
+        scope: str | None = None,
     ) -> str:
-        """Create a session and return its id (generated unless given)."""
+        """Create a session and return its id (generated unless given).
+
+        ``scope`` (a project, a tenant; see ``sessiondb._labels`` for what it may hold) is
+        fixed for the session's life; ``list_sessions(scope=...)`` and ``page_sessions``
+        find a scope's sessions from an index.
+        """
         self._check_open()
         session_id = generate_session_id() if session_id is None else validate_session_id(session_id)
         _check_metadata(session_id, model, workspace_root, None)
-        started = SessionStarted(now_ms(), model, workspace_root)
+        check_scope(scope, session_id)
+        started = SessionStarted(now_ms(), model, workspace_root, scope=scope)
         await self._submit(AppendRequest(session_id, (started,), timestamp_ms=started.created_at_ms, creates=True))
         return session_id
 
@@ -405,12 +426,15 @@ class Store:
         branch_name: str | None = None,
         at_version: int | None = None,
         session_id: str | None = None,
+        scope: str | None = None,
     ) -> str:
         """Start a new session that shares ``parent``'s history up to ``at_version``; return its id.
 
         ``session_id`` names the new session, as in ``create_session`` (default: a
         generated id). Nothing is copied: the child's log starts with one event that
-        points at the parent and version; reads stitch the two together.
+        points at the parent and version; reads stitch the two together. The child
+        has the parent's scope unless ``scope`` names another, and starts without a
+        title, tags or pin (the parent's history keeps its own).
         """
         self._check_open()
         # Not while a compaction pass runs: the pass decides which history retention may
@@ -425,6 +449,7 @@ class Store:
             branch = branch_name.strip() or None if branch_name is not None else None
             child_id = generate_session_id() if session_id is None else validate_session_id(session_id)
             _check_metadata(child_id, None, None, branch)
+            child_scope = info.scope if scope is None else check_scope(scope, child_id)
             started = SessionStarted(
                 now_ms(),
                 # From the summary, not the replay: a fork at version 0 keeps the parent's model and workspace.
@@ -432,6 +457,7 @@ class Store:
                 info.workspace_root,
                 Fork(parent, branch, version),
                 Inherited(len(state.messages), state.usage, compacted),
+                child_scope,
             )
             await self._submit(AppendRequest(child_id, (started,), timestamp_ms=started.created_at_ms, creates=True))
             return child_id
@@ -441,6 +467,84 @@ class Store:
         """Delete a session: it disappears at once; the compactor frees its space later."""
         await self._info(session_id)
         await self._submit(AppendRequest(session_id, (SessionDeleted(),), timestamp_ms=now_ms()))
+
+    # ------------------------------------------------------------------ labels
+
+    @on_store_loop
+    async def set_title(self, session_id: str, title: str | None) -> int:
+        """Set the session's title (``None`` clears it); return the session's version after it.
+
+        One durable ``TitleChanged`` event, so the history keeps every title
+        (``load(at_version=...)`` shows the one of that time). Setting the title it
+        already has writes nothing and returns the current version. A title is one
+        line of at most 500 characters; ``InvalidInputError`` otherwise.
+        """
+        self._check_open()
+        check_title(title, session_id)
+        info = await self._info(session_id)
+        if info.title == title:
+            return info.version
+        return await self._append_label(session_id, TitleChanged(title))
+
+    @on_store_loop
+    async def add_tags(self, session_id: str, *tags: str) -> int:
+        """Add tags to the session; return its version after the ``TagsChanged`` event.
+
+        A tag is 1-64 letters, digits or ``_ - . : / @ #``, starting with a letter, a digit
+        or ``_``; a session holds at most 64 (``InvalidInputError`` beyond, naming the
+        session). Tags it already has are left out; if none is new, nothing is written.
+        The count is checked against the session's current tags with ``expected_version``,
+        so concurrent writers (other tasks, processes or hosts) cannot exceed it.
+        """
+        self._check_open()
+        wanted = _check_tag_arguments(session_id, tags)
+        for _ in range(_LABEL_ATTEMPTS):
+            info = await self._info(session_id)
+            added = [tag for tag in wanted if tag not in info.tags]
+            if not added:
+                return info.version
+            if len(info.tags) + len(added) > MAX_TAGS:
+                raise InvalidInputError(
+                    f"session {session_id!r} has {len(info.tags)} tags; adding {len(added)} would pass the limit of "
+                    f"{MAX_TAGS}; remove some first (nothing was written)"
+                )
+            try:
+                return await self._append_label(session_id, TagsChanged(added=added), info.version)
+            except ConflictError:
+                continue  # another append landed since the read: count again
+        raise ConflictError(session_id, info.version, (await self._info(session_id)).version)  # pragma: no cover
+
+    @on_store_loop
+    async def remove_tags(self, session_id: str, *tags: str) -> int:
+        """Remove tags from the session; return its version after the ``TagsChanged`` event.
+
+        Tags it does not have are ignored; if it has none of them, nothing is written.
+        """
+        self._check_open()
+        wanted = _check_tag_arguments(session_id, tags)
+        info = await self._info(session_id)
+        removed = [tag for tag in wanted if tag in info.tags]
+        if not removed:
+            return info.version
+        return await self._append_label(session_id, TagsChanged(removed=removed))
+
+    @on_store_loop
+    async def set_pinned(self, session_id: str, pinned: bool = True) -> int:
+        """Pin (or with ``False`` unpin) the session; return its version after the ``PinChanged`` event.
+
+        Already in that state: nothing is written and the current version is returned.
+        """
+        self._check_open()
+        if type(pinned) is not bool:
+            raise InvalidInputError(f"session {session_id!r}: set_pinned takes a bool, got {pinned!r}")
+        info = await self._info(session_id)
+        if info.pinned == pinned:
+            return info.version
+        return await self._append_label(session_id, PinChanged(pinned))
+
+    async def _append_label(self, session_id: str, event: Event, expected_version: int | None = None) -> int:
+        request = AppendRequest(session_id, (event,), expected_version=expected_version, timestamp_ms=now_ms())
+        return (await self._submit(request)).version
 
     # ------------------------------------------------------------------ reading
 
@@ -472,12 +576,64 @@ class Store:
         return await self._info(session_id)
 
     @on_store_loop
-    async def list_sessions(self) -> list[SessionInfo]:
-        """Every session, most recently updated first."""
+    async def list_sessions(
+        self,
+        *,
+        scope: str | None = None,
+        tag: str | None = None,
+        title: str | None = None,
+        pinned: bool | None = None,
+        order: str = "updated",
+        descending: bool = True,
+    ) -> list[SessionInfo]:
+        """Every live session matching the filters, sorted; with no arguments, all, most recently updated first.
+
+        Filters (combined with AND): ``scope`` (exact), ``tag`` (the session has it),
+        ``title`` (a case-insensitive substring of the title, by ``str.casefold``; sessions
+        without a title never match), ``pinned`` (True or False). ``order`` is one of
+        ``"updated"`` (``updated_at_ms``), ``"created"`` (``created_at_ms``), ``"title"``
+        (code-point order, untitled as ``""``) or ``"version"``; ties are broken by
+        session id, in the same direction. A scope or tag filter is served from an index.
+        Bad arguments raise ``InvalidInputError``. For large stores page with ``page_sessions``.
+        """
         self._check_readable()
-        sessions = await self.backend.list_sessions()
-        sessions.sort(key=lambda info: (info.updated_at_ms, info.session_id), reverse=True)
-        return sessions
+        query = session_query(scope=scope, tag=tag, title=title, pinned=pinned, order=order, descending=descending)
+        return await self.backend.page_sessions(query, None, None)
+
+    @on_store_loop
+    async def page_sessions(
+        self,
+        *,
+        scope: str | None = None,
+        tag: str | None = None,
+        title: str | None = None,
+        pinned: bool | None = None,
+        order: str = "updated",
+        descending: bool = True,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> SessionPage:
+        """One page of ``list_sessions`` (same filters and order): ``SessionPage(sessions, next_cursor)``.
+
+        ``limit`` is 1..10,000. Pass ``next_cursor`` back as ``cursor`` (with the same
+        filters and order) for the next page; it is None after the last. The cursor is
+        opaque: the last session's sort key (keyset paging, as SQL's ``WHERE (key, id) <
+        (last_key, last_id)``), so appends between pages neither repeat nor skip the
+        sessions whose sort key did not change. A session whose key changes while you
+        page (``order="updated"`` and it was appended to) moves: in the default newest-
+        updated-first order it moves ahead of the cursor, so it is not shown again (and,
+        if not yet shown, it is not shown in this pass). A cursor that is not one, or that
+        came from other filters or another order, raises ``InvalidInputError``.
+        """
+        self._check_readable()
+        query = session_query(scope=scope, tag=tag, title=title, pinned=pinned, order=order, descending=descending)
+        check_limit(limit)
+        after = decode_cursor(cursor, query) if cursor is not None else None
+        sessions = await self.backend.page_sessions(query, limit + 1, after)
+        if len(sessions) <= limit:
+            return SessionPage(sessions, None)
+        del sessions[limit:]
+        return SessionPage(sessions, encode_cursor(query, query.sort_key()(sessions[-1])))
 
     async def _events(self, info: SessionInfo, after: int, up_to: int) -> list[RecordedEvent]:
         """Events ``after < version <= up_to`` of a session, a fork's parent history included."""
@@ -492,6 +648,41 @@ class Store:
         if up_to > base:
             events += await self.backend.read_session(info.session_id, max(after, base), up_to)
         return events
+
+    @on_store_loop
+    async def search(
+        self,
+        query: str,
+        *,
+        scope: str | None = None,
+        tag: str | None = None,
+        session_id: str | None = None,
+        order: str = "relevance",
+        limit: int = 20,
+        cursor: str | None = None,
+    ) -> SearchPage:
+        """Find events whose text matches ``query``, across every session: a page of ``SearchHit``.
+
+        Query syntax: plain words (every one must match, in any order, case and
+        diacritics ignored), ``"a quoted phrase"`` (words in a row) and ``prefix*``;
+        punctuation only separates words. Searched: message text, thinking, tool calls
+        (name and JSON input) and results (tool name and output), prompts, compaction
+        summaries, the string values of Custom events, and each session's current title
+        and tags; deleted sessions are left out. Filters (AND): ``scope`` (the session's),
+        ``tag`` (the session has it now), ``session_id`` (the session that recorded the event).
+        ``order``: ``"relevance"`` (best first: SQLite FTS5's bm25, PostgreSQL's ts_rank)
+        or ``"newest"`` (store position, newest first). ``limit`` (1..1000) hits per page; pass the
+        page's ``next_cursor`` as ``cursor`` for the next (events appended meanwhile are
+        not added to later pages). The index is caught up with the log first, so every
+        append that returned before the call is searched. Raises ``InvalidInputError``
+        for an unusable query, limit, order or cursor. See docs/search.md.
+        """
+        self._check_readable()
+        if session_id is not None:
+            await self._info(session_id)  # an unknown or deleted session is an error, as elsewhere
+        return await self._search.search(
+            query, scope=scope, tag=tag, session_id=session_id, order=order, limit=limit, cursor=cursor
+        )
 
     @iterated_on_store_loop
     async def read(self, session_id: str, *, after: int = 0, up_to: int | None = None) -> AsyncIterator[RecordedEvent]:
@@ -667,19 +858,25 @@ class Store:
             "listener_errors": self._listener_errors,
             **self.backend.statistics(),
             **self._compactor.stats,
+            **self._search.statistics(),
         }
 
     # ------------------------------------------------------------------ compaction
 
     @on_store_loop
-    async def compact(self) -> dict[str, Any]:
+    async def compact(self, *, purge: bool = False) -> dict[str, Any]:
         """Run one storage-compaction pass now (snapshots, checkpoint, retention); return what it did.
 
         Storage compaction never changes what ``load`` returns; for the
         conversation kind (a summary replacing old messages) see ``compact_conversation``.
+        ``purge=True`` removes what was deleted now instead of when retention reaches it:
+        the active segment is sealed and every sealed segment that snapshots cover is
+        deleted (time travel below those snapshots is lost); see docs/compaction.md.
         """
         self._check_open()
-        return await self._compactor.run_pass()
+        if type(purge) is not bool:
+            raise InvalidInputError(f"compact() takes purge=True or False, got {purge!r}")
+        return await self._compactor.run_pass(purge=purge)
 
     @on_store_loop
     async def compact_conversation(
@@ -740,6 +937,18 @@ def _check_message(message: Message) -> None:
     message.__post_init__()  # the full check, which raises with the precise reason
 
 
+def _check_tag_arguments(session_id: str, tags: tuple[object, ...]) -> list[str]:
+    """The tags of an add_tags/remove_tags call, checked and each once (``InvalidInputError`` naming the session)."""
+    if not tags:
+        raise InvalidInputError(f"session {session_id!r}: name at least one tag")
+    if len(tags) == 1 and isinstance(tags[0], (list, tuple)):
+        raise InvalidInputError(f"session {session_id!r}: pass tags as separate arguments: add_tags(sid, *tags)")
+    wanted = list(dict.fromkeys(check_tag(tag, session_id) for tag in tags))
+    if len(wanted) > MAX_TAGS:
+        raise InvalidInputError(f"session {session_id!r}: at most {MAX_TAGS} tags at once, got {len(wanted)}")
+    return wanted
+
+
 def _check_values(session_id: str, events: Sequence[Event]) -> None:
     """Refuse, before anything is written, a value the stored JSON would not give back equal."""
     if len(events) == 1:
@@ -761,6 +970,8 @@ def _wrong_event_message(session_id: str, event: object) -> str:
         return "SessionStarted is written by create_session() and fork(), not by append()"
     if isinstance(event, SessionDeleted):
         return "use delete_session() to delete a session"
+    if isinstance(event, (TitleChanged, TagsChanged, PinChanged)):
+        return "labels are written by set_title(), add_tags(), remove_tags() and set_pinned(), not by append()"
     return (
         f"append() to session {session_id!r} takes Message, PromptRecorded, Compacted or Custom "
         f"events; got {type(event).__name__}"
@@ -838,6 +1049,9 @@ def open_store(
     dir_mode: int = DEFAULT_DIR_MODE,
 ) -> Store:
     """A store over a directory (created if missing), ``":memory:"``, or a PostgreSQL URL.
+
+    A new store is made only in a new or empty directory (hidden entries aside): a
+    directory that holds other files and no store gives ``InvalidInputError``.
 
     Files are created ``0600`` and directories ``0700`` (owner only: transcripts hold
     secrets); ``file_mode`` / ``dir_mode`` widen that, e.g. ``0o640`` / ``0o750`` for a

@@ -119,12 +119,23 @@ def _walk(value: object, depth: int) -> None:
     raise _Refused(f"is a {kind.__name__}, which JSON cannot hold faithfully{hint}")
 
 
+_SHOWN_STEPS = 6
+
+
+def _abbreviated(steps: list[str]) -> str:
+    """The path's steps, outermost first; a deep one keeps its two ends, so a message stays readable."""
+    if len(steps) <= 2 * _SHOWN_STEPS:
+        return "".join(steps)
+    hidden = len(steps) - 2 * _SHOWN_STEPS
+    return "".join(steps[:_SHOWN_STEPS]) + f"…({hidden} levels)…" + "".join(steps[-_SHOWN_STEPS:])
+
+
 def check_value(session_id: object, where: str, value: object) -> None:
     """Raise ``InvalidInputError`` naming the session and ``where`` unless ``value`` round-trips."""
     try:
         _walk(value, 0)
     except _Refused as refused:
-        path = where + "".join(reversed(refused.steps))
+        path = where + _abbreviated(refused.steps[::-1])
         raise InvalidInputError(f"session {session_id!r}: {path} {refused.reason}; nothing was written") from None
 
 
@@ -248,5 +259,6 @@ def decode_deep(decode: Callable[[Any], T], data: Any, where: str) -> T:
     except RecursionError:
         raise SessionDBError(
             f"the record at {where} nests deeper than Python's recursion limit ({sys.getrecursionlimit()}) "
-            "allows to decode; it is not damaged: raise the limit with sys.setrecursionlimit() to read it"
+            "allows to decode; it is not damaged: raise the limit with sys.setrecursionlimit() to read it, "
+            "or run `sessiondb repair`, which keeps what precedes it and moves it and what follows aside"
         ) from None

@@ -2,8 +2,9 @@
 
 The local backend is the reference. Batches mix creates, appends with and
 without expected versions, retries and partial retries by event id, deletes,
-compactions and several appends to one session, so both of the database
-function's paths (the set-based one and the ordered loop) are compared.
+compactions, label events (title, tags, pin; scoped creates) and several appends
+to one session, so both of the database function's paths (the set-based one and
+the ordered loop) and the label fold are compared.
 """
 
 from __future__ import annotations
@@ -13,8 +14,20 @@ from typing import Any
 
 import pytest
 
-from sessiondb import Compacted, Custom, LocalBackend, Message, SessionDeleted, SessionStarted, Usage
+from sessiondb import (
+    Compacted,
+    Custom,
+    LocalBackend,
+    Message,
+    PinChanged,
+    SessionDeleted,
+    SessionStarted,
+    TagsChanged,
+    TitleChanged,
+    Usage,
+)
 from sessiondb._backends._base import AppendRequest
+from sessiondb._backends._listing import session_query
 from sessiondb._backends._memory import MemoryFileSystem
 from sessiondb._backends.postgres import PostgresBackend
 
@@ -34,7 +47,10 @@ def _random_batch(rng: random.Random, sessions: list[str], used_ids: list[list[s
             batch.append(("delete", sid, clock[0]))
         else:
             count = rng.randint(1, 3)
-            kinds = [rng.choice(["message", "message", "message", "compaction", "custom"]) for _ in range(count)]
+            kinds = [
+                rng.choice(["message", "message", "message", "compaction", "custom", "title", "tags", "pin"])
+                for _ in range(count)
+            ]
             expected = rng.choice([None, None, rng.randint(0, 12)])
             ids: list[str | None] | None = None
             if rng.random() < 0.4:
@@ -50,11 +66,24 @@ def _random_batch(rng: random.Random, sessions: list[str], used_ids: list[list[s
     return batch
 
 
+_TAGS = ("a", "b", "c")
+
+
+def _label(kind: str, seed: int) -> Any:
+    if kind == "title":
+        return TitleChanged(None if seed % 5 == 0 else f"Title {seed % 3}")
+    if kind == "pin":
+        return PinChanged(seed % 2 == 0)
+    added = [tag for n, tag in enumerate(_TAGS) if seed >> n & 1]
+    removed = [tag for n, tag in enumerate(_TAGS) if seed >> (n + 3) & 1 and tag not in added]
+    return TagsChanged(added=added, removed=removed)
+
+
 def _requests(batch: list[Any]) -> list[AppendRequest]:
     requests = []
     for item in batch:
         if item[0] == "create":
-            started = SessionStarted(item[2], model="m")
+            started = SessionStarted(item[2], model="m", scope=f"scope-{item[2] % 3}" if item[2] % 4 else None)
             requests.append(AppendRequest(item[1], (started,), timestamp_ms=item[2], creates=True))
         elif item[0] == "delete":
             requests.append(AppendRequest(item[1], (SessionDeleted(),), timestamp_ms=item[2]))
@@ -66,8 +95,10 @@ def _requests(batch: list[Any]) -> list[AppendRequest]:
                     events.append(Message.assistant(f"t{ts}", usage=Usage(tokens, 1, 2, 3)))
                 elif kind == "compaction":
                     events.append(Compacted(f"summary {ts}", removed_message_count=tokens % 4))
-                else:
+                elif kind == "custom":
                     events.append(Custom("note", {"ts": ts}))
+                else:
+                    events.append(_label(kind, ts + tokens))
             requests.append(
                 AppendRequest(sid, tuple(events), expected_version=expected, event_ids=ids, timestamp_ms=ts)
             )
@@ -108,6 +139,10 @@ async def test_random_batches_match_the_local_backend(pg_dsn: str, pg_schema: st
         assert {i.session_id for i in await postgres.list_sessions()} == {
             i.session_id for i in await local.list_sessions()
         }
+        for filters in ({"scope": "scope-1"}, {"tag": "a"}, {"title": "title 2"}, {"pinned": True}):
+            for order in ("updated", "title", "version"):
+                query = session_query(**filters, order=order)
+                assert await postgres.page_sessions(query, None) == await local.page_sessions(query, None), query
     finally:
         await local.aclose()
         await postgres.aclose()

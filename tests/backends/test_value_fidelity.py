@@ -249,8 +249,13 @@ async def test_nesting_limit_is_checked_at_append(tmp_path: Path) -> None:
     # raised CorruptionError while verify said the store was fine.
     async with sessiondb.open_store(tmp_path / "s") as store:
         sid = await store.create_session(session_id="deep")
-        with pytest.raises(InvalidInputError, match=r"'deep'.*event\.data\[0\]\[0\].*nests containers deeper"):
+        with pytest.raises(
+            InvalidInputError, match=r"'deep'.*event\.data\[0\]\[0\].*nests containers deeper"
+        ) as refused:
             await store.append(sid, Custom("t", _nest(900)))
+        # The path to the refused level is abbreviated in the middle, so the message stays one readable line.
+        assert "…(52 levels)…" in str(refused.value)
+        assert len(str(refused.value)) < 300
         with pytest.raises(InvalidInputError):
             await store.append(sid, Custom("t", _nest(MAX_NESTING + 1)))
         await store.append(sid, Custom("t", _nest(MAX_NESTING)))

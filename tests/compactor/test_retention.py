@@ -264,3 +264,26 @@ async def test_a_damaged_snapshot_never_becomes_the_only_copy(tmp_path: Path) ->
         assert await _states(store) == before
     async with sessiondb.open_store(path) as store:
         assert await _states(store) == before
+
+
+async def test_purge_removes_every_covered_segment_now(tmp_path: Path) -> None:
+    path = tmp_path / "s"
+    async with sessiondb.open_store(path, compaction=_settings()) as store:  # 64 MiB segments: one active
+        await _fill(store, 2, 10)
+        await store.delete_session("s1")
+        assert (await store.compact())["segments_deleted"] == 0  # the defaults keep it all
+        assert any(b"s1 turn" in (path / name).read_bytes() for name in _segments(path))
+        before = await _states(store)
+        done = await store.compact(purge=True)
+        assert done["sealed"] and done["segments_deleted"] == 1
+        assert not any(b"s1 turn" in (path / name).read_bytes() for name in _segments(path))
+        assert await _states(store) == before
+        with pytest.raises(HistoryUnavailableError):
+            await store.load("s0", at_version=2)  # the price: time travel below the snapshot
+        assert (await store.compact(purge=True))["sealed"] is False  # nothing appended since: nothing to seal
+        await store.append("s0", Message.user("after the purge"))
+        before = await _states(store)
+    async with sessiondb.open_store(path, compaction=_settings()) as store:
+        assert await _states(store) == before
+        with pytest.raises(sessiondb.InvalidInputError, match="purge"):
+            await store.compact(purge="yes")  # type: ignore[arg-type]

@@ -305,3 +305,37 @@ async def test_a_cancelled_append_lands_whole_or_not_at_all(steps: int) -> None:
         assert loaded in ([entry(0), entry(3)], [entry(0), *first, entry(3)])
         (summary,) = await adapter.list_session_summaries("proj")
         assert summary["data"] == fold_session_summary(None, KEY, loaded)["data"]  # type: ignore[arg-type]
+
+
+async def test_sessions_carry_the_project_as_their_scope(open_fresh_store: StoreFactory) -> None:
+    store = await open_fresh_store()
+    adapter = SessionDBSessionStore(store)
+    long_key = "-home-" + "deep-" * 60  # past the id limit (hashed in ids), within the scope limit
+    huge_key = "-x" * 300  # past the 512-byte scope limit: the scope is the hash form too
+    await adapter.append(KEY, [entry(1)])
+    await adapter.append({**KEY, "subpath": "subagents/agent-1"}, [entry(2)])
+    await adapter.append({"project_key": long_key, "session_id": "s"}, [entry(3)])
+    await adapter.append({"project_key": huge_key, "session_id": "s"}, [entry(4)])
+    await adapter.append({"project_key": "other", "session_id": "s"}, [entry(5)])
+    # An application's own session in the same scope is not a transcript of the project.
+    await store.create_session(scope="proj")
+    assert {i.session_id for i in await store.list_sessions(scope="proj")} >= {
+        await adapter.session_id_for(KEY),
+        await adapter.session_id_for({**KEY, "subpath": "subagents/agent-1"}),
+    }
+    assert [i.scope for i in await store.list_sessions(scope=long_key)] == [long_key]
+    huge_id = await adapter.session_id_for({"project_key": huge_key, "session_id": "s"})
+    assert huge_id is not None
+    huge_scope = (await store.session_info(huge_id)).scope
+    assert huge_scope is not None and huge_scope.startswith("%h") and len(huge_scope) == 42
+    assert [e["session_id"] for e in await adapter.list_sessions("proj")] == ["sess"]
+    assert await adapter.list_subkeys(KEY) == ["subagents/agent-1"]
+    assert [e["session_id"] for e in await adapter.list_sessions(long_key)] == ["s"]
+    assert [e["session_id"] for e in await adapter.list_sessions(huge_key)] == ["s"]
+    assert [e["session_id"] for e in await adapter.list_session_summaries("other")] == ["s"]
+    # More sessions than one page of the scope index: every one is listed.
+    many = [{"project_key": "big", "session_id": f"s{n}"} for n in range(1_005)]
+    await asyncio.gather(*(adapter.append(key, [entry(10_000 + n)]) for n, key in enumerate(many)))
+    assert len(await adapter.list_sessions("big")) == 1_005
+    await adapter.delete(KEY)
+    assert await adapter.list_sessions("proj") == []

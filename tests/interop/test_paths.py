@@ -154,6 +154,28 @@ async def test_open_store_on_a_regular_file_says_it_is_a_file(tmp_path: Path) ->
     assert plain.read_text() == "not a store"
 
 
+async def test_a_directory_holding_other_things_is_not_made_a_store(tmp_path: Path) -> None:
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "notes.txt").write_text("mine")
+    (project / "src").mkdir()
+    with pytest.raises(
+        InvalidInputError, match=r"project is not a sessiondb store and is not empty \(it holds notes.txt, src\)"
+    ):
+        async with sessiondb.open_store(project):
+            pass
+    assert sorted(os.listdir(project)) == ["notes.txt", "src"]  # nothing of a store was left among the user's files
+    # Hidden entries do not count, and an existing store stays a store whatever else it holds.
+    hidden = tmp_path / "hidden"
+    hidden.mkdir()
+    (hidden / ".keep").write_text("")
+    async with sessiondb.open_store(hidden) as store:
+        await store.create_session(session_id="x")
+    (hidden / "README.txt").write_text("a store with a note beside it")
+    async with sessiondb.open_store(hidden) as store:
+        assert [info.session_id for info in await store.list_sessions()] == ["x"]
+
+
 async def test_open_store_creates_missing_parents(tmp_path: Path) -> None:
     async with sessiondb.open_store(tmp_path / "a" / "b" / "store") as store:
         await store.create_session(session_id="x")

@@ -9,6 +9,8 @@ Every role prints ``READY`` once the store is open and ends with one JSON line
 - ``reader SECONDS``: reads and a live ``subscribe_all`` until ``STOP`` on stdin (at most SECONDS).
 - ``compactor SECONDS SEGMENT_BYTES``: storage-compaction passes with eager retention, and some appends.
 - ``append COUNT SESSIONS``: ``COUNT`` appends to each session, then exits (no compaction of its own).
+- ``labeler``: per ``GO N`` on stdin, labels sessions (a new scoped one, and changes to earlier ones) and
+  prints ``DONE N {json}`` with what each session's labels are now; ``END`` finishes.
 """
 
 from __future__ import annotations
@@ -299,6 +301,35 @@ async def append(target: str, count: int, sessions: list[str]) -> None:
     finish({"versions": versions, "failures": []})
 
 
+async def labeler(target: str) -> None:
+    """Create scoped sessions and change labels on the test's command; report the labels after each round."""
+    async with sessiondb.open_store(target, compaction=CompactionSettings(background=False)) as store:
+        say("READY")
+        made: list[str] = []
+        while (line := await stdin_line()) != "END":
+            n = int(line.split()[1])
+            sid = await store.create_session(session_id=f"lab-{n}", scope=f"scope-{n % 3}")
+            made.append(sid)
+            await store.set_title(sid, f"Round {n} of labels")
+            await store.add_tags(sid, f"round-{n % 4}", "child")
+            if n % 2:
+                await store.set_pinned(sid, True)
+            if n >= 2:  # change an earlier one too: its old tag and pin must leave the other process's sets
+                earlier = made[n - 2]
+                await store.remove_tags(earlier, "child")
+                await store.set_pinned(earlier, False)
+                await store.set_title(earlier, None)
+            if n >= 4 and n % 4 == 0:
+                await store.delete_session(made[n - 4])
+            labels = {}
+            for session_id in made:
+                with contextlib.suppress(sessiondb.SessionNotFoundError):
+                    info = await store.session_info(session_id)
+                    labels[session_id] = [info.scope, info.title, list(info.tags), info.pinned]
+            say(f"DONE {n} " + json.dumps(labels))
+    finish({"failures": []})
+
+
 def main() -> None:
     role, target, *rest = sys.argv[1:]
     if role == "ryw":
@@ -313,6 +344,8 @@ def main() -> None:
         asyncio.run(append(target, int(rest[0]), rest[1].split(",")))
     elif role == "compactor":
         asyncio.run(compactor(target, float(rest[0]), int(rest[1])))
+    elif role == "labeler":
+        asyncio.run(labeler(target))
     else:
         raise SystemExit(f"unknown role {role!r}")
 

@@ -15,7 +15,19 @@ from typing import Any
 
 import msgspec
 
-from .._events import Compacted, Fork, Message, RecordedEvent, SessionDeleted, SessionStarted, Usage
+from .._events import (
+    Compacted,
+    Fork,
+    Message,
+    PinChanged,
+    RecordedEvent,
+    SessionDeleted,
+    SessionStarted,
+    TagsChanged,
+    TitleChanged,
+    Usage,
+)
+from ._listing import SessionQuery, SortKey
 
 
 class SessionInfo(msgspec.Struct, gc=False):
@@ -38,6 +50,11 @@ class SessionInfo(msgspec.Struct, gc=False):
     deleted: bool = False
     # Whether the live context starts with a compaction summary message.
     compacted: bool = False
+    # Labels (folded from SessionStarted.scope and the label events); defaults keep old summaries loading.
+    scope: str | None = None
+    title: str | None = None
+    tags: tuple[str, ...] = ()  # sorted, each once
+    pinned: bool = False
 
     @property
     def usage(self) -> Usage:
@@ -75,6 +92,13 @@ class SessionInfo(msgspec.Struct, gc=False):
         return msgspec.structs.replace(self)
 
 
+class SessionPage(msgspec.Struct, gc=False):
+    """One page of ``Store.page_sessions``: the sessions, and the cursor of the next page (None: the last)."""
+
+    sessions: list[SessionInfo]
+    next_cursor: str | None = None
+
+
 def apply_to_info(info: SessionInfo, event: Any, version: int, timestamp_ms: int) -> None:
     """Fold one event into a summary.
 
@@ -109,8 +133,30 @@ def apply_to_info(info: SessionInfo, event: Any, version: int, timestamp_ms: int
             info.message_count = inherited.message_count
             info.usage = inherited.usage
             info.compacted = inherited.compacted
+        if event.scope is not None:
+            info.scope = event.scope
     elif kind == "session_deleted":
         info.deleted = True
+    elif kind in _LABEL_KINDS:
+        apply_label(info, kind, event)
+
+
+_LABEL_KINDS = frozenset(("title", "tags", "pin"))
+
+
+def apply_label(info: SessionInfo, kind: str, event: Any) -> None:
+    """Fold a label event (``kind`` is its tag) into a summary: the title, the sorted tags, the pin."""
+    if kind == "title":
+        info.title = event.title
+    elif kind == "tags":
+        tags = set(info.tags)
+        if event.removed:
+            tags.difference_update(event.removed)
+        if event.added:
+            tags.update(event.added)
+        info.tags = tuple(sorted(tags))
+    elif kind == "pin":
+        info.pinned = bool(event.pinned)
 
 
 def _kind(event: Any) -> str:
@@ -125,6 +171,9 @@ _TAGS: dict[type, str] = {
     Compacted: "compaction",
     SessionStarted: "session_started",
     SessionDeleted: "session_deleted",
+    TitleChanged: "title",
+    TagsChanged: "tags",
+    PinChanged: "pin",
 }
 
 
@@ -198,6 +247,18 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     async def list_sessions(self) -> list[SessionInfo]:
         """Summaries of every session not deleted, in no particular order."""
+
+    @abc.abstractmethod
+    async def page_sessions(
+        self, query: SessionQuery, limit: int | None, after: SortKey | None = None
+    ) -> list[SessionInfo]:
+        """Up to ``limit`` (None: all) live sessions matching ``query``, in its order, past the key ``after``.
+
+        The summaries are copies. ``after`` is the ``query.sort_key`` of the last
+        session of the previous page (keyset paging): the result starts strictly after it.
+        Served from an index (scope, tag), not from a scan of every session where a
+        filter names a scope or a tag.
+        """
 
     @abc.abstractmethod
     async def read_session(self, session_id: str, after_version: int, up_to_version: int | None) -> list[RecordedEvent]:
@@ -285,3 +346,10 @@ class Backend(abc.ABC):
     async def compact_storage(self, settings: Any) -> dict[str, Any]:
         """Backend-side work of one compaction pass (checkpoint, retention); returns counters."""
         return {}
+
+    async def seal_active_segment(self) -> bool:
+        """Seal the log's active part so retention may remove it too (``compact(purge=True)``); True if sealed.
+
+        A backend without segments has nothing to seal.
+        """
+        return False

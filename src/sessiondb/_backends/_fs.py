@@ -28,6 +28,9 @@ class FileSystem:
     def listdir(self, path: str) -> list[str]:
         return os.listdir(path)
 
+    def isdir(self, path: str) -> bool:
+        return os.path.isdir(path)
+
     def exists(self, path: str) -> bool:
         return os.path.exists(path)
 

@@ -42,6 +42,9 @@ class MemoryFileSystem(FileSystem):
     def exists(self, path: str) -> bool:
         return path in self.files or path in self.directories
 
+    def isdir(self, path: str) -> bool:
+        return path in self.directories
+
     def size(self, path: str) -> int:
         return len(self._file(path))
 

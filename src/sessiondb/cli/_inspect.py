@@ -9,6 +9,7 @@ from collections.abc import Callable
 import anyio
 import msgspec
 
+from .._backends._listing import MAX_PAGE
 from .._backends.local import LocalBackend
 from .._backends.local._checkpoint import CHECKPOINT_NAME
 from .._backends.local._snapshot_files import SNAPSHOT_PREFIX, SNAPSHOT_SUFFIX
@@ -30,6 +31,7 @@ from ._render import (
     format_time,
     info_json,
     iso_time,
+    label_columns,
     render_session,
     session_rows,
     table,
@@ -38,16 +40,29 @@ from ._tail import LogFollower
 
 
 async def cmd_ls(args: argparse.Namespace, out: _Output) -> int:
+    filters = {
+        "scope": args.scope,
+        "tag": args.tag,
+        "title": args.title,
+        "pinned": args.pinned,
+        "order": args.sort,
+        "descending": not args.asc,
+    }
     async with _reading(args.store) as store:
-        sessions = await store.list_sessions()
-    if args.limit is not None:
-        sessions = sessions[: args.limit]
+        if args.limit is None:
+            sessions = await store.list_sessions(**filters)
+        elif args.limit == 0:
+            sessions = []
+        else:  # one page from the index, not the whole listing
+            sessions = (await store.page_sessions(**filters, limit=min(args.limit, MAX_PAGE))).sessions
     if args.json:
         out.json([info_json(info) for info in sessions])
     elif not sessions:
-        out.note(f"no sessions in {args.store}")
+        filtered = any(filters[name] is not None for name in ("scope", "tag", "title", "pinned"))
+        out.note(f"no sessions {'match' if filtered else 'in'} {args.store}")
     else:
-        out.lines(table(session_rows(sessions), SESSION_HEADER, out.style, right={2, 3}))
+        rows, header = label_columns(sessions, session_rows(sessions), SESSION_HEADER)
+        out.lines(table(rows, header, out.style, right={2, 3}))
     return 0
 
 

@@ -21,7 +21,9 @@ from ._context import (
     _Output,
 )
 from ._inspect import cmd_ls, cmd_show, cmd_stats, cmd_tail
+from ._label_cmds import cmd_pin, cmd_tag, cmd_title
 from ._maintain import cmd_compact, cmd_export, cmd_import, cmd_repair, cmd_verify
+from ._search import cmd_search
 
 
 def _non_negative(text: str) -> int:
@@ -31,6 +33,13 @@ def _non_negative(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
     if value < 0:
         raise argparse.ArgumentTypeError(f"expected a number >= 0, got {value}")
+    return value
+
+
+def _positive(text: str) -> int:
+    value = _non_negative(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a number >= 1, got {value}")
     return value
 
 
@@ -79,11 +88,53 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True, parser_class=_IntermixedParser)
 
-    ls = sub.add_parser("ls", help="list sessions, most recently updated first")
+    ls = sub.add_parser("ls", help="list sessions, most recently updated first (filters: scope, tag, title)")
     ls.add_argument("store", metavar="STORE")
     ls.add_argument("--json", action="store_true", help="a JSON array, for scripts")
-    ls.add_argument("--limit", type=_non_negative, metavar="N", help="only the N most recent sessions")
+    ls.add_argument("--limit", type=_non_negative, metavar="N", help="only the first N sessions of the order")
+    ls.add_argument("--scope", metavar="SCOPE", help="only sessions of this scope")
+    ls.add_argument("--tag", metavar="TAG", help="only sessions with this tag")
+    ls.add_argument("--title", metavar="TEXT", help="only sessions whose title contains TEXT (any case)")
+    pinned = ls.add_mutually_exclusive_group()
+    pinned.add_argument("--pinned", dest="pinned", action="store_const", const=True, help="only pinned sessions")
+    pinned.add_argument("--unpinned", dest="pinned", action="store_const", const=False, help="only unpinned ones")
+    ls.add_argument(
+        "--sort",
+        choices=("updated", "created", "title", "version"),
+        default="updated",
+        help="order (default: updated); newest, last or highest first",
+    )
+    ls.add_argument("--asc", action="store_true", help="ascending: oldest, first or lowest first")
     ls.set_defaults(run=cmd_ls)
+
+    title = sub.add_parser("title", help="set a session's title (or --clear it); the history keeps old titles")
+    title.add_argument("store", metavar="STORE")
+    title.add_argument("session", metavar="SESSION")
+    title.add_argument("text", metavar="TEXT", nargs="?", help="the new title (one line, at most 500 characters)")
+    title.add_argument("--clear", action="store_true", help="remove the title")
+    title.add_argument("--json", action="store_true")
+    title.set_defaults(run=cmd_title)
+
+    tag = sub.add_parser(
+        "tag",
+        help="add (+TAG or TAG) and remove (-TAG) a session's tags",
+        description="Add tags with +TAG (or a bare TAG) and remove them with -TAG, in any mix: "
+        "`sessiondb tag STORE SESSION +urgent -triage`. --add/--remove do the same.",
+    )
+    tag.add_argument("store", metavar="STORE")
+    tag.add_argument("session", metavar="SESSION")
+    tag.add_argument("changes", metavar="+TAG|-TAG", nargs="*", help="tags to add (+) or remove (-)")
+    tag.add_argument("--add", action="append", metavar="TAG", help="add TAG")
+    tag.add_argument("--remove", action="append", metavar="TAG", help="remove TAG")
+    tag.add_argument("--json", action="store_true")
+    tag.set_defaults(run=cmd_tag, removals=[])
+
+    pin = sub.add_parser("pin", help="pin a session (--off unpins it); ls --pinned lists pinned sessions")
+    pin.add_argument("store", metavar="STORE")
+    pin.add_argument("session", metavar="SESSION")
+    pin.add_argument("--off", action="store_true", help="unpin")
+    pin.add_argument("--json", action="store_true")
+    pin.set_defaults(run=cmd_pin)
 
     show = sub.add_parser("show", help="a session's conversation, readably (or its raw events)")
     show.add_argument("store", metavar="STORE")
@@ -94,6 +145,18 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("--thinking", action="store_true", help="unfold thinking blocks")
     show.add_argument("--full", action="store_true", help="do not fold long tool inputs and results")
     show.set_defaults(run=cmd_show)
+
+    search = sub.add_parser("search", help="find messages, tool calls and results across sessions (best first)")
+    search.add_argument("store", metavar="STORE")
+    search.add_argument("query", metavar="QUERY", help='words (all must match), "a phrase", prefix*')
+    search.add_argument("--newest", action="store_true", help="newest first instead of best first")
+    search.add_argument("--limit", type=_positive, default=20, metavar="N", help="hits per page (20)")
+    search.add_argument("--session", metavar="SESSION", help="only events recorded in this session")
+    search.add_argument("--scope", metavar="SCOPE", help="only sessions of this scope")
+    search.add_argument("--tag", metavar="TAG", help="only sessions with this tag")
+    search.add_argument("--cursor", metavar="CURSOR", help="the next page (printed after a full page)")
+    search.add_argument("--json", action="store_true", help="hits with snippet, highlights and score as JSON")
+    search.set_defaults(run=cmd_search)
 
     tail = sub.add_parser("tail", help="follow new events live, like tail -f (Ctrl-C stops)")
     tail.add_argument("store", metavar="STORE")
@@ -126,6 +189,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     compact = sub.add_parser("compact", help="run one storage compaction pass now")
     compact.add_argument("store", metavar="STORE")
+    compact.add_argument(
+        "--purge",
+        action="store_true",
+        help="remove deleted data from disk now: seal the active segment and delete every sealed segment "
+        "snapshots cover (time travel below them is lost)",
+    )
     compact.add_argument("--json", action="store_true")
     compact.set_defaults(run=cmd_compact)
 
@@ -198,6 +267,21 @@ async def _interruptible(command: Coroutine[Any, Any, int]) -> int:
             signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
+def _parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
+    """Parse ``argv``; for ``tag``, arguments like ``-urgent`` are removals, not unknown options."""
+    args, extras = parser.parse_known_args(argv)
+    if extras:
+        if getattr(args, "run", None) is cmd_tag and all(_is_removal(extra) for extra in extras):
+            args.removals = [extra[1:] for extra in extras]
+        else:
+            parser.parse_args(argv)  # reports the unrecognized arguments and exits 2
+    return args
+
+
+def _is_removal(text: str) -> bool:
+    return len(text) > 1 and text[0] == "-" and text[1] != "-"
+
+
 def main(argv: Sequence[str] | None = None, *, stdout: TextIO | None = None, stderr: TextIO | None = None) -> int:
     """Run the command line; return the exit status (0 ok, 1 error, 2 usage, 130 interrupted)."""
     stdout = stdout if stdout is not None else sys.stdout
@@ -205,7 +289,7 @@ def main(argv: Sequence[str] | None = None, *, stdout: TextIO | None = None, std
     parser = build_parser()
     try:
         with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
-            args = parser.parse_args(argv)
+            args = _parse(parser, argv)
     except SystemExit as exc:  # argparse printed usage and the reason
         return int(exc.code) if isinstance(exc.code, int) else 2
     out = _Output(stdout, stderr)

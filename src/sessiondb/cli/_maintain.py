@@ -17,6 +17,7 @@ from .._errors import ExportError, InvalidInputError, SessionDeletedError, Sessi
 from .._interop import ClawImportReport, export_claw_session, export_claw_sessions, import_claw_files
 from .._interop._claw_store import select_files
 from .._paths import names_directory
+from ..integrations._langgraph_state import register as register_langgraph_projection
 from ._context import (
     CommandError,
     _describe,
@@ -71,8 +72,10 @@ async def cmd_repair(args: argparse.Namespace, out: _Output) -> int:
 
 async def cmd_compact(args: argparse.Namespace, out: _Output) -> int:
     async with _writing(args.store) as store:
+        # Snapshots must carry the LangGraph threads' state (retention may then drop the log under it).
+        register_langgraph_projection(store)
         with Progress("compacting", None, stream=out.stderr):
-            result = await store.compact()
+            result = await store.compact(purge=args.purge)
         statistics = store.statistics()
     if args.json:
         out.json({"result": result, "statistics": statistics})

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime
 import os
 import shutil
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, TextIO
 
 import msgspec
@@ -15,12 +15,15 @@ from .._events import (
     Compacted,
     Custom,
     Message,
+    PinChanged,
     PromptRecorded,
     RecordedEvent,
     SessionDeleted,
     SessionStarted,
+    TagsChanged,
     Text,
     Thinking,
+    TitleChanged,
     ToolResult,
     ToolUse,
     Usage,
@@ -118,6 +121,28 @@ def session_rows(sessions: Sequence[SessionInfo]) -> list[list[str]]:
 SESSION_HEADER = ("SESSION", "UPDATED", "MESSAGES", "TOKENS", "MODEL", "FORK OF")
 
 
+def label_columns(
+    sessions: Sequence[SessionInfo], rows: list[list[str]], header: tuple[str, ...]
+) -> tuple[list[list[str]], tuple[str, ...]]:
+    """Add TITLE (``*`` marks a pinned session), TAGS and SCOPE columns, each only if some session has one."""
+    columns: tuple[tuple[str, Callable[[SessionInfo], str]], ...] = (
+        ("TITLE", lambda info: ("* " if info.pinned else "") + (info.title or ("-" if not info.pinned else ""))),
+        ("TAGS", lambda info: " ".join(info.tags) or "-"),
+        ("SCOPE", lambda info: info.scope or "-"),
+    )
+    wanted = (
+        any(info.title is not None or info.pinned for info in sessions),
+        any(info.tags for info in sessions),
+        any(info.scope is not None for info in sessions),
+    )
+    for (name, cell), use in zip(columns, wanted, strict=True):
+        if use:
+            header = (*header, name)
+            for row, info in zip(rows, sessions, strict=True):
+                row.append(cell(info))
+    return rows, header
+
+
 def info_json(info: SessionInfo) -> dict[str, Any]:
     fork = info.fork
     return {
@@ -136,6 +161,10 @@ def info_json(info: SessionInfo) -> dict[str, Any]:
         "parent_version": fork.parent_version if fork else None,
         "branch_name": fork.branch_name if fork else None,
         "compacted": info.compacted,
+        "scope": info.scope,
+        "title": info.title,
+        "tags": list(info.tags),
+        "pinned": info.pinned,
     }
 
 
@@ -168,6 +197,13 @@ def render_session(session: Session, style: Style, *, thinking: bool = False, fu
     ]
     if session.fork is not None:
         out.append(f"{style.bold('fork of')}  {fork_label(session)}")
+    if session.title is not None or session.pinned:
+        out.append(f"{style.bold('title')}    {session.title or '-'}" + ("    (pinned)" if session.pinned else ""))
+    if session.tags or session.scope is not None:
+        out.append(
+            f"{style.bold('tags')}     {' '.join(session.tags) or '-'}"
+            + (f"    {style.bold('scope')} {session.scope}" if session.scope is not None else "")
+        )
     if session.compaction is not None:
         out.append(
             f"{style.bold('compacted')} {session.compaction.count} time(s); the first message summarises "
@@ -234,7 +270,8 @@ def event_summary(event: object, limit: int = 160) -> str:
         usage = f" ({usage_text(event.usage)})" if event.usage is not None else ""
         return _one_line(f"{event.role}: " + " ".join(parts), limit) + usage
     if isinstance(event, SessionStarted):
-        text = f"session started (model {event.model or '-'})"
+        text = f"session started (model {event.model or '-'}"
+        text += f", scope {event.scope})" if event.scope is not None else ")"
         if event.fork is not None:
             text += f", fork of {event.fork.parent_session_id}@{event.fork.parent_version}"
         return text
@@ -246,6 +283,13 @@ def event_summary(event: object, limit: int = 160) -> str:
         return _one_line(f"custom {event.name}: {msgspec.json.encode(event.data).decode()}", limit)
     if isinstance(event, SessionDeleted):
         return "session deleted"
+    if isinstance(event, TitleChanged):
+        return _one_line(f"title: {event.title}" if event.title is not None else "title cleared", limit)
+    if isinstance(event, TagsChanged):
+        changes = [f"+{tag}" for tag in event.added] + [f"-{tag}" for tag in event.removed]
+        return _one_line("tags " + " ".join(changes), limit)
+    if isinstance(event, PinChanged):
+        return "pinned" if event.pinned else "unpinned"
     return type(event).__name__  # pragma: no cover
 
 
@@ -274,6 +318,7 @@ __all__ = [
     "format_count",
     "format_time",
     "info_json",
+    "label_columns",
     "render_session",
     "session_rows",
     "table",

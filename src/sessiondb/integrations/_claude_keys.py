@@ -18,6 +18,12 @@ over 120 bytes (the SDK makes keys of up to ~210 characters for deep directories
 written as ``%h`` and the first 40 hex digits of its SHA-256. ``%h`` is no escape, so
 no short key can produce it, and every call names its project key, so the adapter
 compares projects in their encoded form and never needs the long key back.
+
+Every session the adapter creates carries a sessiondb *scope*, ``project_scope(project_key)``:
+the escaped project key (the key itself for SDK keys, which hold no ``% ~ / \\``), or,
+past sessiondb's scope limit of 512 bytes, the same ``%h`` hash form. So a project's
+sessions are listed from the scope index, and ``store.list_sessions(scope=project_key)``
+finds them too.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ from typing import NamedTuple
 
 from .._errors import InvalidInputError, InvalidSessionIdError
 from .._ids import MAX_SESSION_ID_BYTES, validate_session_id
+from .._labels import FORBIDDEN_CHARACTERS, MAX_SCOPE_BYTES
 
 PREFIX = "cc~"
 # Escaped project keys longer than this are written as their hash (see the module docstring).
@@ -71,15 +78,20 @@ def project_part(project_key: str) -> str:
     return "%h" + hashlib.sha256(project_key.encode()).hexdigest()[:40]
 
 
+def project_scope(project_key: str) -> str:
+    """The sessiondb scope of a project's sessions: escaped (injective: no escape is ``%h``), hashed when long."""
+    escaped = _escape(project_key)
+    if len(escaped.encode()) <= MAX_SCOPE_BYTES:
+        return escaped
+    return "%h" + hashlib.sha256(project_key.encode()).hexdigest()[:40]
+
+
 def _escape(part: str) -> str:
     return _ESCAPE.sub(lambda match: _ESCAPES[match.group()], part)
 
 
 def _unescape(part: str) -> str:
     return _UNESCAPE.sub(lambda match: _UNESCAPES[match.group(1)], part)
-
-
-_FORBIDDEN = re.compile("[\x00-\x1f\x7f\x85\u2028\u2029\ud800-\udfff]")
 
 
 def _check_part(key: object, field: str, value: object, *, path: bool = False) -> str:
@@ -91,7 +103,7 @@ def _check_part(key: object, field: str, value: object, *, path: bool = False) -
     if not value:
         hint = " (omit subpath for the main transcript)" if field == "subpath" else ""
         raise InvalidInputError(f"{describe_key(key)}: {field} must not be empty{hint}; nothing was written")
-    forbidden = _FORBIDDEN.search(value)
+    forbidden = FORBIDDEN_CHARACTERS.search(value)
     if forbidden is not None:
         raise InvalidInputError(
             f"{describe_key(key)}: {field} contains {forbidden.group()!r}; control, line-break and "

@@ -73,6 +73,7 @@ from ._claude_keys import (
     generation_id,
     project_part,
     project_prefix,
+    project_scope,
 )
 
 __all__ = ["ENTRY", "LINE", "SUMMARY", "SessionDBSessionStore"]
@@ -83,6 +84,8 @@ _STATES_KEPT = 4_096
 # Each conflict means another append to the key committed: progress is made, so this only
 # bounds a pathological storm.
 _MAX_ATTEMPTS = 1_000
+# Sessions per page when listing a project from the scope index.
+_LIST_PAGE = 1_000
 
 
 class SessionDBSessionStore(SessionStore):
@@ -170,7 +173,7 @@ class SessionDBSessionStore(SessionStore):
                 if state is None:
                     version = await self.store._import_session(
                         session_id,
-                        _started(batch),
+                        _started(batch, project_scope(key["project_key"])),
                         events,
                         timestamp_ms=now_ms(),
                         event_ids=ids,
@@ -273,16 +276,26 @@ class SessionDBSessionStore(SessionStore):
         return [cast(SessionStoreEntry, decode_entry(raw)) for raw in (await self._fold(info.session_id)).entries]
 
     async def _project_sessions(self, project_key: str) -> list[tuple[DecodedKey, SessionInfo]]:
-        """Every live session of ``project_key`` (main transcripts and subkeys)."""
+        """Every live session of ``project_key`` (main transcripts and subkeys), from the store's scope index.
+
+        Paged, newest-updated first; sessions of the scope that this mapping did not make
+        (an application's own, given the same scope) are left out.
+        """
         encode_key({"project_key": project_key, "session_id": "x"})  # the same checks as a key
         prefix = project_prefix(project_key)
+        scope = project_scope(project_key)
         found = []
-        for info in await self.store.list_sessions():
-            if info.session_id.startswith(prefix):
-                decoded = decode_session_id(info.session_id)
-                if decoded is not None and decoded.project_key in (project_key, project_part(project_key)):
-                    found.append((decoded, info))
-        return found
+        cursor = None
+        while True:
+            page = await self.store.page_sessions(scope=scope, limit=_LIST_PAGE, cursor=cursor)
+            for info in page.sessions:
+                if info.session_id.startswith(prefix):
+                    decoded = decode_session_id(info.session_id)
+                    if decoded is not None and decoded.project_key in (project_key, project_part(project_key)):
+                        found.append((decoded, info))
+            if page.next_cursor is None:
+                return found
+            cursor = page.next_cursor
 
     async def list_sessions(self, project_key: str) -> list[SessionStoreListEntry]:
         """The project's main transcripts: ``session_id`` and ``mtime`` (commit time, epoch ms)."""
@@ -361,8 +374,9 @@ def _without_repeated_uuids(entries: list[dict[str, Any]]) -> list[dict[str, Any
     return kept
 
 
-def _started(batch: list[dict[str, Any]]) -> SessionStarted:
-    """A new transcript's first event: the model and working directory of its first entries, when given."""
+def _started(batch: list[dict[str, Any]], scope: str) -> SessionStarted:
+    """A new transcript's first event: its project's scope, and the model and working directory of its first
+    entries, when given."""
     model = workspace = None
     for entry in batch:
         message = entry.get("message")
@@ -370,4 +384,4 @@ def _started(batch: list[dict[str, Any]]) -> SessionStarted:
             model = message["model"]
         if workspace is None and isinstance(entry.get("cwd"), str) and entry["cwd"]:
             workspace = entry["cwd"]
-    return SessionStarted(now_ms(), model, workspace)
+    return SessionStarted(now_ms(), model, workspace, scope=scope)

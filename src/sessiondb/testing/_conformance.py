@@ -32,11 +32,12 @@ from .._errors import (
 )
 from .._events import Custom, Message, RecordedEvent, SessionStarted, ToolUse, Usage
 from .._store import Store, open_store
+from ._label_conformance import LabelConformance
 
 BackendFactory = Callable[..., Backend]
 
 
-class BackendConformance:
+class BackendConformance(LabelConformance):
     """Tests every backend passes. Subclasses provide the ``backend_factory`` fixture."""
 
     pytestmark = pytest.mark.anyio

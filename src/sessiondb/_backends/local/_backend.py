@@ -22,7 +22,7 @@ import concurrent.futures
 import contextlib
 import errno
 import os
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from typing import Any
 
 import anyio
@@ -42,17 +42,19 @@ from ..._gcpause import gc_paused
 from ..._paths import missing_directories, not_a_directory, user_path
 from .._base import AppendRequest, Backend, SessionInfo
 from .._fs import FileSystem
-from ._checkpoint import Checkpointer
+from .._listing import SessionQuery, SortKey, select_sessions
+from ._checkpoint import CHECKPOINT_NAME, Checkpointer
 from ._fdcache import DEFAULT_MAX_READ_FDS, RESOURCE_ERRNOS, resource_error
 from ._follower import LogCatchUp
+from ._format import segment_number
 from ._index import Index
-from ._locks import STORE_LOCK, StoreLocks, warn_if_network_file_system
+from ._locks import LOCK_FILES, STORE_LOCK, StoreLocks, warn_if_network_file_system
 from ._planner import plan_batch
 from ._reader import Reader
 from ._recovery import Recovery
 from ._retention import Retention
 from ._segments import Segment, SegmentSet
-from ._snapshot_files import SnapshotFiles
+from ._snapshot_files import SNAPSHOT_PREFIX, SNAPSHOT_SUFFIX, SnapshotFiles
 
 DEFAULT_SEGMENT_BYTES = 64 * 1024 * 1024
 DEFAULT_MAX_EVENT_BYTES = 16 * 1024 * 1024
@@ -128,6 +130,7 @@ class LocalBackend(Backend):
                     raise InvalidInputError(not_a_directory(self.path))
                 raise SessionDBError(f"no store at {self.path}: the directory does not exist")
         else:
+            self._refuse_foreign_directory()
             missing = missing_directories(self.path)  # each new directory's entry is fsynced in its parent
             try:
                 created = fs.makedirs(self.path)
@@ -164,6 +167,24 @@ class LocalBackend(Backend):
             raise
         finally:
             self.locks.release_write()
+
+    def _refuse_foreign_directory(self) -> None:
+        """Refuse to turn a directory that holds other things into a store.
+
+        A mistyped path (a home or project directory) would otherwise get a ``LOCK`` and
+        a segment among the user's files. Like git's ``init``, a store is created only in a
+        new or empty directory; one that already holds a store file is a store.
+        """
+        if not self.fs.isdir(self.path):
+            return
+        names = [name for name in self.fs.listdir(self.path) if not name.startswith(".")]
+        if not names or any(_is_store_file(name) for name in names):
+            return
+        shown = ", ".join(sorted(names)[:3]) + (", …" if len(names) > 3 else "")
+        raise InvalidInputError(
+            f"{self.path} is not a sessiondb store and is not empty (it holds {shown}); "
+            "a store is created only in a new or empty directory: give another path"
+        )
 
     async def aclose(self) -> None:
         if self._closed:
@@ -392,6 +413,18 @@ class LocalBackend(Backend):
         await self._refresh()
         return [s.info.copy() for s in self.index.streams.values() if not s.info.deleted]
 
+    async def page_sessions(
+        self, query: SessionQuery, limit: int | None, after: SortKey | None = None
+    ) -> list[SessionInfo]:
+        await self._refresh()
+        streams = self.index.streams
+        ids = self.index.labels.candidates(query)
+        if ids is None:
+            infos: Iterable[SessionInfo] = [stream.info for stream in streams.values()]
+        else:
+            infos = [streams[session_id].info for session_id in ids]
+        return [info.copy() for info in select_sessions(infos, query, limit, after)]
+
     @property
     def last_position(self) -> int:
         return self.index.next_position - 1
@@ -464,6 +497,25 @@ class LocalBackend(Backend):
         async with self._write_lock():
             return await self.retention.run_pass(settings)
 
+    async def seal_active_segment(self) -> bool:
+        """Roll the active segment if it holds a record, so a purge's retention may delete it like any sealed one."""
+        if self.read_only or self._broken is not None:
+            return False
+        sealed = False
+        with anyio.CancelScope(shield=True):  # like a batch: a roll once begun must finish or break the store
+            async with self._write_lock():
+                self._follower.catch_up(locked=True)
+                self.segments.follow_active()
+                active = self.segments.active
+                if active.first_position < self.index.next_position:  # it holds a record
+                    try:
+                        await anyio.to_thread.run_sync(self.segments.roll, self.index.next_position)
+                    except BaseException as exc:
+                        self._broken = _broken_error(exc, active.path)
+                        raise self._broken from exc
+                    sealed = True
+        return sealed
+
     async def write_checkpoint(self, exclude: set[int] | None = None) -> int:
         return await self.checkpoints.write(exclude)
 
@@ -492,6 +544,15 @@ class LocalBackend(Backend):
             "snapshot_bytes": sum(size for _, size in self.snapshots.newest.values()),
             "first_available_position": self.first_available_position(),
         }
+
+
+def _is_store_file(name: str) -> bool:
+    return (
+        name in LOCK_FILES
+        or segment_number(name) is not None
+        or name == CHECKPOINT_NAME
+        or (name.startswith(SNAPSHOT_PREFIX) and SNAPSHOT_SUFFIX in name)
+    )
 
 
 def _open_error(exc: OSError, path: str) -> StoreBrokenError | ResourceExhaustedError:

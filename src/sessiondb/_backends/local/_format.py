@@ -24,6 +24,7 @@ from typing import Annotated, Any
 import msgspec
 
 from ..._events import Event, Fork, Inherited
+from ..._labels import MAX_SCOPE_BYTES, MAX_TAG_CHARS, MAX_TITLE_CHARS
 
 SEGMENT_FORMAT = 1
 SEGMENT_SUFFIX = ".seg"
@@ -90,6 +91,11 @@ class UsageView(msgspec.Struct, gc=False):
     cache_read_input_tokens: _Count = 0
 
 
+_Scope = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_SCOPE_BYTES)]
+_Title = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_TITLE_CHARS)]
+_Tag = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_TAG_CHARS)]
+
+
 class EventView(msgspec.Struct, gc=False):
     """The few fields of an event that the index and session summaries need.
 
@@ -107,6 +113,12 @@ class EventView(msgspec.Struct, gc=False):
     inherited: Inherited | None = None
     removed_message_count: int = 0
     rewrite_context: bool = True
+    # SessionStarted's scope and the label events (title, tags, pin): checked as the events check them.
+    scope: _Scope | None = None
+    title: _Title | None = None
+    added: list[_Tag] | None = None
+    removed: list[_Tag] | None = None
+    pinned: bool = True
 
 
 class IndexRecord(msgspec.Struct, gc=False):

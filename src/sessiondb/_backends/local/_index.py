@@ -18,16 +18,20 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from ..._errors import CorruptionError, HistoryUnavailableError, InvalidInputError
-from ..._events import Message
+from ..._events import Message, PinChanged, SessionDeleted, SessionStarted, TagsChanged, TitleChanged
 from ..._ids import validate_session_id
 from ..._values import decode_deep
 from .._base import AppendRequest, SessionInfo, apply_to_info
 from ._format import FrameBuilder, index_record_decoder, iter_lines
+from ._label_index import LabelIndex
 
 if TYPE_CHECKING:
     from ._segments import Segment, SegmentSet
 
 OFFSET_BITS = 40
+# The events that can move a session between the label sets (the rest fold without looking at them).
+_RELABELLING_TYPES = frozenset((SessionStarted, SessionDeleted, TitleChanged, TagsChanged, PinChanged))
+_RELABELLING_TAGS = frozenset(("session_started", "session_deleted", "title", "tags", "pin"))
 OFFSET_MASK = (1 << OFFSET_BITS) - 1
 
 
@@ -67,10 +71,20 @@ class Index:
         self.batches = 0
         self.events = 0
         self.bytes_written = 0
+        # Live sessions by scope, tag and pin, for filtered listings (maintained by _fold_other).
+        self.labels = LabelIndex()
 
     def clear(self) -> None:
         self.streams.clear()
+        self.labels.clear()
         self.next_position = 1
+
+    def _fold_other(self, info: SessionInfo, event: Any, version: int, timestamp_ms: int) -> None:
+        """Fold an event that may change a session's scope, labels or liveness, and move it between label sets."""
+        scope, tags, pinned, deleted = info.scope, info.tags, info.pinned, info.deleted
+        apply_to_info(info, event, version, timestamp_ms)
+        if info.tags is not tags or info.pinned != pinned or info.deleted != deleted or info.scope != scope:
+            self.labels.change(info, scope, tags, pinned, deleted)
 
     @property
     def last_position(self) -> int:
@@ -121,6 +135,7 @@ class Index:
                 if record.e.type != "session_started":
                     # Allowed only where retention removed the start (raises CorruptionError otherwise).
                     stream = streams[record.s] = self.on_headless(record, segment.path, base + line_offset)
+                    self.labels.add(stream.info)  # its summary may come from a snapshot
                 else:
                     fork = record.e.fork
                     fork_base = fork.parent_version if fork is not None else 0
@@ -155,6 +170,8 @@ class Index:
                         info.output_tokens += usage.output_tokens
                         info.cache_creation_input_tokens += usage.cache_creation_input_tokens
                         info.cache_read_input_tokens += usage.cache_read_input_tokens
+                elif event.type in _RELABELLING_TAGS:
+                    self._fold_other(info, event, record.v, record.t)
                 else:
                     apply_to_info(info, event, record.v, record.t)
             line_offset = newline + 1
@@ -198,6 +215,8 @@ class Index:
                         info.output_tokens += usage.output_tokens
                         info.cache_creation_input_tokens += usage.cache_creation_input_tokens
                         info.cache_read_input_tokens += usage.cache_read_input_tokens
+                elif type(event) in _RELABELLING_TYPES:
+                    self._fold_other(info, event, request.version, request.timestamp_ms)
                 else:
                     apply_to_info(info, event, request.version, request.timestamp_ms)
                 event_ids = request.event_ids
@@ -220,7 +239,10 @@ class Index:
                     span_index += 1
                     locations.append(high | (offset + start))
                     lengths.append(length)
-                    apply_to_info(info, event, version, timestamp)
+                    if type(event) in _RELABELLING_TYPES:
+                        self._fold_other(info, event, version, timestamp)
+                    else:
+                        apply_to_info(info, event, version, timestamp)
                     if event_ids is not None and event_ids[index] is not None:
                         if stream.event_ids is None:
                             stream.event_ids = {}

@@ -76,6 +76,8 @@ class Recovery:
                 truncated.append(cut)
         self.adopt_snapshot_only_sessions()  # sessions whose every event retention removed
         self.forget_snapshots_ahead_of_log()  # a log cut by repair: its snapshots may describe lost events
+        # The checkpoint and snapshots restored summaries: file every session under its scope and tags.
+        self.index.labels.rebuild(stream.info for stream in self.index.streams.values())
         self.report = {**self.report, "removed_temp_files": removed, "truncated_tails": truncated}
 
     def recover_segment(self, number: int, last: bool) -> tuple[str, int, int, str] | None:

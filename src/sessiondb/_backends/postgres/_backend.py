@@ -27,6 +27,7 @@ from ..._errors import BackendUnavailableError, SchemaVersionError, SessionNotFo
 from ..._events import Event, Fork, RecordedEvent
 from ..._values import decode_deep
 from .._base import AppendRequest, Backend, SessionInfo
+from .._listing import SessionQuery, SortKey
 from ._batch import BatchArrays, apply_outcomes, build_batch, placeholders, split_batch
 from ._schema import (
     MAX_EVENTS_PER_TRANSACTION,
@@ -55,8 +56,15 @@ _KEEP_OUTCOMES_SECONDS = 600.0
 _SESSION_COLUMNS = (
     "session_id, created_at_ms, updated_at_ms, version, message_count, input_tokens, output_tokens, "
     "cache_creation_input_tokens, cache_read_input_tokens, model, workspace_root, parent_session_id, "
-    "branch_name, base, deleted, compacted"
+    "branch_name, base, deleted, compacted, scope, title, tags, pinned"
 )
+# The SQL of each listing order's key (strings compare by code point: COLLATE "C").
+_ORDER_KEYS = {
+    "updated": "updated_at_ms",
+    "created": "created_at_ms",
+    "version": "version",
+    "title": "coalesce(title, '') collate \"C\"",
+}
 
 
 def _info_from_row(row: Any) -> SessionInfo:
@@ -64,7 +72,7 @@ def _info_from_row(row: Any) -> SessionInfo:
     return SessionInfo(
         row[0], row[1], row[2], row[3], row[4], row[5], row[6], row[7], row[8], row[9], row[10],
         Fork(parent, row[12], row[13]) if parent is not None else None,
-        row[14], row[15],
+        row[14], row[15], row[16], row[17], tuple(row[18]), row[19],
     )  # fmt: skip
 
 
@@ -513,6 +521,14 @@ class PostgresBackend(Backend):
                 ) from exc
             raise
 
+    async def with_connection(self, operation: Callable[[_Connection], Awaitable[_T]]) -> _T:
+        """Run ``operation(connection)`` on a pooled connection (the search index keeps its tables here)."""
+        return await self._read(operation)
+
+    async def readable_below(self) -> int:
+        """The horizon: every position below it that will ever commit has committed (``read_all`` stops there)."""
+        return int(await self._read(lambda conn: conn.fetchval(f"select {self._horizon}")))
+
     async def info(self, session_id: str) -> SessionInfo | None:
         query = f"select {_SESSION_COLUMNS} from {self.schema}.sessions where session_id = $1"
         row = await self._read(lambda conn: conn.fetchrow(query, session_id))
@@ -522,6 +538,48 @@ class PostgresBackend(Backend):
         query = f"select {_SESSION_COLUMNS} from {self.schema}.sessions where not deleted"
         rows = await self._read(lambda conn: conn.fetch(query))
         return [_info_from_row(row) for row in rows]
+
+    async def page_sessions(
+        self, query: SessionQuery, limit: int | None, after: SortKey | None = None
+    ) -> list[SessionInfo]:
+        sql, arguments = self._listing_sql(query, after is not None, limit is not None)
+        arguments += [*(after or ()), *_limit(limit)]
+        return [_info_from_row(row) for row in await self._fetch(sql, arguments)]
+
+    async def _fetch(self, sql: str, arguments: list[Any]) -> list[Any]:
+        rows: list[Any] = await self._read(lambda conn: conn.fetch(sql, *arguments))
+        return rows
+
+    def _listing_sql(self, query: SessionQuery, after: bool, limited: bool) -> tuple[str, list[Any]]:
+        """The SELECT of a listing: filters as parameters, then the keyset (2) and the limit (1) when used."""
+        where = ["not deleted"]
+        arguments: list[Any] = []
+        if query.scope is not None:
+            arguments.append(query.scope)
+            where.append(f"scope = ${len(arguments)}")
+        if query.tag is not None:
+            arguments.append([query.tag])
+            where.append(f"tags @> ${len(arguments)}::text[]")
+        if query.pinned is not None:
+            arguments.append(query.pinned)
+            where.append(f"pinned = ${len(arguments)}")
+        if query.title is not None:
+            # The same rule as everywhere: a substring of str.casefold() of the title (folded by the writer).
+            arguments.append(query.title.casefold())
+            where.append(f"strpos(title_folded, ${len(arguments)}) > 0")
+        key = _ORDER_KEYS[query.order]
+        direction = "desc" if query.descending else "asc"
+        if after:
+            n = len(arguments)
+            cast = "::text" if query.order == "title" else "::bigint"
+            where.append(f"({key}, session_id) {'<' if query.descending else '>'} (${n + 1}{cast}, ${n + 2}::text)")
+        sql = (
+            f"select {_SESSION_COLUMNS} from {self.schema}.sessions where {' and '.join(where)} "
+            f"order by {key} {direction}, session_id {direction}"
+        )
+        if limited:
+            sql += f" limit ${len(arguments) + (3 if after else 1)}"
+        return sql, arguments
 
     async def read_session(self, session_id: str, after_version: int, up_to_version: int | None) -> list[RecordedEvent]:
         s = self.schema
@@ -620,6 +678,10 @@ async def _close_quietly(conn: _Connection) -> None:
         await asyncio.wait_for(conn.close(), 2)
     except BaseException:
         conn.terminate()
+
+
+def _limit(limit: int | None) -> tuple[int, ...]:
+    return () if limit is None else (limit,)
 
 
 def _split_schema(dsn: str) -> tuple[str, str | None]:

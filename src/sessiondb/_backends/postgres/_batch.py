@@ -13,9 +13,22 @@ from typing import Any
 import msgspec
 
 from ..._errors import ConflictError, EventTooLargeError, InvalidInputError, SessionExistsError, SessionNotFoundError
-from ..._events import Compacted, Message, SessionDeleted, SessionStarted
+from ..._events import Compacted, Message, PinChanged, SessionDeleted, SessionStarted, TagsChanged, TitleChanged
 from .._base import AppendRequest, SessionInfo, apply_to_info
-from ._schema import CONFLICT, DUPLICATE, EXISTS, NOT_FOUND, OK, PARTIAL_RETRY
+from ._schema import (
+    CONFLICT,
+    DUPLICATE,
+    EXISTS,
+    LABEL_ADD_TAG,
+    LABEL_CLEAR_TITLE,
+    LABEL_PIN,
+    LABEL_REMOVE_TAG,
+    LABEL_SET_TITLE,
+    LABEL_UNPIN,
+    NOT_FOUND,
+    OK,
+    PARTIAL_RETRY,
+)
 
 _INT4_MAX = 2**31 - 1
 _FLAG_DELETED = 1
@@ -33,13 +46,14 @@ COLUMNS: tuple[tuple[str, str], ...] = (
     ("c_after", "integer[]"), ("a_base", "integer[]"), ("a_created", "bigint[]"), ("a_model", "text[]"),
     ("a_ws", "text[]"), ("a_parent", "text[]"), ("a_branch", "text[]"), ("e_ai", "integer[]"),
     ("e_k", "integer[]"), ("e_id", "text[]"), ("e_payload", "bytea[]"), ("a_first", "integer[]"),
-    ("e_carrier", "integer[]"),
+    ("e_carrier", "integer[]"), ("a_scope", "text[]"), ("l_ai", "integer[]"), ("l_op", "integer[]"),
+    ("l_arg", "text[]"), ("l_fold", "text[]"),
 )  # fmt: skip
 _COLUMNS = tuple(name for name, _ in COLUMNS)
 _LITERAL = frozenset(name for name, sql_type in COLUMNS if sql_type in ("integer[]", "bigint[]"))
 _BOOLEAN = frozenset(name for name, sql_type in COLUMNS if sql_type == "boolean[]")
 # Text columns that are often all NULL: sent empty then (unnest pads a short array with NULLs).
-_SPARSE = frozenset(("a_model", "a_ws", "a_parent", "a_branch", "e_id"))
+_SPARSE = frozenset(("a_model", "a_ws", "a_parent", "a_branch", "e_id", "a_scope", "l_arg", "l_fold"))
 
 
 def placeholders(first: int) -> str:
@@ -91,6 +105,12 @@ class BatchArrays:
     # event -1 (no id), 0 (no earlier append of the batch has it) or the event that had it before.
     a_first: list[int]
     e_carrier: list[int]
+    a_scope: list[str | None]
+    # Label operations (rare), in batch order: the append (1-based), the operation (_schema.LABEL_*), its text.
+    l_ai: list[int]
+    l_op: list[int]
+    l_arg: list[str | None]
+    l_fold: list[str | None]  # a set title's str.casefold() (the title filter's form)
 
     def __init__(self) -> None:
         self.sent = []
@@ -125,7 +145,7 @@ def build_batch(batch: Sequence[AppendRequest], max_event_bytes: int, encode: Ca
     a_sess, a_kind, a_expected, a_cnt = arrays.a_sess, arrays.a_kind, arrays.a_expected, arrays.a_cnt
     a_prev, a_last, a_ts, a_nids = arrays.a_prev, arrays.a_last, arrays.a_ts, arrays.a_nids
     a_base, a_created, a_model, a_ws = arrays.a_base, arrays.a_created, arrays.a_model, arrays.a_ws
-    a_parent, a_branch = arrays.a_parent, arrays.a_branch
+    a_parent, a_branch, a_scope = arrays.a_parent, arrays.a_branch, arrays.a_scope
     e_ai, e_k, e_id, e_payload = arrays.e_ai, arrays.e_k, arrays.e_id, arrays.e_payload
     last_index: dict[str, int] = {}
     for request in batch:
@@ -197,6 +217,7 @@ def build_batch(batch: Sequence[AppendRequest], max_event_bytes: int, encode: Ca
             a_ws.append(None)
             a_parent.append(None)
             a_branch.append(None)
+            a_scope.append(None)
             _add_deltas(arrays, events)
     if not arrays.simple and any(arrays.a_nids):
         _link_repeated_ids(arrays)
@@ -266,6 +287,8 @@ def _add_deltas(arrays: BatchArrays, events: Sequence[Any]) -> None:
                 c_after.append(0)
         elif kind is SessionDeleted:
             flags |= _FLAG_DELETED
+        elif kind is TitleChanged or kind is TagsChanged or kind is PinChanged:
+            _add_label(arrays, event)
     arrays.a_msgs.append(messages)
     arrays.a_tin.append(tin)
     arrays.a_tout.append(tout)
@@ -277,6 +300,23 @@ def _add_deltas(arrays: BatchArrays, events: Sequence[Any]) -> None:
         arrays.simple = False
 
 
+def _add_label(arrays: BatchArrays, event: Any) -> None:
+    """A label event of the append being laid out (the last sent) as operations the database applies in order."""
+    index = len(arrays.sent)
+    ops: Sequence[tuple[int, str | None]]
+    if type(event) is TitleChanged:
+        ops = [(LABEL_SET_TITLE, event.title) if event.title is not None else (LABEL_CLEAR_TITLE, None)]
+    elif type(event) is TagsChanged:
+        ops = [(LABEL_REMOVE_TAG, tag) for tag in event.removed] + [(LABEL_ADD_TAG, tag) for tag in event.added]
+    else:
+        ops = [(LABEL_PIN if event.pinned else LABEL_UNPIN, None)]
+    for op, arg in ops:
+        arrays.l_ai.append(index)
+        arrays.l_op.append(op)
+        arrays.l_arg.append(arg)
+        arrays.l_fold.append(arg.casefold() if op == LABEL_SET_TITLE and arg is not None else None)
+
+
 def _add_create(arrays: BatchArrays, request: AppendRequest) -> None:
     """A create starts from nothing, so its whole summary is computed here."""
     started = request.events[0]
@@ -285,6 +325,8 @@ def _add_create(arrays: BatchArrays, request: AppendRequest) -> None:
     info = SessionInfo(request.session_id)
     for k, event in enumerate(request.events, 1):
         apply_to_info(info, event, base + k, request.timestamp_ms)
+        if type(event) is TitleChanged or type(event) is TagsChanged or type(event) is PinChanged:
+            _add_label(arrays, event)  # applied after the session's row is inserted
     arrays.a_kind.append(1)
     arrays.a_base.append(base)
     arrays.a_created.append(info.created_at_ms)
@@ -292,6 +334,7 @@ def _add_create(arrays: BatchArrays, request: AppendRequest) -> None:
     arrays.a_ws.append(info.workspace_root)
     arrays.a_parent.append(fork.parent_session_id if fork is not None else None)
     arrays.a_branch.append(fork.branch_name if fork is not None else None)
+    arrays.a_scope.append(info.scope)
     arrays.a_msgs.append(info.message_count)
     arrays.a_tin.append(info.input_tokens)
     arrays.a_tout.append(info.output_tokens)

@@ -23,7 +23,7 @@ import re
 
 from ..._errors import InvalidInputError
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 POSITION_SHIFT = 24
 # xid << 24 must stay below 2**63.
 MAX_XID = 2 ** (63 - POSITION_SHIFT) - 1
@@ -120,7 +120,71 @@ def _version_3(s: str) -> list[str]:
     ]
 
 
-MIGRATIONS = {1: _version_1, 2: _version_2, 3: _version_3}
+def _version_4(s: str) -> list[str]:
+    """Scopes and labels: columns and indexes for filtered, paged listings; append_batch folds label events."""
+    return [
+        f"""
+        alter table {s}.sessions
+            add column scope text collate "C",
+            add column title text collate "C",
+            add column title_folded text collate "C",
+            add column tags text[] collate "C" not null default '{{}}',
+            add column pinned boolean not null default false
+        """,
+        # Keyset pages of a scope (or of everything) newest-updated first walk these in order.
+        f"create index sessions_scope_updated on {s}.sessions (scope, updated_at_ms, session_id) where not deleted",
+        f"create index sessions_updated on {s}.sessions (updated_at_ms, session_id) where not deleted",
+        f"create index sessions_tags on {s}.sessions using gin (tags) where not deleted",
+        f"""
+        do $drop$ declare f regprocedure; begin
+            for f in select p.oid::regprocedure from pg_proc as p
+                      where p.proname = 'append_batch' and p.pronamespace = '{s}'::regnamespace loop
+                execute 'drop function ' || f::text;
+            end loop;
+        end $drop$
+        """,
+        _apply_labels_function(s),
+        _append_batch_function(s),
+    ]
+
+
+MIGRATIONS = {1: _version_1, 2: _version_2, 3: _version_3, 4: _version_4}
+
+# Label operations of append_batch's l_op array (one per title set, tag added or removed, pin).
+LABEL_SET_TITLE, LABEL_CLEAR_TITLE, LABEL_ADD_TAG, LABEL_REMOVE_TAG, LABEL_PIN, LABEL_UNPIN = 1, 2, 3, 4, 5, 6
+
+
+def _apply_labels_function(s: str) -> str:
+    # Label events are rare: applied one operation at a time, in batch order, to admitted appends only,
+    # so several appends to one session in one batch fold exactly as the log replays them.
+    # title_folded is the title's str.casefold(), computed by the client, so that the title filter
+    # (a substring of the folded title) means exactly what it means on the directory store.
+    return f"""
+    create function {s}.apply_labels(
+        a_sess text[], codes integer[], l_ai integer[], l_op integer[], l_arg text[], l_fold text[])
+    returns void language plpgsql as $fn$
+    declare
+        j integer;
+    begin
+        for j in 1 .. coalesce(cardinality(l_ai), 0) loop
+            continue when codes[l_ai[j]] <> 0;
+            update {s}.sessions as t set
+                title = case l_op[j] when {LABEL_SET_TITLE} then l_arg[j] when {LABEL_CLEAR_TITLE} then null
+                        else t.title end,
+                title_folded = case l_op[j] when {LABEL_SET_TITLE} then l_fold[j] when {LABEL_CLEAR_TITLE} then null
+                               else t.title_folded end,
+                tags = case l_op[j]
+                       when {LABEL_ADD_TAG} then array(select distinct x collate "C" from
+                                                       unnest(array_append(t.tags, l_arg[j])) as u(x) order by 1)
+                       when {LABEL_REMOVE_TAG} then array_remove(t.tags, l_arg[j])
+                       else t.tags end,
+                pinned = case l_op[j] when {LABEL_PIN} then true when {LABEL_UNPIN} then false else t.pinned end
+             where t.session_id = a_sess[l_ai[j]];
+        end loop;
+    end
+    $fn$
+    """
+
 
 # Outcome codes of append_batch, per append.
 OK, DUPLICATE, CONFLICT, NOT_FOUND, EXISTS, PARTIAL_RETRY = 0, 1, 2, 3, 4, 5
@@ -142,6 +206,7 @@ def _append_batch_function(s: str) -> str:
         a_flags integer[], a_ncomp integer[], c_removed integer[], c_after integer[],
         a_base integer[], a_created bigint[], a_model text[], a_ws text[], a_parent text[], a_branch text[],
         e_ai integer[], e_k integer[], e_id text[], e_payload bytea[], a_first integer[], e_carrier integer[],
+        a_scope text[], l_ai integer[], l_op integer[], l_arg text[], l_fold text[],
         out codes integer[], out versions integer[], out base bigint)
     language plpgsql as $fn$
     declare
@@ -206,13 +271,13 @@ def _append_batch_function(s: str) -> str:
             insert into {s}.sessions (session_id, version, base, created_at_ms, updated_at_ms, message_count,
                                       input_tokens, output_tokens, cache_creation_input_tokens,
                                       cache_read_input_tokens, model, workspace_root, parent_session_id,
-                                      branch_name, deleted, compacted)
+                                      branch_name, deleted, compacted, scope)
             select u.sid, u.base + u.cnt, u.base, u.created, u.ts, u.msgs, u.tin, u.tout, u.tcc, u.tcr,
-                   u.model, u.ws, u.parent, u.branch, (u.flags & 1) <> 0, (u.flags & 2) <> 0
+                   u.model, u.ws, u.parent, u.branch, (u.flags & 1) <> 0, (u.flags & 2) <> 0, u.scope
               from unnest(a_sess, a_kind, codes, a_cnt, a_base, a_created, a_ts, a_msgs, a_tin, a_tout, a_tcc, a_tcr,
-                          a_model, a_ws, a_parent, a_branch, a_flags)
+                          a_model, a_ws, a_parent, a_branch, a_flags, a_scope)
                    as u(sid, kind, code, cnt, base, created, ts, msgs, tin, tout, tcc, tcr,
-                        model, ws, parent, branch, flags)
+                        model, ws, parent, branch, flags, scope)
              where u.kind = 1 and u.code = 0;
             end if;
             update {s}.sessions as t
@@ -224,6 +289,9 @@ def _append_batch_function(s: str) -> str:
               from unnest(a_sess, a_kind, codes, versions, a_ts, a_msgs, a_tin, a_tout, a_tcc, a_tcr, a_flags)
                    as u(sid, kind, code, ver, ts, msgs, tin, tout, tcc, tcr, flags)
              where u.kind = 0 and u.code = 0 and t.session_id = u.sid;
+            if cardinality(l_ai) > 0 then
+                perform {s}.apply_labels(a_sess, codes, l_ai, l_op, l_arg, l_fold);
+            end if;
             insert into {s}.batches (token, codes, versions, base) values (p_token, codes, versions, base);
             return;
         end if;
@@ -360,13 +428,13 @@ def _append_batch_function(s: str) -> str:
 
         insert into {s}.sessions (session_id, version, base, created_at_ms, updated_at_ms, message_count,
                                   input_tokens, output_tokens, cache_creation_input_tokens, cache_read_input_tokens,
-                                  model, workspace_root, parent_session_id, branch_name, deleted, compacted)
+                                  model, workspace_root, parent_session_id, branch_name, deleted, compacted, scope)
         select u.sid, u.ver, u.base, u.created, u.ts, u.msgs, u.tin, u.tout, u.tcc, u.tcr,
-               u.model, u.ws, u.parent, u.branch, u.del, u.comp
+               u.model, u.ws, u.parent, u.branch, u.del, u.comp, u.scope
           from unnest(a_sess, a_kind, codes, a_base, a_created, s_ts, s_ver, s_msgs, s_tin, s_tout, s_tcc, s_tcr,
-                      a_model, a_ws, a_parent, a_branch, s_deleted, s_compacted)
+                      a_model, a_ws, a_parent, a_branch, s_deleted, s_compacted, a_scope)
                as u(sid, kind, code, base, created, ts, ver, msgs, tin, tout, tcc, tcr,
-                    model, ws, parent, branch, del, comp)
+                    model, ws, parent, branch, del, comp, scope)
          where u.kind = 1 and u.code = 0;
 
         update {s}.sessions as t
@@ -378,6 +446,10 @@ def _append_batch_function(s: str) -> str:
                       s_deleted, s_compacted)
                as u(sid, last, touched, ver, ts, msgs, tin, tout, tcc, tcr, del, comp)
          where u.last and u.touched and t.session_id = u.sid;
+
+        if cardinality(l_ai) > 0 then
+            perform {s}.apply_labels(a_sess, codes, l_ai, l_op, l_arg, l_fold);
+        end if;
 
         insert into {s}.batches (token, codes, versions, base) values (p_token, codes, versions, base);
     end

@@ -1,0 +1,102 @@
+"""``sessiondb title``, ``tag``, ``pin`` and the filters of ``ls``, on a real store (in-process and as a program)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import pytest
+
+import sessiondb
+
+from ._helpers import run_in_process, run_subprocess
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Path:
+    path = tmp_path / "store"
+
+    async def build() -> None:
+        async with sessiondb.open_store(path) as opened:
+            await opened.create_session(session_id="alpha", scope="web")
+            await opened.create_session(session_id="beta", scope="web")
+            await opened.create_session(session_id="gamma", scope="api")
+            await opened.create_session(session_id="plain")
+
+    asyncio.run(build())
+    return path
+
+
+def ids(path: Path, *options: str) -> list[str]:
+    result = run_in_process("ls", str(path), "--json", *options)
+    assert result.code == 0, result.err
+    return [row["session_id"] for row in json.loads(result.out)]
+
+
+def test_title_tag_pin_then_filter(store: Path) -> None:
+    done = run_in_process("title", str(store), "alpha", "Flaky LOGIN test")
+    assert done.code == 0 and "alpha (version 2): title 'Flaky LOGIN test'" in done.out
+    # +TAG and a bare TAG add, -TAG removes, in one command.
+    assert run_in_process("tag", str(store), "alpha", "+bug", "ci", "-nothing").code == 0
+    assert run_in_process("tag", str(store), "beta", "--add", "ci").code == 0
+    done = run_in_process("tag", str(store), "alpha", "-ci", "--json")
+    assert json.loads(done.out) == {
+        "session_id": "alpha",
+        "version": 4,
+        "title": "Flaky LOGIN test",
+        "tags": ["bug"],
+        "pinned": False,
+    }
+    assert run_in_process("pin", str(store), "gamma").code == 0
+    assert sorted(ids(store, "--scope", "web")) == ["alpha", "beta"]
+    assert ids(store, "--tag", "bug") == ["alpha"]
+    assert ids(store, "--tag", "ci") == ["beta"]
+    assert ids(store, "--title", "login") == ["alpha"]
+    assert ids(store, "--pinned") == ["gamma"]
+    assert sorted(ids(store, "--unpinned")) == ["alpha", "beta", "plain"]
+    assert ids(store, "--sort", "created", "--asc") == ["alpha", "beta", "gamma", "plain"]
+    assert ids(store, "--sort", "created", "--limit", "2") == ["plain", "gamma"]
+    assert ids(store, "--sort", "title", "--asc", "--limit", "1") == ["beta"]  # untitled first, then by id
+    rows = json.loads(run_in_process("ls", str(store), "--json", "--scope", "api").out)
+    assert (rows[0]["scope"], rows[0]["title"], rows[0]["tags"], rows[0]["pinned"]) == ("api", None, [], True)
+    table = run_in_process("ls", str(store)).out.splitlines()
+    assert table[0].split()[-3:] == ["TITLE", "TAGS", "SCOPE"]
+    alpha = next(line for line in table if line.startswith("alpha"))
+    assert "Flaky LOGIN test" in alpha and "bug" in alpha and "web" in alpha
+    assert "*" in next(line for line in table if line.startswith("gamma"))  # pinned
+    assert run_in_process("pin", str(store), "gamma", "--off").code == 0
+    assert ids(store, "--pinned") == []
+    assert run_in_process("title", str(store), "alpha", "--clear").code == 0
+    assert ids(store, "--title", "login") == []
+    # The history keeps the old labels.
+    shown = run_in_process("show", str(store), "alpha", "--at", "2").out
+    assert "Flaky LOGIN test" in shown
+    raw = run_in_process("show", str(store), "alpha", "--raw").out
+    assert "title: Flaky LOGIN test" in raw and "tags +bug +ci" in raw and "title cleared" in raw
+
+
+def test_no_match_and_bad_input_are_one_line_errors(store: Path) -> None:
+    empty = run_in_process("ls", str(store), "--tag", "none")
+    assert empty.code == 0 and empty.out == "" and "no sessions match" in empty.err
+    for argv, complaint in [
+        (("tag", str(store), "alpha", "+bad tag"), "is not allowed"),
+        (("tag", str(store), "alpha", "+x", "-x"), "both added and removed"),
+        (("title", str(store), "alpha"), "--clear"),
+        (("title", str(store), "alpha", "two\nlines"), "one line"),
+        (("title", str(store), "nobody", "x"), "no session 'nobody'"),
+        (("ls", str(store), "--tag=-x"), "is not allowed"),
+    ]:
+        result = run_in_process(*argv)
+        assert result.code == 1, argv
+        assert result.err.startswith("sessiondb: error:") and complaint in result.err, result.err
+        assert len(result.err.splitlines()) == 1
+    assert run_in_process("ls", str(store), "--bogus").code == 2
+    assert run_in_process("pin", str(store), "alpha", "-x").code == 2  # removals belong to tag only
+    assert ids(store, "--tag", "x") == []
+
+
+def test_as_a_program(store: Path) -> None:
+    assert run_subprocess("tag", str(store), "beta", "+urgent", "-missing").code == 0
+    result = run_subprocess("ls", str(store), "--tag", "urgent", "--json")
+    assert [row["session_id"] for row in json.loads(result.out)] == ["beta"]
