@@ -43,6 +43,8 @@ $(VENV)/.bench-installed: $(STAMP)
 
 bench: $(VENV)/.bench-installed
 	$(PY) -m benchmarks
+	$(PY) -m benchmarks --mix small --workloads concurrent --no-extras
+	$(PY) -m benchmarks.bench_cpu
 
 crash: $(STAMP)
 	$(PY) scripts/crash_campaign.py --kills 1000 --sweep-seeds 2

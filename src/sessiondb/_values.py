@@ -160,6 +160,37 @@ def check_text(session_id: object, where: str, value: object, *, limit: int | No
 MAX_EVENT_ID_CHARS = 256  # event ids are indexed; PostgreSQL's btree entries hold about 2.7 KB
 
 
+def plain_message(message: Message) -> bool:
+    """True when a Message is storable as it is, checked in one pass without building any path text.
+
+    That is: its ``blocks`` is a list of the four block types only (a Message is
+    frozen and validated when built, but its list is not: a dict or str appended
+    later would encode and never decode), and every str in them is ASCII (which
+    holds no lone surrogate). False sends the caller to the full checks, which
+    accept non-ASCII text that is valid UTF-8 and name what is wrong otherwise.
+    """
+    blocks: list[Any] = message.blocks  # Any: narrowed by the exact type tests below, which mypy does not follow
+    if type(blocks) is not list:
+        return False
+    for block in blocks:
+        kind = type(block)
+        if kind is Text:
+            if not block.text.isascii():
+                return False
+        elif kind is ToolResult:
+            if not (block.output.isascii() and block.tool_use_id.isascii() and block.tool_name.isascii()):
+                return False
+        elif kind is ToolUse:
+            if not (block.input.isascii() and block.id.isascii() and block.name.isascii()):
+                return False
+        elif kind is Thinking:
+            if not (block.thinking.isascii() and (block.signature is None or block.signature.isascii())):
+                return False
+        else:
+            return False
+    return True
+
+
 def check_event(session_id: object, where: str, event: object) -> None:
     """Check every str and value an event carries (``where`` is ``event`` or ``events[i]``)."""
     if isinstance(event, Message):
@@ -228,5 +259,6 @@ def decode_deep(decode: Callable[[Any], T], data: Any, where: str) -> T:
     except RecursionError:
         raise SessionDBError(
             f"the record at {where} nests deeper than Python's recursion limit ({sys.getrecursionlimit()}) "
-            "allows to decode; it is not damaged: raise the limit with sys.setrecursionlimit() to read it"
+            "allows to decode; it is not damaged: raise the limit with sys.setrecursionlimit() to read it, "
+            "or run `sessiondb repair`, which keeps what precedes it and moves it and what follows aside"
         ) from None

@@ -26,6 +26,9 @@ class Writer:
         self._on_batch = on_batch
         self._pending: list[AppendRequest] = []
         self._futures: list[asyncio.Future[AppendRequest]] = []
+        # The home loop's create_future, bound by start(): asyncio.get_running_loop() costs a
+        # getpid system call per append on Python 3.11.
+        self._new_future: Callable[[], asyncio.Future[AppendRequest]] = _future_on_running_loop
         self._wakeup: asyncio.Event | None = None
         # Appenders blocked by backpressure, in arrival order.
         self._space_waiters: deque[asyncio.Future[None]] = deque()
@@ -34,15 +37,20 @@ class Writer:
         self.batches = 0
         self.largest_batch = 0
 
+    def start(self) -> asyncio.Task[None]:
+        """Start the writer task on the running loop, the one every ``submit`` then comes from."""
+        loop = asyncio.get_running_loop()
+        self._new_future = loop.create_future
+        return loop.create_task(self.run(), name="sessiondb-writer")
+
     def submit(self, request: AppendRequest) -> asyncio.Future[AppendRequest]:
         """Queue ``request``; the caller must have checked ``has_space`` (no await in between)."""
         if self.broken is not None:
             raise refused_because_broken(self.broken) from self.broken
         if self._closing:
             raise StoreClosedError("the store is closing; no more appends are accepted")
-        future: asyncio.Future[AppendRequest] = asyncio.get_running_loop().create_future()
-        pending = self._pending
-        pending.append(request)
+        future = self._new_future()
+        self._pending.append(request)
         self._futures.append(future)
         wakeup = self._wakeup
         if wakeup is not None:
@@ -154,3 +162,7 @@ class Writer:
     @property
     def pending(self) -> int:
         return len(self._pending)
+
+
+def _future_on_running_loop() -> asyncio.Future[AppendRequest]:
+    return asyncio.get_running_loop().create_future()

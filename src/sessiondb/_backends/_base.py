@@ -177,49 +177,28 @@ _TAGS: dict[type, str] = {
 }
 
 
-class AppendRequest:
+class AppendRequest(msgspec.Struct):
     """One append: events for one session, admitted as a whole or not at all.
 
     The store builds it (events validated); the backend encodes it and fills
     ``version`` (the session's version after it) and ``first_position``, or sets
     ``error`` to the per-append failure (a conflict, a missing session ...).
+    A msgspec struct rather than a class with ``__slots__``: one is built per
+    append, and msgspec builds it (defaults included) in a quarter of the time.
+    Build it with keywords after ``events``; the fields after ``creates`` are results.
     """
 
-    __slots__ = (
-        "creates",
-        "duplicate",
-        "error",
-        "event_ids",
-        "events",
-        "expected_version",
-        "first_position",
-        "recorded",
-        "session_id",
-        "timestamp_ms",
-        "version",
-    )
-
-    def __init__(
-        self,
-        session_id: str,
-        events: Sequence[Any],
-        *,
-        expected_version: int | None = None,
-        event_ids: Sequence[str | None] | None = None,
-        timestamp_ms: int = 0,
-        creates: bool = False,
-    ) -> None:
-        self.session_id = session_id
-        self.events = events
-        self.expected_version = expected_version
-        self.event_ids = event_ids
-        self.timestamp_ms = timestamp_ms
-        self.creates = creates
-        self.version = 0
-        self.first_position = 0
-        self.error: BaseException | None = None
-        self.duplicate = False
-        self.recorded: list[RecordedEvent] | None = None
+    session_id: str
+    events: Sequence[Any]
+    expected_version: int | None = None
+    event_ids: Sequence[str | None] | None = None
+    timestamp_ms: int = 0
+    creates: bool = False
+    version: int = 0
+    first_position: int = 0
+    error: BaseException | None = None
+    duplicate: bool = False
+    recorded: list[RecordedEvent] | None = None
 
 
 def recorded_events(request: AppendRequest) -> list[RecordedEvent]:

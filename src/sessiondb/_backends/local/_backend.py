@@ -18,6 +18,7 @@ loop, one thread hop to write and sync, then the index learns the batch) and the
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import errno
 import os
@@ -97,6 +98,7 @@ class LocalBackend(Backend):
         # that finds the log grown waits for it, so it never takes its own frame for another's.
         self._idle = asyncio.Event()
         self._write_turn = asyncio.Lock()
+        self._writer_executor: concurrent.futures.ThreadPoolExecutor | None = None
         self._idle.set()
         self._foreign_reported = 0  # foreign records the subscription hint has announced
         self._recovery = Recovery(
@@ -191,7 +193,8 @@ class LocalBackend(Backend):
         try:
             # The next open then scans nothing. One process at a time writes checkpoints, and
             # only one that knows the whole log and every snapshot file as they are now.
-            if not self.read_only and self._broken is None and self.locks.try_compact():
+            # Not after a failed open: its locks were never taken, or were released already.
+            if not self.read_only and self._broken is None and self.locks.is_open and self.locks.try_compact():
                 try:
                     self._follower.catch_up(locked=False)
                     self._resync_directory()
@@ -205,12 +208,16 @@ class LocalBackend(Backend):
             self._release()
 
     def _release(self) -> None:
+        if self._writer_executor is not None:
+            self._writer_executor.shutdown(wait=False)  # idle by now: the writer has finished
+            self._writer_executor = None
         self.segments.release()
         self.locks.close()
 
     def abandon(self) -> None:
         """In a child made by ``fork()``: drop every descriptor without unlocking (the locks are the parent's)."""
         self._closed = True
+        self._writer_executor = None  # its thread is the parent's: the child has none to stop
         self.locks.abandon()
         self.segments.abandon()
 
@@ -228,10 +235,28 @@ class LocalBackend(Backend):
                 )
             return
         # A lock taken must be released, and once bytes may be on disk the index must learn
-        # where they are: nothing from taking the write lock to the bookkeeping is cancellable.
-        with anyio.CancelScope(shield=True):
-            async with self._write_lock():
+        # where they are: nothing from taking the write lock to the bookkeeping may be cancelled.
+        turn = self._write_turn
+        if turn.locked():  # this process's retention is under the lock: wait for our turn, shielded
+            with anyio.CancelScope(shield=True):
+                async with self._write_lock():
+                    await self._commit_locked(batch)
+            return
+        # The common case, without a context manager or an anyio cancel scope per batch (together
+        # a third of a one-append batch's CPU): our turn is free (acquire() takes it without
+        # yielding), WRITE.lock is taken without a thread hop unless another process holds it,
+        # and the one await that remains, the write's, is shielded by _commit_locked itself.
+        await turn.acquire()
+        try:
+            if not self.locks.try_write():
+                with anyio.CancelScope(shield=True):  # a lock taken in a thread must never be left behind
+                    await anyio.to_thread.run_sync(self.locks.wait_write)
+            try:
                 await self._commit_locked(batch)
+            finally:
+                self.locks.release_write()
+        finally:
+            turn.release()
 
     @contextlib.asynccontextmanager
     async def _write_lock(self) -> AsyncIterator[None]:
@@ -265,16 +290,37 @@ class LocalBackend(Backend):
         data, header_length = plan.frame.finish()
         self._idle.clear()
         try:
-            try:
-                segment, offset = await anyio.to_thread.run_sync(
-                    self._write_and_unlock, data, plan.frame.first_position
-                )
-            except BaseException as exc:
-                self._broken = _broken_error(exc, self.segments.active.path)
-                raise self._broken from exc
+            # One thread of our own, not anyio.to_thread: that costs a checkpoint (one more pass
+            # of the event loop) and its bookkeeping per batch, for one thread hop.
+            job = self._write_thread().submit(self._write_and_unlock, data, plan.frame.first_position)
+            cancelled = False
+            while True:
+                try:
+                    segment, offset = await asyncio.wrap_future(job)
+                    break
+                except asyncio.CancelledError:
+                    if job.cancelled():  # before the thread took it: nothing was written, the index is right
+                        raise
+                    # The frame is being written: the thread finishes and the index learns it
+                    # before the cancellation goes on (task.cancel() or an anyio scope alike).
+                    cancelled = True
+                except BaseException as exc:
+                    self._broken = _broken_error(exc, self.segments.active.path)
+                    raise self._broken from exc
             self.index.apply(plan.frame, plan.admitted, plan.new_streams, segment, offset + header_length, len(data))
+            if cancelled:
+                raise asyncio.CancelledError
         finally:
             self._idle.set()
+
+    def _write_thread(self) -> concurrent.futures.ThreadPoolExecutor:
+        """The one thread that writes and syncs frames (started on first use)."""
+        executor = self._writer_executor
+        if executor is None:
+            executor = self._writer_executor = concurrent.futures.ThreadPoolExecutor(
+                max_workers=1, thread_name_prefix="sessiondb-write"
+            )
+        return executor
 
     def _write_and_unlock(self, data: bytes, first_position: int) -> tuple[Segment, int]:
         """In a worker thread: write and fdatasync the frame, then let the next process write at once."""
@@ -295,7 +341,12 @@ class LocalBackend(Backend):
         # An I/O error here is the reader's, like one while reading its events.
         if not follower.advanced():
             return
-        await self._idle.wait()  # this process's own batch in flight is not another's
+        # This process's own batch in flight is not another's. A loop, not one wait: a waiter
+        # resumes a loop pass after set(), and by then the writer may have cleared it again and
+        # handed its next frame to the write thread, whose bytes the catch-up would take for
+        # another process's (then Index.apply would index them a second time).
+        while not self._idle.is_set():
+            await self._idle.wait()
         follower.catch_up(locked=False)
 
     @property

@@ -198,23 +198,16 @@ class Index:
         segment.frame_positions.append(frame.first_position)
         segment.frame_offsets.append(offset - (size - len(frame.payload)))
         high = segment.number << OFFSET_BITS
-        span_index = 0
-        for request, stream in admitted:
-            locations = stream.locations
-            lengths = stream.lengths
-            info = stream.info
-            version = request.version - len(request.events)
-            timestamp = request.timestamp_ms
-            event_ids = request.event_ids
-            for index, event in enumerate(request.events):
-                version += 1
-                start, length = spans[span_index]
-                span_index += 1
-                locations.append(high | (offset + start))
-                lengths.append(length)
+        if len(admitted) == len(spans):
+            # Every admitted append holds one event (the common batch): one pass, nothing nested.
+            for (request, stream), (start, length) in zip(admitted, spans):  # noqa: B905 - equal lengths
+                stream.locations.append(high | (offset + start))
+                stream.lengths.append(length)
+                event = request.events[0]
+                info = stream.info
                 if type(event) is Message:  # the common case, inlined
-                    info.version = version
-                    info.updated_at_ms = timestamp
+                    info.version = request.version
+                    info.updated_at_ms = request.timestamp_ms
                     info.message_count += 1
                     usage = event.usage
                     if usage is not None:
@@ -223,13 +216,37 @@ class Index:
                         info.cache_creation_input_tokens += usage.cache_creation_input_tokens
                         info.cache_read_input_tokens += usage.cache_read_input_tokens
                 elif type(event) in _RELABELLING_TYPES:
-                    self._fold_other(info, event, version, timestamp)
+                    self._fold_other(info, event, request.version, request.timestamp_ms)
                 else:
-                    apply_to_info(info, event, version, timestamp)
-                if event_ids is not None and event_ids[index] is not None:
+                    apply_to_info(info, event, request.version, request.timestamp_ms)
+                event_ids = request.event_ids
+                if event_ids is not None and event_ids[0] is not None:
                     if stream.event_ids is None:
                         stream.event_ids = {}
-                    stream.event_ids[event_ids[index]] = version  # type: ignore[index]
+                    stream.event_ids[event_ids[0]] = request.version
+        else:
+            span_index = 0
+            for request, stream in admitted:
+                locations = stream.locations
+                lengths = stream.lengths
+                info = stream.info
+                version = request.version - len(request.events)
+                timestamp = request.timestamp_ms
+                event_ids = request.event_ids
+                for index, event in enumerate(request.events):
+                    version += 1
+                    start, length = spans[span_index]
+                    span_index += 1
+                    locations.append(high | (offset + start))
+                    lengths.append(length)
+                    if type(event) in _RELABELLING_TYPES:
+                        self._fold_other(info, event, version, timestamp)
+                    else:
+                        apply_to_info(info, event, version, timestamp)
+                    if event_ids is not None and event_ids[index] is not None:
+                        if stream.event_ids is None:
+                            stream.event_ids = {}
+                        stream.event_ids[event_ids[index]] = version  # type: ignore[index]
         self.next_position = frame.first_position + frame.count
         self.batches += 1
         self.events += frame.count

@@ -68,6 +68,11 @@ class StoreLocks:
     def _path(self, name: str) -> str:
         return os.path.join(self.directory, name)
 
+    @property
+    def is_open(self) -> bool:
+        """Whether ``open_shared`` succeeded and ``close`` has not run since."""
+        return self._compact_fd is not None
+
     # ------------------------------------------------------------------ the store lock
 
     def open_shared(self) -> None:

@@ -35,47 +35,94 @@ def plan_batch(log_index: Index, batch: Sequence[AppendRequest], max_event_bytes
     plan = Planned()
     frame = plan.frame
     streams = log_index.streams
-    heads: dict[str, int] = {}
-    # What earlier requests of this batch did, which the index learns only in Index.apply:
-    # a retry queued behind its own first attempt (say, after a cancelled await) must be
-    # recognised, and an append queued behind a delete must not land on a deleted session.
+    new_streams = plan.new_streams
+    # Each session's head after the earlier requests of this batch (the index learns them
+    # only in Index.apply), or None once one of them deleted it: an append queued behind
+    # a delete must not land on a deleted session.
+    heads: dict[str, int | None] = {}
+    # Event ids admitted earlier in this batch: a retry queued behind its own first attempt
+    # (say, after a cancelled await) must be recognised.
     batch_ids: dict[str, dict[str, int]] = {}
-    deleted_now: set[str] = set()
     position = log_index.next_position
     limit = max_event_bytes
     payload = frame.payload
     spans = frame.spans
     spans_append = spans.append
+    admitted_append = plan.admitted.append
     encode_into = record_encoder.encode_into
     for request in batch:
         session_id = request.session_id
-        stream = streams.get(session_id) or plan.new_streams.get(session_id)
+        events = request.events
+        stream = streams.get(session_id)
+        if (
+            stream is not None
+            and len(events) == 1
+            and request.event_ids is None
+            and not request.creates
+            and not stream.info.deleted
+            and session_id not in heads
+        ):
+            # The common case, inlined (this loop is the hot path): one event, no ids, for an
+            # existing session that no earlier request of this batch touched.
+            head = stream.info.version
+            expected = request.expected_version
+            if expected is not None and expected != head:
+                request.error = ConflictError(session_id, expected, head)
+                continue
+            head += 1
+            start = len(payload)
+            event = events[0]
+            try:
+                encode_into(WriteRecord(session_id, head, position, request.timestamp_ms, event), payload, -1)
+            except (TypeError, ValueError, RecursionError, msgspec.EncodeError) as exc:
+                del payload[start:]
+                request.error = _unencodable(session_id, exc)
+                continue
+            size = len(payload) - start
+            if size > limit:
+                del payload[start:]
+                request.error = _too_large(session_id, size, limit)
+                continue
+            payload += b"\n"
+            spans_append((start, size))
+            request.first_position = position
+            request.version = head
+            position += 1
+            heads[session_id] = None if type(event) is SessionDeleted else head
+            admitted_append((request, stream))
+            continue
+        # Everything else: creations, several events, event ids, a session seen earlier in this batch.
+        if stream is None:
+            stream = new_streams.get(session_id)
         if request.creates:
             if stream is not None:
                 request.error = SessionExistsError(session_id)
                 continue
-            started = request.events[0]
+            started = events[0]
             base = started.fork.parent_version if started.fork is not None else 0
             stream = Stream(SessionInfo(session_id), base)
             head = base
-        elif stream is None or stream.info.deleted or session_id in deleted_now:
+        elif stream is None or stream.info.deleted:
             request.error = SessionNotFoundError(session_id)
             continue
         else:
-            head = heads.get(session_id, stream.info.version)
+            planned = heads.get(session_id, stream.info.version)
+            if planned is None:  # deleted earlier in this batch
+                request.error = SessionNotFoundError(session_id)
+                continue
+            head = planned
         if request.event_ids is not None and _is_retry(request, stream, head, batch_ids.get(session_id)):
             continue
         expected = request.expected_version
         if expected is not None and expected != head:
             request.error = ConflictError(session_id, expected, head)
             continue
-        # Encode straight into the frame (FrameBuilder.add, inlined: this loop is the hot path).
         event_ids = request.event_ids
         timestamp = request.timestamp_ms
         mark_size = len(payload)
         mark_spans = len(spans)
         first_position = position
-        for index, event in enumerate(request.events):
+        for index, event in enumerate(events):
             head += 1
             start = len(payload)
             try:
@@ -93,9 +140,7 @@ def plan_batch(log_index: Index, batch: Sequence[AppendRequest], max_event_bytes
                 # fails this append only; it must not break the batch and the store with it.
                 del payload[mark_size:]
                 del spans[mark_spans:]
-                request.error = InvalidInputError(
-                    f"an event for session {session_id!r} cannot be encoded ({exc}); nothing was written"
-                )
+                request.error = _unencodable(session_id, exc)
                 break
             size = len(payload) - start
             payload += b"\n"
@@ -104,31 +149,37 @@ def plan_batch(log_index: Index, batch: Sequence[AppendRequest], max_event_bytes
             if size > limit:
                 del payload[mark_size:]
                 del spans[mark_spans:]
-                request.error = EventTooLargeError(
-                    f"an event for session {session_id!r} encodes to {size} bytes, over the store's "
-                    f"max_event_bytes of {limit}; split it or raise the limit"
-                )
+                request.error = _too_large(session_id, size, limit)
                 break
         if request.error is not None:
             position = first_position
             continue
         if request.creates:
-            plan.new_streams[session_id] = stream
+            new_streams[session_id] = stream
         request.first_position = first_position
         request.version = head
-        heads[session_id] = head
-        plan.admitted.append((request, stream))
+        heads[session_id] = None if type(events[0]) is SessionDeleted else head
+        admitted_append((request, stream))
         if event_ids is not None:
             admitted_ids = batch_ids.setdefault(session_id, {})
-            first_version = head - len(request.events) + 1
+            first_version = head - len(events) + 1
             for index, event_id in enumerate(event_ids):
                 if event_id is not None:
                     admitted_ids[event_id] = first_version + index
-        if type(request.events[0]) is SessionDeleted:
-            deleted_now.add(session_id)
     frame.count = len(spans)
     frame.first_position = log_index.next_position
     return plan
+
+
+def _unencodable(session_id: str, exc: BaseException) -> InvalidInputError:
+    return InvalidInputError(f"an event for session {session_id!r} cannot be encoded ({exc}); nothing was written")
+
+
+def _too_large(session_id: str, size: int, limit: int) -> EventTooLargeError:
+    return EventTooLargeError(
+        f"an event for session {session_id!r} encodes to {size} bytes, over the store's "
+        f"max_event_bytes of {limit}; split it or raise the limit"
+    )
 
 
 def _is_retry(request: AppendRequest, stream: Stream, head: int, in_batch: dict[str, int] | None = None) -> bool:
