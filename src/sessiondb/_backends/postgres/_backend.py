@@ -561,7 +561,11 @@ class PostgresBackend(Backend):
         self._check_open()
         assert self._pool is not None
         try:
-            async with self._pool.acquire(timeout=self.connect_timeout) as conn:
+            # No timeout on the wait for a pooled connection: a thousand concurrent readers
+            # queue for the pool's few connections (backpressure), which is no sign the
+            # server is unreachable. A new connection is still bounded by connect_timeout
+            # (the pool's own setting), so a dead server fails as before.
+            async with self._pool.acquire() as conn:
                 return await operation(conn)
         except BaseException as exc:
             if self._is_connection_error(exc):
