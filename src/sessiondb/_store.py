@@ -82,6 +82,7 @@ _running_loop = asyncio.get_running_loop
 _time_ns = time.time_ns
 # A label change re-reads and decides again when another append lands between its read and its write.
 _LABEL_ATTEMPTS = 1_000
+_RESYNC_ATTEMPTS = 16
 _USER_EVENT_TYPES = (Message, PromptRecorded, Compacted, Custom)
 _BLOCK_TYPES = frozenset((Text, Thinking, ToolUse, ToolResult))
 
@@ -745,14 +746,16 @@ class Store:
         """The session's state: the Session projection of its events (up to ``at_version``)."""
         info = await self._info(session_id)
         version = info.version if at_version is None else self._check_version(info, at_version)
-        try:
-            payload, events = await self._replay_inputs(info, version)
-        except HistoryUnavailableError:
-            # Another process's retention may have removed segments after writing snapshots
-            # this process has not seen yet: learn them, then try once more.
-            if not await self.backend.resync():
-                raise
-            payload, events = await self._replay_inputs(info, version)
+        for attempt in range(_RESYNC_ATTEMPTS):
+            try:
+                payload, events = await self._replay_inputs(info, version)
+                break
+            except HistoryUnavailableError:
+                # Another process's retention may have removed segments after writing snapshots
+                # this process has not seen yet: learn them, then try again. Its next pass may
+                # remove more meanwhile, so try while each look learns something new.
+                if attempt == _RESYNC_ATTEMPTS - 1 or not await self.backend.resync():
+                    raise
         with gc_paused():
             session = replay_session(session_id, events, payload.session if payload is not None else None)
         return session
