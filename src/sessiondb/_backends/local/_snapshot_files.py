@@ -17,6 +17,7 @@ import anyio
 import msgspec
 
 from .._fs import FileSystem
+from .._snapshot_payload import snapshot_projection_names
 
 if TYPE_CHECKING:
     from ._index import Index
@@ -34,6 +35,8 @@ class SnapshotFileHeader(msgspec.Struct, gc=False):
     version: int
     bytes: int
     crc: int
+    # The projection states the payload holds (None in files written before sessiondb recorded it).
+    projections: list[str] | None = None
 
 
 _json = msgspec.json.Encoder()
@@ -55,6 +58,8 @@ class SnapshotFiles:
         self.newest: dict[str, tuple[int, int]] = {}
         self.older: dict[str, list[tuple[int, int]]] = {}
         self.stats: dict[str, Any] = {"snapshots_written": 0, "snapshot_bytes_written": 0, "snapshots_deleted": 0}
+        # (session, version) -> the projection states that snapshot holds (None: unreadable); see holds_sync.
+        self.holds: dict[tuple[str, int], frozenset[str] | None] = {}
 
     def load_headers(self, names: list[str]) -> None:
         """Learn the snapshots from the files themselves (an open without a usable checkpoint)."""
@@ -94,8 +99,9 @@ class SnapshotFiles:
                 self.older[sid] = entries
         return True
 
-    async def write(self, session_id: str, version: int, data: bytes) -> None:
-        header = SnapshotFileHeader("snapshot", 1, session_id, version, len(data), zlib.crc32(data))
+    async def write(self, session_id: str, version: int, data: bytes, holds: frozenset[str] | None = None) -> None:
+        held = sorted(holds) if holds is not None else None
+        header = SnapshotFileHeader("snapshot", 1, session_id, version, len(data), zlib.crc32(data), held)
         blob = b"".join((_json.encode(header), b"\n", data))
         name = snapshot_file_name(session_id, version)
         await anyio.to_thread.run_sync(self.fs.write_file_durably, self.directory, name, blob)
@@ -105,6 +111,8 @@ class SnapshotFiles:
             if current is not None:
                 # The older one stays while the log after it is retained: it serves time travel.
                 self.older.setdefault(session_id, []).append(current)
+        if holds is not None:
+            self.holds[(session_id, version)] = holds
         self.stats["snapshots_written"] += 1
         self.stats["snapshot_bytes_written"] += len(blob)
 
@@ -150,6 +158,7 @@ class SnapshotFiles:
                 self.fs.unlink(os.path.join(self.directory, snapshot_file_name(session_id, version)))
             except FileNotFoundError:
                 continue
+            self.holds.pop((session_id, version), None)
             self.stats["snapshots_deleted"] += 1
             freed += size
         return freed
@@ -203,14 +212,78 @@ class SnapshotFiles:
             out.append((session_id, tail_bytes))
         return out
 
-    def forget(self, session_id: str) -> None:
-        """Stop counting on a session's newest snapshot; its newest older one (if any) takes its place."""
+    def forget(self, session_id: str, version: int | None = None) -> None:
+        """Stop counting on a session's snapshot at ``version`` (default: its newest).
+
+        When that is the newest, its newest older one (if any) takes its place.
+        """
+        newest = self.newest.get(session_id)
+        if newest is None:
+            return
+        if version is not None and version != newest[0]:
+            older = self.older.get(session_id, [])
+            self.older[session_id] = [entry for entry in older if entry[0] != version]
+            return
         self.newest.pop(session_id, None)
         older = self.older.get(session_id)
         if older:
             newest = max(older)
             older.remove(newest)
             self.newest[session_id] = newest
+
+    def entries(self, session_id: str) -> list[tuple[int, int]]:
+        """(version, bytes) of every snapshot of a session, newest first."""
+        known = self.newest.get(session_id)
+        if known is None:
+            return []
+        return sorted([known, *self.older.get(session_id, ())], reverse=True)
+
+    def holds_sync(self, session_id: str, version: int) -> frozenset[str] | None:
+        """The projection states the snapshot at ``version`` holds; None if it cannot be read.
+
+        From the file's header (written since sessiondb records it), else from the
+        payload's keys (older files, read once). Cached: a snapshot file never changes.
+        """
+        key = (session_id, version)
+        if key in self.holds:
+            return self.holds[key]
+        held: frozenset[str] | None = None
+        path = os.path.join(self.directory, snapshot_file_name(session_id, version))
+        try:
+            blob = self.fs.read_file(path)
+        except FileNotFoundError:
+            return None  # not cached: the file may yet appear (another process's rename)
+        parsed = _parse_snapshot_file(blob)
+        if parsed is not None and parsed[0].session == session_id and parsed[0].version == version:
+            if parsed[0].projections is not None:
+                held = frozenset(parsed[0].projections)
+            else:
+                held = snapshot_projection_names(parsed[1])
+        self.holds[key] = held
+        return held
+
+    def covering(self, session_id: str, recorded: frozenset[str]) -> tuple[int, int] | None:
+        """The newest snapshot of a session that holds every ``recorded`` projection state (retention's floor).
+
+        With nothing recorded (a store no snapshotted projection was ever registered
+        on), every snapshot qualifies, as before records existed. Uses the cache only
+        (``warm_holds`` fills it first): a snapshot not known to hold them does not count.
+        """
+        entries = self.entries(session_id)
+        if not recorded:
+            return entries[0] if entries else None
+        for entry in entries:
+            held = self.holds.get((session_id, entry[0]))
+            if held is not None and recorded <= held:
+                return entry
+        return None
+
+    def warm_holds(self) -> None:
+        """Learn what every known snapshot holds (in a worker thread: reads the files not yet known)."""
+        for session_id in list(self.newest):
+            for version, _size in self.entries(session_id):
+                if (session_id, version) not in self.holds:
+                    self.holds_sync(session_id, version)
 
 
 class FileDamage(ValueError):

@@ -628,7 +628,11 @@ class PostgresBackend(Backend):
     def supports_snapshots(self) -> bool:
         return True
 
-    async def write_snapshot(self, session_id: str, version: int, data: bytes) -> bool:
+    async def write_snapshot(
+        self, session_id: str, version: int, data: bytes, holds: frozenset[str] | None = None
+    ) -> bool:
+        # ``holds`` is not kept: this backend never removes a live session's history (compact_storage),
+        # so a snapshot without some projection's state only costs that projection a replay.
         return await self.snapshots.write_snapshot(session_id, version, data)
 
     async def read_snapshot(self, session_id: str, max_version: int) -> tuple[int, bytes] | None:
