@@ -14,7 +14,7 @@ import msgspec
 import pytest
 
 import sessiondb
-from sessiondb import CompactionSettings, Custom, Message, Projection, RecordedEvent
+from sessiondb import CompactionSettings, Message, Projection, RecordedEvent
 
 pytestmark = pytest.mark.anyio
 

@@ -87,15 +87,14 @@ def _integration_projections() -> tuple[Projection[Any], ...]:
 
 async def cmd_compact(args: argparse.Namespace, out: _Output) -> int:
     async with _writing(args.store) as store:
-        forgotten = [name for name in args.forget_projection if await store.forget_projection(name)]
-        unknown = sorted(set(args.forget_projection) - set(forgotten))
+        recorded = store.recorded_projections()
+        unknown = sorted(set(args.forget_projection) - recorded)
         if unknown:
             raise CommandError(
                 f"no projection named {', '.join(map(repr, unknown))} is recorded in store {args.store} "
-                f"(recorded: {', '.join(map(repr, sorted(store.recorded_projections()))) or 'none'}); "
-                + ("the others were forgotten; " if forgotten else "")
-                + "nothing was compacted"
+                f"(recorded: {', '.join(map(repr, sorted(recorded))) or 'none'}); nothing was forgotten or compacted"
             )
+        forgotten = [name for name in args.forget_projection if await store.forget_projection(name)]
         for projection in _integration_projections():
             if projection.name not in store._projections:
                 store._register_projection(projection, record=False)
@@ -106,15 +105,6 @@ async def cmd_compact(args: argparse.Namespace, out: _Output) -> int:
     if args.json:
         out.json({"result": result, "statistics": statistics, "forgotten_projections": forgotten})
         return 0
-    for name in forgotten:
-        out.line(f"forgot projection {name!r}: retention no longer keeps history for its state")
-    if kept:
-        out.line(
-            f"kept the history of projection(s) {', '.join(map(repr, kept))}: recorded in store {args.store} by "
-            "an application, but unknown to sessiondb compact, so its snapshots cannot hold their state. "
-            "Compaction in the application (which registers them) removes that history; "
-            "--forget-projection NAME drops a projection no application registers any more"
-        )
     seconds = float(result.get("seconds", 0.0))
     out.line(
         f"compacted store {args.store} in {seconds:.2f} s: "
@@ -126,6 +116,15 @@ async def cmd_compact(args: argparse.Namespace, out: _Output) -> int:
         f"now {format_bytes(statistics.get('log_bytes', 0))} in {statistics.get('segments', 0)} segment(s), "
         f"{format_count(statistics.get('snapshots', 0))} snapshot(s)"
     )
+    for name in forgotten:
+        out.line(f"forgot projection {name!r}: retention no longer keeps history for its state")
+    if kept:
+        out.line(
+            f"kept the history of projection(s) {', '.join(map(repr, kept))}: recorded in store {args.store} by "
+            "an application, but unknown to sessiondb compact, so its snapshots cannot hold their state. "
+            "Compaction in the application (which registers them) removes that history; "
+            "--forget-projection NAME drops a projection no application registers any more"
+        )
     return 0
 
 

@@ -49,9 +49,9 @@ from ._format import segment_number
 from ._index import Index
 from ._locks import LOCK_FILES, STORE_LOCK, StoreLocks, warn_if_network_file_system
 from ._planner import plan_batch
+from ._projection_records import ProjectionRecords, is_projection_record
 from ._reader import Reader
 from ._recovery import Recovery
-from ._projection_records import ProjectionRecords, is_projection_record
 from ._retention import Retention
 from ._segments import Segment, SegmentSet
 from ._snapshot_files import SNAPSHOT_PREFIX, SNAPSHOT_SUFFIX, SnapshotFiles

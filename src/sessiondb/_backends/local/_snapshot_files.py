@@ -221,15 +221,15 @@ class SnapshotFiles:
         if newest is None:
             return
         if version is not None and version != newest[0]:
-            older = self.older.get(session_id, [])
-            self.older[session_id] = [entry for entry in older if entry[0] != version]
+            kept = [entry for entry in self.older.get(session_id, []) if entry[0] != version]
+            self.older[session_id] = kept
             return
         self.newest.pop(session_id, None)
         older = self.older.get(session_id)
         if older:
-            newest = max(older)
-            older.remove(newest)
-            self.newest[session_id] = newest
+            replacement = max(older)
+            older.remove(replacement)
+            self.newest[session_id] = replacement
 
     def entries(self, session_id: str) -> list[tuple[int, int]]:
         """(version, bytes) of every snapshot of a session, newest first."""
