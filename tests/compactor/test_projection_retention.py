@@ -164,3 +164,38 @@ async def test_forgetting_a_projection_lets_retention_remove_its_history(tmp_pat
         assert a.recorded_projections() == frozenset({"tally"})
         with pytest.raises(sessiondb.HistoryUnavailableError):
             await a.project("t", "tally")
+
+
+def _strip_holds(path: Path) -> int:
+    """Rewrite every snapshot file's header without ``projections``, as sessiondb wrote them before records."""
+    count = 0
+    for name in os.listdir(path):
+        if name.startswith("snapshot-") and name.endswith(".snap"):
+            header, payload = (path / name).read_bytes().split(b"\n", 1)
+            fields = msgspec.json.decode(header)
+            del fields["projections"]
+            (path / name).write_bytes(msgspec.json.encode(fields) + b"\n" + payload)
+            count += 1
+    return count
+
+
+@pytest.mark.parametrize("held", [True, False])
+async def test_a_snapshot_from_before_records_counts_by_what_its_payload_holds(tmp_path: Path, held: bool) -> None:
+    path = tmp_path / "s"
+    async with sessiondb.open_store(path, segment_bytes=2048, compaction=_settings(keep_segments=None)) as a:
+        if held:
+            a.register_projection(TALLY)
+        await a.create_session(session_id="t")
+        texts = await _fill(a, "t", 60)
+        assert (await a.compact())["snapshots_written"] == 1
+    assert _strip_holds(path) == 1
+    async with sessiondb.open_store(path, segment_bytes=2048, compaction=_settings(keep_segments=0)) as a:
+        a.register_projection(TALLY)  # recorded now (when held, it already was)
+    async with sessiondb.open_store(path, segment_bytes=2048, compaction=_settings(keep_segments=0)) as b:
+        done = await b.compact()
+        assert done["projections_not_registered"] == ["tally"]
+        # The old snapshot counts when its payload holds the state, and only then.
+        assert (done["segments_deleted"] > 0) is held
+    async with sessiondb.open_store(path, compaction=_settings()) as a:
+        a.register_projection(TALLY)
+        assert (await a.project("t", "tally")).texts == texts

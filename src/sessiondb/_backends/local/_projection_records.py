@@ -56,15 +56,24 @@ class ProjectionRecords:
         data = _encoder.encode(ProjectionRecord("projection", name)) + b"\n"
         # A temp name of this process's own: another process may record the same name at the same time.
         temporary = f"{target}.{os.getpid()}.tmp"
-        if self.fs.exists(temporary):
-            self.fs.unlink(temporary)
-        fd = self.fs.open_write(temporary, create=True)
-        try:
-            self.fs.write(fd, data)
-            self.fs.fsync(fd)
-        finally:
-            self.fs.close(fd)
-        self.fs.rename(temporary, target)
+        for attempt in range(3):
+            if self.fs.exists(temporary):
+                self.fs.unlink(temporary)
+            fd = self.fs.open_write(temporary, create=True)
+            try:
+                self.fs.write(fd, data)
+                self.fs.fsync(fd)
+            finally:
+                self.fs.close(fd)
+            try:
+                self.fs.rename(temporary, target)
+            except FileNotFoundError:
+                # Another process opening the store removed temp files (it takes them for a dead
+                # compaction's); the record is written again from the start.
+                if attempt == 2:
+                    raise
+                continue
+            break
         self.fs.fsync_directory(self.directory)
         self._known[file_name] = name
         return True

@@ -26,6 +26,9 @@ SNAPSHOT_PREFIX = "snapshot-"
 SNAPSHOT_SUFFIX = ".snap"
 # Snapshots at most this large are read on the event loop; larger ones in a worker thread.
 _INLINE_SNAPSHOT_BYTES = 256 * 1024
+# A header names the projection states its payload holds, so it may be longer than the fixed fields.
+_MAX_HEADER_BYTES = 1024 * 1024
+_HEADER_READ_BYTES = 64 * 1024
 
 
 class SnapshotFileHeader(msgspec.Struct, gc=False):
@@ -250,7 +253,12 @@ class SnapshotFiles:
         held: frozenset[str] | None = None
         path = os.path.join(self.directory, snapshot_file_name(session_id, version))
         try:
-            blob = self.fs.read_file(path)
+            header = self._read_header(path)
+            if header is not None and header.session == session_id and header.version == version:
+                if header.projections is not None:
+                    self.holds[key] = frozenset(header.projections)
+                    return self.holds[key]
+            blob = self.fs.read_file(path)  # an older file: the payload's keys say (checked whole)
         except FileNotFoundError:
             return None  # not cached: the file may yet appear (another process's rename)
         parsed = _parse_snapshot_file(blob)
@@ -261,6 +269,24 @@ class SnapshotFiles:
                 held = snapshot_projection_names(parsed[1])
         self.holds[key] = held
         return held
+
+    def _read_header(self, path: str) -> SnapshotFileHeader | None:
+        """The header line alone (a snapshot may be large); None if it does not decode."""
+        fd = self.fs.open_read(path)
+        try:
+            head = self.fs.pread(fd, _HEADER_READ_BYTES, 0)
+            newline = head.find(b"\n")
+            if newline < 0:
+                head = self.fs.pread(fd, _MAX_HEADER_BYTES, 0)
+                newline = head.find(b"\n")
+        finally:
+            self.fs.close(fd)
+        if newline < 0:
+            return None
+        try:
+            return _snapshot_header_decoder.decode(head[:newline])
+        except (msgspec.DecodeError, ValueError):
+            return None
 
     def covering(self, session_id: str, recorded: frozenset[str]) -> tuple[int, int] | None:
         """The newest snapshot of a session that holds every ``recorded`` projection state (retention's floor).
@@ -296,7 +322,7 @@ class FileDamage(ValueError):
 
 def read_snapshot_file(blob: bytes) -> tuple[SnapshotFileHeader, bytes]:
     """The header and payload of a snapshot file whose checksum holds (``FileDamage`` if it cannot be used)."""
-    newline = blob.find(b"\n", 0, 2048)
+    newline = blob.find(b"\n", 0, _MAX_HEADER_BYTES)
     if newline < 0:
         raise FileDamage(0, "snapshot header is missing")
     try:
