@@ -254,10 +254,14 @@ class SnapshotFiles:
         path = os.path.join(self.directory, snapshot_file_name(session_id, version))
         try:
             header = self._read_header(path)
-            if header is not None and header.session == session_id and header.version == version:
-                if header.projections is not None:
-                    self.holds[key] = frozenset(header.projections)
-                    return self.holds[key]
+            if (
+                header is not None
+                and header.session == session_id
+                and header.version == version
+                and header.projections is not None
+            ):
+                self.holds[key] = frozenset(header.projections)
+                return self.holds[key]
             blob = self.fs.read_file(path)  # an older file: the payload's keys say (checked whole)
         except FileNotFoundError:
             return None  # not cached: the file may yet appear (another process's rename)
