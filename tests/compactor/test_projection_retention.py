@@ -14,22 +14,11 @@ import msgspec
 import pytest
 
 import sessiondb
-from sessiondb import CompactionSettings, Message, Projection, RecordedEvent
+from sessiondb import CompactionSettings, Message, Projection
+
+from ._tally import TALLY
 
 pytestmark = pytest.mark.anyio
-
-
-class Tally(msgspec.Struct):
-    texts: list[str] = msgspec.field(default_factory=list)
-
-
-def _fold(state: Tally, recorded: RecordedEvent) -> Tally:
-    if isinstance(recorded.event, Message):
-        state.texts.append(recorded.event.text)
-    return state
-
-
-TALLY = Projection("tally", lambda sid: Tally(), _fold, state_type=Tally)
 
 
 def _settings(**overrides: object) -> CompactionSettings:

@@ -15,28 +15,16 @@ import json
 import subprocess
 import sys
 
-import msgspec
 import pytest
 
 import sessiondb
-from sessiondb import CompactionSettings, Message, Projection, RecordedEvent
+from compactor._tally import TALLY
+from sessiondb import CompactionSettings, Message
 
 from .conftest import is_postgres
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(180)]
 
-
-class Tally(msgspec.Struct):
-    texts: list[str] = msgspec.field(default_factory=list)
-
-
-def _fold(state: Tally, recorded: RecordedEvent) -> Tally:
-    if isinstance(recorded.event, Message):
-        state.texts.append(recorded.event.text)
-    return state
-
-
-TALLY = Projection("tally", lambda sid: Tally(), _fold, state_type=Tally)
 
 # The other process: an application that never registered "tally", appending and compacting with retention.
 SCRIPT = """
