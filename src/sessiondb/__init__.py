@@ -69,6 +69,7 @@ from ._interop import (
 )
 from ._projection import CompactionInfo, Projection, PromptEntry, Session
 from ._redact import redact_api_keys
+from ._search import SearchHit, SearchPage
 from ._store import Store, open_store
 from ._subscriptions import Subscription
 
@@ -107,6 +108,8 @@ __all__ = [
     "ResourceExhaustedError",
     "Role",
     "SchemaVersionError",
+    "SearchHit",
+    "SearchPage",
     "Session",
     "SessionDBError",
     "SessionDeleted",

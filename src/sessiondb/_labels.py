@@ -9,6 +9,10 @@ columns and indexes: no NUL, bounded sizes):
   surrogate characters;
 - a **title**: at most ``MAX_TITLE_CHARS`` characters, the same characters refused
   (one line), not empty (clear it with ``None`` instead);
+- and, for a scope or title being written now (``new=True``; stored ones still load):
+  not only whitespace, and no bidirectional override or isolate controls
+  (U+202A-U+202E, U+2066-U+2069), which make a listing show text in another order
+  than it has (the "Trojan Source" trick);
 - a **tag**: 1 to ``MAX_TAG_CHARS`` characters, letters, digits and ``_ - . : / @ #``,
   starting with a letter, a digit or ``_`` (so ``+tag``/``-tag`` on the command line
   stay unambiguous); compared exactly (case-sensitive); a session holds at most
@@ -28,6 +32,8 @@ MAX_TAGS = 64
 
 # Control, line-break and surrogate characters: refused in scopes and titles (and in SDK key parts).
 FORBIDDEN_CHARACTERS = re.compile("[\x00-\x1f\x7f\x85\u2028\u2029\ud800-\udfff]")
+# Refused in new scopes and titles only: logs written before the rule still decode.
+BIDI_CONTROLS = re.compile("[\u202a-\u202e\u2066-\u2069]")
 _TAG_EXTRA = frozenset("_-.:/@#")
 
 
@@ -35,8 +41,11 @@ def _owner(session_id: object) -> str:
     return f"session {session_id!r}: " if session_id is not None else ""
 
 
-def check_scope(scope: object, session_id: object = None) -> str | None:
-    """Return ``scope`` (None: no scope) or raise ``InvalidInputError`` naming the session."""
+def check_scope(scope: object, session_id: object = None, *, new: bool = False) -> str | None:
+    """Return ``scope`` (None: no scope) or raise ``InvalidInputError`` naming the session.
+
+    ``new``: a scope being written now, which also may not be blank nor hold bidi controls.
+    """
     if scope is None:
         return None
     where = _owner(session_id)
@@ -54,11 +63,27 @@ def check_scope(scope: object, session_id: object = None) -> str | None:
         raise InvalidInputError(
             f"{where}scope {scope[:60]!r}... is {len(scope.encode())} bytes of UTF-8; the limit is {MAX_SCOPE_BYTES}"
         )
+    if new:
+        _check_new_text("scope", scope, where)
     return scope
 
 
-def check_title(title: object, session_id: object = None) -> str | None:
-    """Return ``title`` (None clears it) or raise ``InvalidInputError`` naming the session."""
+def _check_new_text(what: str, text: str, where: str) -> None:
+    if text.isspace():
+        raise InvalidInputError(f"{where}a {what} must not be blank (only whitespace); got {text[:20]!r}")
+    bidi = BIDI_CONTROLS.search(text)
+    if bidi is not None:
+        raise InvalidInputError(
+            f"{where}{what} {text[:60]!r} contains the bidirectional control {bidi.group()!r}, which would show "
+            f"the {what} in another order than it has; remove it"
+        )
+
+
+def check_title(title: object, session_id: object = None, *, new: bool = False) -> str | None:
+    """Return ``title`` (None clears it) or raise ``InvalidInputError`` naming the session.
+
+    ``new``: a title being set now, which also may not be blank nor hold bidi controls.
+    """
     if title is None:
         return None
     where = _owner(session_id)
@@ -74,6 +99,8 @@ def check_title(title: object, session_id: object = None) -> str | None:
             f"{where}title {title[:60]!r} contains {forbidden.group()!r}; a title is one line, without control "
             "or surrogate characters"
         )
+    if new:
+        _check_new_text("title", title, where)
     return title
 
 
@@ -106,6 +133,7 @@ def check_tags(tags: object, session_id: object = None) -> list[str]:
 
 
 __all__ = [
+    "BIDI_CONTROLS",
     "FORBIDDEN_CHARACTERS",
     "MAX_SCOPE_BYTES",
     "MAX_TAGS",

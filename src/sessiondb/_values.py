@@ -228,5 +228,6 @@ def decode_deep(decode: Callable[[Any], T], data: Any, where: str) -> T:
     except RecursionError:
         raise SessionDBError(
             f"the record at {where} nests deeper than Python's recursion limit ({sys.getrecursionlimit()}) "
-            "allows to decode; it is not damaged: raise the limit with sys.setrecursionlimit() to read it"
+            "allows to decode; it is not damaged: raise the limit with sys.setrecursionlimit() to read it, "
+            "or run `sessiondb repair`, which keeps what precedes it and moves it and what follows aside"
         ) from None

@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 
 import sessiondb
 from sessiondb import Message, SessionInfo, Store
+from sessiondb._backends._listing import SessionQuery
 from sessiondb._backends.postgres import PostgresBackend
 
 pytestmark = pytest.mark.anyio
@@ -25,6 +26,7 @@ BUDGET = settings(
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
 )
 ORDERS = ("updated", "created", "title", "version")
+FINGERPRINT = SessionQuery().fingerprint()
 SCOPES = (None, "a", "b", "ü/x")
 TAGS = ("t1", "t2", "T1", "ß")
 TITLES = (None, "foo bar", "FOO", "Straße", "STRASSE", "é", "zz", "a")
@@ -198,3 +200,87 @@ async def test_pages_stay_consistent_while_the_store_changes(
         assert len(shown) == len(set(shown)), (query, shown)
     untouched = [info.session_id for info in before if info.session_id not in touched]
     assert [sid for sid in shown if sid in set(untouched)] == untouched, query
+
+
+def _forged(fields: list[Any]) -> str:
+    import base64
+
+    import msgspec
+
+    return base64.urlsafe_b64encode(msgspec.json.encode(fields)).decode().rstrip("=")
+
+
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
+    lambda inner: st.lists(inner, max_size=3),
+    max_leaves=5,
+)
+# Cursors that pass the format, order and filter checks (an unfiltered listing's fingerprint), with any key
+# and id: what reached PostgreSQL as DataError (an int beyond int64) or a NUL in text, before the fields were checked.
+_well_formed = st.builds(
+    lambda order, descending, key, sid: _forged([1, order, descending, FINGERPRINT, key, sid]),
+    st.sampled_from(ORDERS),
+    st.booleans(),
+    _json | st.integers(min_value=-(2**70), max_value=2**70) | st.text(min_size=0, max_size=600),
+    _json | st.text(),
+)
+_any_cursor = (
+    st.binary(max_size=200).map(lambda raw: __import__("base64").urlsafe_b64encode(raw).decode())
+    | st.text(max_size=200)
+    | st.lists(_json, max_size=7).map(_forged)
+    | _well_formed
+)
+
+
+@pytest.fixture
+async def seeded(opener: Any) -> AsyncIterator[Store]:
+    async with opener() as store:
+        for n in range(3):
+            sid = await store.create_session(session_id=f"s{n}")
+            await store.set_title(sid, f"t{n}")
+        yield store
+
+
+@BUDGET
+@given(cursor=_any_cursor, order=st.sampled_from(ORDERS), descending=st.booleans())
+async def test_any_cursor_gives_a_page_or_invalid_input(
+    seeded: Store, cursor: str, order: str, descending: bool
+) -> None:
+    try:
+        page = await seeded.page_sessions(order=order, descending=descending, limit=2, cursor=cursor)
+    except sessiondb.InvalidInputError:
+        return
+    assert len(page.sessions) <= 2
+
+
+@pytest.mark.parametrize(
+    ("order", "key", "sid"),
+    [
+        ("version", 2**64, "s1"),
+        ("updated", -1, "s1"),
+        ("created", True, "s1"),
+        ("version", 1.5, "s1"),
+        ("title", "a\x00b", "s1"),
+        ("title", "x" * 501, "s1"),
+        ("updated", 1, "s\x00"),
+        ("updated", 1, ""),
+        ("updated", 1, 7),
+        ("title", 3, "s1"),
+    ],
+)
+async def test_forged_cursor_fields_are_invalid_input_on_every_backend(
+    seeded: Store, order: str, key: object, sid: object
+) -> None:
+    with pytest.raises(sessiondb.InvalidInputError, match="not a session listing cursor"):
+        await seeded.page_sessions(order=order, cursor=_forged([1, order, True, FINGERPRINT, key, sid]))
+
+
+async def test_out_of_range_reads_and_nul_filters_are_clear_on_every_backend(seeded: Store) -> None:
+    """Other inputs that reached PostgreSQL raw: read_all past int64, a NUL in an id or a title filter."""
+    assert await seeded.read_all(after=2**64) == []
+    # (PostgreSQL's read_all may hold back commits past another client's open transaction: no exact count.)
+    assert len(await seeded.read_all(after=0, limit=2**64)) <= 6
+    with pytest.raises(sessiondb.InvalidSessionIdError):
+        await seeded.session_info("a\x00b")
+    with pytest.raises(sessiondb.InvalidInputError, match="title= filter"):
+        await seeded.list_sessions(title="a\x00")

@@ -55,6 +55,40 @@ async def test_schema_is_created_and_an_older_one_is_upgraded(pg_dsn: str, pg_sc
         await conn.close()
 
 
+async def _schema_exists(dsn: str, schema: str) -> bool:
+    conn = await asyncpg.connect(dsn)
+    try:
+        return bool(await conn.fetchval("select exists (select 1 from pg_namespace where nspname = $1)", schema))
+    finally:
+        await conn.close()
+
+
+async def test_a_read_only_open_never_creates_the_schema(pg_dsn: str, pg_schema: str) -> None:
+    url = f"{pg_dsn}{'&' if '?' in pg_dsn else '?'}schema={pg_schema}"
+    with pytest.raises(
+        sessiondb.SessionDBError, match=f"no sessiondb store in schema {pg_schema} at .*opening it for writing"
+    ):
+        async with sessiondb.open_store(url, read_only=True):
+            pass
+    assert not await _schema_exists(pg_dsn, pg_schema)
+    async with sessiondb.open_store(url) as store:  # writing creates it
+        await store.create_session(session_id="s")
+    async with sessiondb.open_store(url, read_only=True) as store:
+        assert [info.session_id for info in await store.list_sessions()] == ["s"]
+        with pytest.raises(sessiondb.InvalidInputError, match=r"opened read-only.*session 's'"):
+            await store.append("s", Message.user("no"))
+        assert (await store.session_info("s")).version == 1
+    # An older schema is not migrated by a reader either.
+    conn = await asyncpg.connect(pg_dsn)
+    try:
+        await conn.execute(f"update {pg_schema}.schema_version set version = 1")
+    finally:
+        await conn.close()
+    with pytest.raises(SchemaVersionError, match="open it for writing once to migrate"):
+        async with sessiondb.open_store(url, read_only=True):
+            pass
+
+
 async def test_a_newer_schema_is_refused(pg_dsn: str, pg_schema: str) -> None:
     async with sessiondb.open_store(_backend(pg_dsn, pg_schema)):
         pass

@@ -100,3 +100,85 @@ def test_as_a_program(store: Path) -> None:
     assert run_subprocess("tag", str(store), "beta", "+urgent", "-missing").code == 0
     result = run_subprocess("ls", str(store), "--tag", "urgent", "--json")
     assert [row["session_id"] for row in json.loads(result.out)] == ["beta"]
+
+
+def test_values_starting_with_a_dash_say_how(store: Path) -> None:
+    """Claude project keys start with '-': `ls --scope -home-me-app` failed with argparse's bare complaint."""
+    for argv, hint in [
+        (("ls", str(store), "--scope", "-home-me-app"), "write --scope=-home-me-app"),
+        (("ls", str(store), "--title", "-draft"), "write --title=-draft"),
+        (("ls", str(store), "--tag", "-x"), "write --tag=-x"),
+        (("title", str(store), "alpha", "-draft-"), "put -- before it: ... -- -draft-"),
+    ]:
+        result = run_in_process(*argv)
+        assert result.code == 2 and hint in result.err, (argv, result.err)
+    assert run_in_process("ls", str(store), "--scope", "-home-me-app").err.count("expected one argument") == 1
+
+    async def scoped() -> None:
+        async with sessiondb.open_store(store) as opened:
+            await opened.create_session(session_id="claude", scope="-home-me-app")
+
+    asyncio.run(scoped())
+    assert ids(store, "--scope=-home-me-app") == ["claude"]
+    assert run_in_process("title", str(store), "claude", "--", "-draft-").code == 0
+    assert ids(store, "--title=-draft") == ["claude"]
+    # In `tag`, -TAG removes wherever it stands, after -- too (no tag starts with '-').
+    assert run_in_process("tag", str(store), "claude", "+ci").code == 0
+    assert run_in_process("tag", str(store), "claude", "--", "-ci").code == 0
+    assert ids(store, "--tag", "ci") == []
+
+
+def test_errors_speak_command_line(store: Path) -> None:
+    """Library advice ("clear it with None", "pass None") leaked into CLI errors; a clash did not name the session."""
+    for argv, complaint in [
+        (("title", str(store), "alpha", ""), "--clear"),
+        (("title", str(store), "alpha", "   "), "--clear"),
+        (("ls", str(store), "--scope", ""), "leave --scope out"),
+        (("ls", str(store), "--scope", "  "), "leave --scope out"),
+        (("ls", str(store), "--title", ""), "leave --title out"),
+        (("tag", str(store), "alpha", "+1x", "-1x"), "for session 'alpha'"),
+    ]:
+        result = run_in_process(*argv)
+        assert result.code == 1 and complaint in result.err, (argv, result.err)
+        assert "None" not in result.err, result.err
+
+
+@pytest.mark.parametrize("limit", ["0", "-1", "10001"])
+def test_ls_limit_outside_a_page_is_a_usage_error(store: Path, limit: str) -> None:
+    """`ls --limit 0` printed "no sessions in STORE" for a store with sessions."""
+    result = run_in_process("ls", str(store), "--limit", limit)
+    assert result.code == 2 and "--limit" in result.err and "no sessions" not in result.err
+    assert run_in_process("tail", str(store), "--count", "0").code == 2
+    assert len(ids(store, "--limit", "10000")) == 4
+
+
+def test_ls_truncates_long_titles_and_shows_bidi_controls_escaped(store: Path) -> None:
+    """`ls` printed a 500-character title whole, and a title with U+202E raw (it reorders the terminal line)."""
+    long = "word " * 99 + "end!"
+    assert run_in_process("title", str(store), "alpha", long).code == 0
+    line = next(line for line in run_in_process("ls", str(store)).out.splitlines() if line.startswith("alpha"))
+    assert "…" in line and "end!" not in line and len(line) < 200
+    assert json.loads(run_in_process("ls", str(store), "--json", "--title", "end!").out)[0]["title"] == long
+    refused = run_in_process("title", str(store), "beta", "evil\u202egnp.exe")
+    assert refused.code == 1 and "bidirectional" in refused.err
+
+    async def old_log_title() -> None:  # a title stored before the rule: it loads, and shows escaped
+        async with sessiondb.open_store(store) as opened:
+            await opened._submit(
+                sessiondb._backends._base.AppendRequest(
+                    "beta", (sessiondb.TitleChanged("evil\u202egnp.exe"),), timestamp_ms=1
+                )
+            )
+
+    asyncio.run(old_log_title())
+
+    async def bidi_id() -> None:  # ids and models may hold them: the other columns show them escaped too
+        async with sessiondb.open_store(store) as opened:
+            await opened.create_session(session_id="id\u2067x", model="m\u202a")
+
+    asyncio.run(bidi_id())
+    table = run_in_process("ls", str(store)).out
+    assert "\u202e" not in table and "evil\\u202egnp.exe" in table
+    assert "\u2067" not in table and "id\\u2067x" in table and "m\\u202a" in table
+    shown = run_in_process("show", str(store), "beta").out + run_in_process("show", str(store), "beta", "--raw").out
+    assert "\u202e" not in shown and "\\u202e" in shown

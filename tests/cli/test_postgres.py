@@ -59,3 +59,23 @@ def test_tail_follows_another_process_on_postgres(pg_url: str) -> None:
         assert tail.stdout is not None and tail.stderr is not None
         tail.stdout.close()
         tail.stderr.close()
+
+
+@pytest.mark.parametrize("command", [["ls"], ["show", "x"], ["stats"], ["export", "x"], ["tail", "x", "-n", "0"]])
+def test_reading_commands_never_create_a_schema(pg_url: str, command: list[str]) -> None:
+    """`ls URL?schema=missing` said "no sessions" and created the schema with every table."""
+    import asyncpg
+
+    result = run_in_process(command[0], pg_url, *command[1:])
+    schema = pg_url.rsplit("schema=", 1)[1]
+    assert result.code == 1, result.out
+    assert f"no sessiondb store in schema {schema}" in result.err and "opening it for writing" in result.err
+
+    async def exists() -> bool:
+        conn = await asyncpg.connect(pg_url.rsplit("?", 1)[0])
+        try:
+            return bool(await conn.fetchval("select exists (select 1 from pg_namespace where nspname = $1)", schema))
+        finally:
+            await conn.close()
+
+    assert not asyncio.run(exists())

@@ -339,3 +339,19 @@ async def test_sessions_carry_the_project_as_their_scope(open_fresh_store: Store
     assert len(await adapter.list_sessions("big")) == 1_005
     await adapter.delete(KEY)
     assert await adapter.list_sessions("proj") == []
+
+
+async def test_listing_a_project_no_key_can_have_is_empty_and_a_non_str_is_named() -> None:
+    """list_sessions("") reported a phantom key (project_key='', session_id='x') and "nothing was written"."""
+    async with sessiondb.open_store(":memory:") as store:
+        adapter = SessionDBSessionStore(store)
+        await adapter.append(KEY, [entry(1)])
+        # As the SDK's InMemorySessionStore: a project key no key can have lists nothing.
+        assert await adapter.list_sessions("") == [] == await adapter.list_session_summaries("")
+        for call in (adapter.list_sessions, adapter.list_session_summaries):
+            with pytest.raises(InvalidInputError, match=r"\.list_\w+: project_key must be a str, got int") as raised:
+                await call(5)  # type: ignore[arg-type]
+            assert "session_id" not in str(raised.value) and "written" not in str(raised.value)
+        with pytest.raises(InvalidInputError, match=r"\.load: key \(project_key='', session_id='s'\)") as raised:
+            await adapter.load({"project_key": "", "session_id": "s"})
+        assert "written" not in str(raised.value)

@@ -93,6 +93,18 @@ async def test_copy_onto_a_thread_with_checkpoints_is_refused(tmp_path: Path) ->
         assert sorted(s.session_id for s in await store.list_sessions()) == ["lg~dst~~2", "lg~src"]
 
 
+async def test_threads_are_the_langgraph_scope_and_other_sessions_are_not_threads(tmp_path: Path) -> None:
+    async with sessiondb.open_store(tmp_path / "store") as store:
+        saver = SessionDBSaver(store)
+        await _put(saver, "t1", step=1)
+        await saver.acopy_thread("t1", "t2")  # a fork inherits the scope
+        # An application's own session, even one whose id looks like a thread's, is not listed as a thread.
+        await store.create_session(session_id="lg~mine")
+        assert sorted(s.session_id for s in await store.list_sessions(scope="langgraph")) == ["lg~t1", "lg~t2"]
+        listed = sorted({t.config["configurable"]["thread_id"] async for t in saver.alist(None)})
+        assert listed == ["t1", "t2"]
+
+
 async def test_writes_from_another_process_are_seen(tmp_path: Path) -> None:
     """Two stores on one directory (as two processes have): a checkpoint one writes, the other reads."""
     async with sessiondb.open_store(tmp_path / "store") as first, sessiondb.open_store(tmp_path / "store") as second:

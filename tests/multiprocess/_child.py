@@ -11,6 +11,8 @@ Every role prints ``READY`` once the store is open and ends with one JSON line
 - ``append COUNT SESSIONS``: ``COUNT`` appends to each session, then exits (no compaction of its own).
 - ``labeler``: per ``GO N`` on stdin, labels sessions (a new scoped one, and changes to earlier ones) and
   prints ``DONE N {json}`` with what each session's labels are now; ``END`` finishes.
+- ``relabel SESSION``: on ``GO``, the same label changes many times at once (title, pin, tag removal),
+  to race other processes doing the same; the result holds the versions each call returned.
 """
 
 from __future__ import annotations
@@ -330,6 +332,19 @@ async def labeler(target: str) -> None:
     finish({"failures": []})
 
 
+async def relabel(target: str, session_id: str) -> None:
+    """Race other processes making the same label changes: each change must be written once in all."""
+    async with sessiondb.open_store(target, compaction=CompactionSettings(background=False)) as store:
+        say("READY")
+        await stdin_line()  # GO
+        versions = await asyncio.gather(
+            *(store.set_title(session_id, "same") for _ in range(10)),
+            *(store.set_pinned(session_id, True) for _ in range(10)),
+            *(store.remove_tags(session_id, "old") for _ in range(10)),
+        )
+    finish({"versions": list(versions), "failures": []})
+
+
 def main() -> None:
     role, target, *rest = sys.argv[1:]
     if role == "ryw":
@@ -346,6 +361,8 @@ def main() -> None:
         asyncio.run(compactor(target, float(rest[0]), int(rest[1])))
     elif role == "labeler":
         asyncio.run(labeler(target))
+    elif role == "relabel":
+        asyncio.run(relabel(target, rest[0]))
     else:
         raise SystemExit(f"unknown role {role!r}")
 

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 import sessiondb
-from sessiondb import Message
+from sessiondb import Message, PinChanged, TagsChanged, TitleChanged
 
 from ._helpers import result_of, wait_line
 from .conftest import Children
@@ -66,3 +66,27 @@ async def _check(store: sessiondb.Store, labels: dict[str, list[Any]], own: str)
     for sid, (scope, title, tags, pinned) in labels.items():
         info = await store.session_info(sid)
         assert [info.scope, info.title, list(info.tags), info.pinned] == [scope, title, tags, pinned]
+
+
+async def test_the_same_label_change_from_several_processes_is_written_once(
+    store_target: str, children: Children
+) -> None:
+    """A change another writer already made writes nothing: one event per change across three processes."""
+    async with sessiondb.open_store(store_target) as store:
+        sid = await store.create_session(session_id="raced")
+        await store.add_tags(sid, "old")
+    racers = [children.start("relabel", store_target, "raced") for _ in range(3)]
+    for racer in racers:
+        await wait_line(racer, "READY")
+    for racer in racers:
+        assert racer.stdin is not None
+        racer.stdin.write("GO\n")
+        racer.stdin.flush()
+    for racer in racers:
+        assert (await result_of(racer))["failures"] == []
+    async with sessiondb.open_store(store_target) as store:
+        kinds = [type(recorded.event) for recorded in [e async for e in store.read(sid)]]
+        assert kinds.count(TitleChanged) == 1 and kinds.count(PinChanged) == 1, kinds
+        assert kinds.count(TagsChanged) == 2, kinds  # the add, then one removal
+        info = await store.session_info(sid)
+        assert (info.title, info.pinned, info.tags, info.version) == ("same", True, (), 5)

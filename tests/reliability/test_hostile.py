@@ -343,6 +343,32 @@ def test_crafted_versions_and_numbers(record: bytes) -> None:
     _run_open(_crafted_segment(record))
 
 
+def test_a_record_too_deep_to_decode_is_damage_that_repair_removes(tmp_path: Path) -> None:
+    """Found by hypothesis: open refused a store holding a record nested deeper than any recursion limit
+    decodes (rightly: it cannot be read here), but verify raised that same error instead of reporting
+    damage, so repair could not make the store open again."""
+    deep = b'{"s":"victim","v":2,"p":2,"t":1,"e":{"type":"custom","name":"n","data":' + b"[" * 20_000
+    deep += b"]" * 20_000 + b"}}"
+    start = b'{"s":"victim","v":1,"p":1,"t":1,' + _START + b"}}"
+    path = tmp_path / "store"
+    path.mkdir()
+    (path / "0000000001.seg").write_bytes(
+        _crafted_segment(start) + _crafted_segment(deep)[66:].replace(b'"first":1', b'"first":2')
+    )
+    with pytest.raises(SessionDBError, match=r"nests deeper than .* or run `sessiondb repair`"):
+        asyncio.run(sessiondb.open_store(path).start())
+    report = verify_store(path)
+    assert not report.ok
+    assert "nests deeper" in str(report.first_damage)
+    repair_store(path)
+
+    async def reopened() -> list[int]:
+        async with sessiondb.open_store(path) as store:
+            return [event.version async for event in store.read("victim")]
+
+    assert asyncio.run(reopened()) == [1]  # what preceded the deep record is kept
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(3600)
 @settings(LONG, max_examples=30_000)

@@ -26,7 +26,8 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from .._errors import InvalidInputError
-from .._labels import MAX_TITLE_CHARS, check_scope, check_tag
+from .._ids import validate_session_id
+from .._labels import FORBIDDEN_CHARACTERS, MAX_TITLE_CHARS, check_scope, check_tag
 
 if TYPE_CHECKING:
     from ._base import SessionInfo
@@ -113,10 +114,12 @@ def session_query(
             raise InvalidInputError(
                 f"title= filters by a non-empty str of at most {MAX_TITLE_CHARS} characters, got {title!r:.80}"
             )
-        try:
-            title.encode()
-        except UnicodeEncodeError:
-            raise InvalidInputError(f"title= filter {title!r:.80} is not valid UTF-8 (a lone surrogate)") from None
+        forbidden = FORBIDDEN_CHARACTERS.search(title)
+        if forbidden is not None:  # no title holds one (and PostgreSQL text cannot hold NUL)
+            raise InvalidInputError(
+                f"title= filter {title!r:.80} contains {forbidden.group()!r}; titles hold no control, line-break "
+                "or surrogate characters"
+            )
     if pinned is not None and type(pinned) is not bool:
         raise InvalidInputError(f"pinned= takes True, False or None, got {pinned!r}")
     if order not in ORDERS:
@@ -167,17 +170,7 @@ def decode_cursor(cursor: object, query: SessionQuery) -> SortKey:
         fields = msgspec.json.decode(raw)
     except (binascii.Error, ValueError, msgspec.DecodeError):
         fields = None
-    valid = (
-        type(fields) is list
-        and len(fields) == 6
-        and fields[0] == CURSOR_FORMAT
-        and fields[1] in ORDERS
-        and type(fields[2]) is bool
-        and type(fields[3]) is int
-        and type(fields[5]) is str
-        and (type(fields[4]) is str if fields[1] == "title" else type(fields[4]) is int)
-    )
-    if not valid:
+    if not _valid_cursor_fields(fields):
         raise InvalidInputError(
             f"cursor {cursor[:80]!r} is not a session listing cursor; pass the next_cursor of a previous "
             "page_sessions() page unchanged, or None for the first page"
@@ -189,6 +182,33 @@ def decode_cursor(cursor: object, query: SessionQuery) -> SortKey:
             "scope, tag, title, pinned, order and descending as the page that gave it, or start again with cursor=None"
         )
     return (fields[4], fields[5])
+
+
+def _valid_cursor_fields(fields: object) -> bool:
+    """Whether decoded JSON is a cursor ``encode_cursor`` could have made: every field's type, range and text.
+
+    A forged cursor must fail here, the same on every backend, and never reach a
+    query: PostgreSQL refuses an int beyond int64 or a NUL in text with its own errors,
+    and the in-memory listing would compare a bool or a float as if it were a key.
+    """
+    if type(fields) is not list or len(fields) != 6:
+        return False
+    form, order, descending, fingerprint, key, session_id = fields
+    if type(form) is not int or form != CURSOR_FORMAT or type(order) is not str or order not in ORDERS:
+        return False
+    if type(descending) is not bool or type(fingerprint) is not int or not 0 <= fingerprint <= 0xFFFFFFFF:
+        return False
+    if order == "title":
+        # A title as stored (untitled sorts as ""): at most MAX_TITLE_CHARS, no control characters, UTF-8.
+        if type(key) is not str or len(key) > MAX_TITLE_CHARS or FORBIDDEN_CHARACTERS.search(key) is not None:
+            return False
+    elif type(key) is not int or not 0 <= key < 2**63:  # times in ms and versions: PostgreSQL bigint
+        return False
+    try:
+        validate_session_id(session_id, stored=True)  # ids older versions stored are still listed
+    except InvalidInputError:
+        return False
+    return True
 
 
 __all__ = [

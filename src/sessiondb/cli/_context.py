@@ -75,7 +75,8 @@ def _writable_store(target: str, *, create: bool) -> str:
 async def _reading(target: str) -> AsyncIterator[Store]:
     """A store opened read-only: no lock, nothing changed on disk, works beside a writing process."""
     path = _existing_store(target)
-    async with open_store(path, read_only=not _is_url(path)) as store:
+    # A URL too: a read-only open of a PostgreSQL schema that does not exist fails instead of creating it.
+    async with open_store(path, read_only=True) as store:
         yield store
 
 

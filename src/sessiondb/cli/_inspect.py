@@ -9,13 +9,14 @@ from collections.abc import Callable
 import anyio
 import msgspec
 
-from .._backends._listing import MAX_PAGE
 from .._backends.local import LocalBackend
 from .._backends.local._checkpoint import CHECKPOINT_NAME
 from .._backends.local._snapshot_files import SNAPSHOT_PREFIX, SNAPSHOT_SUFFIX
 from .._events import RecordedEvent, SessionDeleted
+from .._labels import MAX_TITLE_CHARS
 from .._store import open_store
 from ._context import (
+    CommandError,
     _existing_store,
     _is_url,
     _Output,
@@ -40,6 +41,7 @@ from ._tail import LogFollower
 
 
 async def cmd_ls(args: argparse.Namespace, out: _Output) -> int:
+    _check_filters(args)
     filters = {
         "scope": args.scope,
         "tag": args.tag,
@@ -51,10 +53,8 @@ async def cmd_ls(args: argparse.Namespace, out: _Output) -> int:
     async with _reading(args.store) as store:
         if args.limit is None:
             sessions = await store.list_sessions(**filters)
-        elif args.limit == 0:
-            sessions = []
-        else:  # one page from the index, not the whole listing
-            sessions = (await store.page_sessions(**filters, limit=min(args.limit, MAX_PAGE))).sessions
+        else:  # one page from the index, not the whole listing (the parser keeps --limit in 1..MAX_PAGE)
+            sessions = (await store.page_sessions(**filters, limit=args.limit)).sessions
     if args.json:
         out.json([info_json(info) for info in sessions])
     elif not sessions:
@@ -64,6 +64,17 @@ async def cmd_ls(args: argparse.Namespace, out: _Output) -> int:
         rows, header = label_columns(sessions, session_rows(sessions), SESSION_HEADER)
         out.lines(table(rows, header, out.style, right={2, 3}))
     return 0
+
+
+def _check_filters(args: argparse.Namespace) -> None:
+    """The filter values the library would refuse with its own advice ("pass None"), said for the command line."""
+    for option, value in (("--scope", args.scope), ("--tag", args.tag), ("--title", args.title)):
+        if value is not None and not value.strip():
+            raise CommandError(f"{option} needs a value that is not empty or blank; leave {option} out not to filter")
+    if args.title is not None and len(args.title) > MAX_TITLE_CHARS:
+        raise CommandError(
+            f"--title TEXT is at most {MAX_TITLE_CHARS} characters (a title is no longer); got {len(args.title)}"
+        )
 
 
 async def cmd_show(args: argparse.Namespace, out: _Output) -> int:
@@ -136,7 +147,7 @@ async def _tail_subscription(
     target: str, args: argparse.Namespace, emit: Callable[[RecordedEvent], bool], out: _Output
 ) -> int:
     """Follow a shared-database store through the store's own subscriptions (they poll the database)."""
-    async with open_store(target) as store:
+    async with open_store(target, read_only=True) as store:
         if args.session is not None:
             info = await _session_info(store, args)
             subscription = store.subscribe(args.session, after=max(0, info.version - args.lines))

@@ -19,6 +19,10 @@ def _labels_text(info: SessionInfo) -> str:
 async def cmd_title(args: argparse.Namespace, out: _Output) -> int:
     if args.clear == (args.text is not None):
         raise CommandError("give the new title, or --clear to remove it (not both)")
+    if args.text is not None and not args.text.strip():
+        raise CommandError(
+            f"a title cannot be empty or blank; `sessiondb title {args.store} {args.session} --clear` removes it"
+        )
     async with _writing(args.store) as store:
         await _session_info(store, args)
         version = await store.set_title(args.session, None if args.clear else args.text)
@@ -28,11 +32,15 @@ async def cmd_title(args: argparse.Namespace, out: _Output) -> int:
 
 
 async def cmd_tag(args: argparse.Namespace, out: _Output) -> int:
-    added = [tag[1:] if tag.startswith("+") else tag for tag in args.changes] + list(args.add or [])
-    removed = list(args.removals) + list(args.remove or [])
+    # -TAG removes wherever it stands, after -- too: no tag starts with '-', so it cannot mean a tag to add.
+    added = [tag[1:] if tag.startswith("+") else tag for tag in args.changes if not tag.startswith("-")]
+    added += list(args.add or [])
+    removed = [tag[1:] for tag in args.changes if tag.startswith("-")] + list(args.removals) + list(args.remove or [])
     both = sorted(set(added) & set(removed))
     if both:
-        raise CommandError(f"tag {both[0]!r} is both added and removed; say one or the other")
+        raise CommandError(
+            f"tag {both[0]!r} is both added and removed for session {args.session!r}; say one or the other"
+        )
     async with _writing(args.store) as store:
         info = await _session_info(store, args)
         version = info.version

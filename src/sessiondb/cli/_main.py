@@ -7,11 +7,13 @@ import asyncio
 import contextlib
 import errno
 import os
+import re
 import signal
 import sys
 from collections.abc import Coroutine, Sequence
-from typing import Any, TextIO
+from typing import Any, ClassVar, NoReturn, TextIO
 
+from .._backends._listing import MAX_PAGE
 from .._errors import SessionDBError
 from ._context import (
     DEFAULT_POLL_INTERVAL,
@@ -23,6 +25,8 @@ from ._context import (
 from ._inspect import cmd_ls, cmd_show, cmd_stats, cmd_tail
 from ._label_cmds import cmd_pin, cmd_tag, cmd_title
 from ._maintain import cmd_compact, cmd_export, cmd_import, cmd_repair, cmd_verify
+from ._search import cmd_search
+from ._web import cmd_serve
 
 
 def _non_negative(text: str) -> int:
@@ -32,6 +36,31 @@ def _non_negative(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
     if value < 0:
         raise argparse.ArgumentTypeError(f"expected a number >= 0, got {value}")
+    return value
+
+
+def _page_limit(text: str) -> int:
+    """``ls --limit``: a page of 1..MAX_PAGE sessions (0 listed nothing and looked like an empty store)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if not 1 <= value <= MAX_PAGE:
+        raise argparse.ArgumentTypeError(f"expected a number from 1 to {MAX_PAGE:,}, got {value}")
+    return value
+
+
+def _port(text: str) -> int:
+    value = _non_negative(text)
+    if value > 65535:
+        raise argparse.ArgumentTypeError(f"expected a port number in 0..65535, got {value}")
+    return value
+
+
+def _positive(text: str) -> int:
+    value = _non_negative(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a number >= 1, got {value}")
     return value
 
 
@@ -45,7 +74,40 @@ def _interval(text: str) -> float:
     return value
 
 
-class _IntermixedParser(argparse.ArgumentParser):
+_EXPECTED_ONE = re.compile(r"argument (\S+): expected one argument")
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, with a way out added to its errors about values that start with '-'.
+
+    Claude project keys (``-home-me-app``) and titles like ``-draft-`` start with '-', so
+    argparse takes them for options: ``--scope -home-me-app`` "expected one argument",
+    ``title STORE SID -draft-`` is an "unrecognized argument". The message says how.
+    """
+
+    argv: ClassVar[list[str]] = []  # the command line being parsed (set by ``_parse``)
+
+    def error(self, message: str) -> NoReturn:
+        super().error(message + _dash_hint(message, self.argv))
+
+
+def _dash_hint(message: str, argv: Sequence[str]) -> str:
+    expected = _EXPECTED_ONE.search(message)
+    if expected is not None:
+        for option in expected.group(1).split("/"):
+            if option in argv:
+                following = argv.index(option) + 1
+                if following < len(argv) and argv[following].startswith("-"):
+                    long = expected.group(1).split("/")[-1]
+                    return f"; for a value that starts with '-', write {long}={argv[following]}"
+        return ""
+    if "unrecognized arguments: -" in message:
+        value = message.split("unrecognized arguments: ", 1)[1].split()[0]
+        return f"; for a value that starts with '-' (a title, say), put -- before it: ... -- {value}"
+    return ""
+
+
+class _IntermixedParser(_Parser):
     """A subcommand parser that takes options anywhere between its positionals.
 
     Plain ``parse_args`` binds an optional positional (``export STORE SESSION [FILE]``)
@@ -71,7 +133,7 @@ class _IntermixedParser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     from .. import __version__  # the package is fully imported by the time a parser is built
 
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog=PROG,
         description="Look at, follow, check and move sessiondb stores. STORE is a store directory "
         "(or a postgresql:// URL). Reading commands open the store read-only and work while "
@@ -83,8 +145,12 @@ def build_parser() -> argparse.ArgumentParser:
     ls = sub.add_parser("ls", help="list sessions, most recently updated first (filters: scope, tag, title)")
     ls.add_argument("store", metavar="STORE")
     ls.add_argument("--json", action="store_true", help="a JSON array, for scripts")
-    ls.add_argument("--limit", type=_non_negative, metavar="N", help="only the first N sessions of the order")
-    ls.add_argument("--scope", metavar="SCOPE", help="only sessions of this scope")
+    ls.add_argument(
+        "--limit", type=_page_limit, metavar="N", help=f"only the first N sessions of the order (1 to {MAX_PAGE:,})"
+    )
+    ls.add_argument(
+        "--scope", metavar="SCOPE", help="only sessions of this scope (--scope=-key for one starting with -)"
+    )
     ls.add_argument("--tag", metavar="TAG", help="only sessions with this tag")
     ls.add_argument("--title", metavar="TEXT", help="only sessions whose title contains TEXT (any case)")
     pinned = ls.add_mutually_exclusive_group()
@@ -138,12 +204,24 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("--full", action="store_true", help="do not fold long tool inputs and results")
     show.set_defaults(run=cmd_show)
 
+    search = sub.add_parser("search", help="find messages, tool calls and results across sessions (best first)")
+    search.add_argument("store", metavar="STORE")
+    search.add_argument("query", metavar="QUERY", help='words (all must match), "a phrase", prefix*')
+    search.add_argument("--newest", action="store_true", help="newest first instead of best first")
+    search.add_argument("--limit", type=_positive, default=20, metavar="N", help="hits per page (20)")
+    search.add_argument("--session", metavar="SESSION", help="only events recorded in this session")
+    search.add_argument("--scope", metavar="SCOPE", help="only sessions of this scope")
+    search.add_argument("--tag", metavar="TAG", help="only sessions with this tag")
+    search.add_argument("--cursor", metavar="CURSOR", help="the next page (printed after a full page)")
+    search.add_argument("--json", action="store_true", help="hits with snippet, highlights and score as JSON")
+    search.set_defaults(run=cmd_search)
+
     tail = sub.add_parser("tail", help="follow new events live, like tail -f (Ctrl-C stops)")
     tail.add_argument("store", metavar="STORE")
     tail.add_argument("session", metavar="SESSION", nargs="?", help="only this session (default: every session)")
     tail.add_argument("-n", "--lines", type=_non_negative, default=10, metavar="N", help="recent events first (10)")
     tail.add_argument("--json", action="store_true", help="one JSON object per event")
-    tail.add_argument("--count", type=_non_negative, metavar="N", help="exit after printing N events")
+    tail.add_argument("--count", type=_positive, metavar="N", help="exit after printing N events")
     tail.add_argument(
         "--interval", type=_interval, default=DEFAULT_POLL_INTERVAL, metavar="SECONDS", help="poll interval (0.2)"
     )
@@ -186,7 +264,7 @@ def build_parser() -> argparse.ArgumentParser:
     compact.add_argument("--json", action="store_true")
     compact.set_defaults(run=cmd_compact)
 
-    export = sub.add_parser("export", help="write a session as a claw-code JSONL file")
+    export = sub.add_parser("export", help="write a session as a claw-code JSONL file (or one HTML page: --html)")
     export.add_argument("store", metavar="STORE")
     export.add_argument("session", metavar="SESSION", help="the session (with --all: the target directory)")
     export.add_argument(
@@ -197,7 +275,28 @@ def build_parser() -> argparse.ArgumentParser:
     )
     export.add_argument("--at", type=_non_negative, metavar="VERSION", help="the session as it was at this version")
     export.add_argument("--all", action="store_true", help="every session, into a directory")
+    export.add_argument(
+        "--html", action="store_true", help="one self-contained HTML page of the session (needs sessiondb[web])"
+    )
     export.set_defaults(run=cmd_export)
+
+    serve = sub.add_parser(
+        "serve", help="a read-only web viewer of the store on 127.0.0.1 (needs sessiondb[web]; docs/viewer.md)"
+    )
+    serve.add_argument("store", metavar="STORE")
+    serve.add_argument("--port", type=_port, default=8765, metavar="N", help="port (8765; 0: any free port)")
+    serve.add_argument("--host", default="127.0.0.1", metavar="ADDRESS", help="address to listen on (127.0.0.1)")
+    serve.add_argument(
+        "--allow-remote",
+        action="store_true",
+        help="allow a non-loopback --host; every request must then carry the access token",
+    )
+    serve.add_argument(
+        "--token",
+        metavar="TOKEN",
+        help="the access token (default: $SESSIONDB_VIEWER_TOKEN, or a new one printed with the URL when remote)",
+    )
+    serve.set_defaults(run=cmd_serve)
 
     imp = sub.add_parser(
         "import",
@@ -257,6 +356,7 @@ async def _interruptible(command: Coroutine[Any, Any, int]) -> int:
 
 def _parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
     """Parse ``argv``; for ``tag``, arguments like ``-urgent`` are removals, not unknown options."""
+    _Parser.argv = list(argv) if argv is not None else sys.argv[1:]
     args, extras = parser.parse_known_args(argv)
     if extras:
         if getattr(args, "run", None) is cmd_tag and all(_is_removal(extra) for extra in extras):

@@ -129,6 +129,10 @@ async def cmd_compact(args: argparse.Namespace, out: _Output) -> int:
 
 
 async def cmd_export(args: argparse.Namespace, out: _Output) -> int:
+    if args.html:
+        from ._web import export_html
+
+        return await export_html(args, out)
     async with _reading(args.store) as store:
         if args.all:
             if args.at is not None:

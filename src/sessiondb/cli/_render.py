@@ -28,6 +28,7 @@ from .._events import (
     ToolUse,
     Usage,
 )
+from .._labels import BIDI_CONTROLS
 from .._projection import Session
 
 # Lines of a tool result (or tool input) shown before the rest is folded, unless --full.
@@ -107,12 +108,12 @@ def table(rows: Sequence[Sequence[str]], header: Sequence[str], style: Style, ri
 def session_rows(sessions: Sequence[SessionInfo]) -> list[list[str]]:
     return [
         [
-            info.session_id,
+            visible(info.session_id),  # ids and models may hold bidi controls too: shown escaped
             format_time(info.updated_at_ms),
             format_count(info.message_count),
             format_count(info.total_tokens),
-            info.model or "-",
-            fork_label(info) or "-",
+            visible(info.model or "-"),
+            visible(fork_label(info) or "-"),
         ]
         for info in sessions
     ]
@@ -121,25 +122,50 @@ def session_rows(sessions: Sequence[SessionInfo]) -> list[list[str]]:
 SESSION_HEADER = ("SESSION", "UPDATED", "MESSAGES", "TOKENS", "MODEL", "FORK OF")
 
 
+# Widest TITLE and SCOPE cells in the ls table (--json has them whole).
+TITLE_CELL_CHARS = 60
+SCOPE_CELL_CHARS = 40
+
+
+def visible(text: str) -> str:
+    """``text`` with bidirectional controls shown as escapes: a terminal would reorder the text around them.
+
+    New titles and scopes refuse them; logs written before that rule, and message text, may hold them.
+    """
+    return BIDI_CONTROLS.sub(lambda match: f"\\u{ord(match.group()):04x}", text)
+
+
+def cell(text: str, width: int) -> str:
+    """A table cell: bidi controls escaped, cut to ``width`` characters with '…'."""
+    text = visible(text)
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
 def label_columns(
     sessions: Sequence[SessionInfo], rows: list[list[str]], header: tuple[str, ...]
 ) -> tuple[list[list[str]], tuple[str, ...]]:
     """Add TITLE (``*`` marks a pinned session), TAGS and SCOPE columns, each only if some session has one."""
     columns: tuple[tuple[str, Callable[[SessionInfo], str]], ...] = (
-        ("TITLE", lambda info: ("* " if info.pinned else "") + (info.title or ("-" if not info.pinned else ""))),
+        (
+            "TITLE",
+            lambda info: (
+                ("* " if info.pinned else "")
+                + (cell(info.title, TITLE_CELL_CHARS) if info.title else ("-" if not info.pinned else ""))
+            ),
+        ),
         ("TAGS", lambda info: " ".join(info.tags) or "-"),
-        ("SCOPE", lambda info: info.scope or "-"),
+        ("SCOPE", lambda info: cell(info.scope, SCOPE_CELL_CHARS) if info.scope else "-"),
     )
     wanted = (
         any(info.title is not None or info.pinned for info in sessions),
         any(info.tags for info in sessions),
         any(info.scope is not None for info in sessions),
     )
-    for (name, cell), use in zip(columns, wanted, strict=True):
+    for (name, column), use in zip(columns, wanted, strict=True):
         if use:
             header = (*header, name)
             for row, info in zip(rows, sessions, strict=True):
-                row.append(cell(info))
+                row.append(column(info))
     return rows, header
 
 
@@ -188,9 +214,9 @@ def _fold(text: str, full: bool, indent: str, style: Style) -> list[str]:
 def render_session(session: Session, style: Style, *, thinking: bool = False, full: bool = False) -> list[str]:
     """A conversation for a person: header, then each message with its blocks."""
     out = [
-        f"{style.bold('session')}  {session.session_id}",
-        f"{style.bold('model')}    {session.model or '-'}"
-        + (f"    {style.bold('workspace')} {session.workspace_root}" if session.workspace_root else ""),
+        f"{style.bold('session')}  {visible(session.session_id)}",
+        f"{style.bold('model')}    {visible(session.model or '-')}"
+        + (f"    {style.bold('workspace')} {visible(session.workspace_root)}" if session.workspace_root else ""),
         f"{style.bold('created')}  {format_time(session.created_at_ms)}    "
         f"{style.bold('updated')} {format_time(session.updated_at_ms)}    {style.bold('version')} {session.version}",
         f"{style.bold('usage')}    {usage_text(session.usage)} (total {format_count(session.usage.total_tokens)})",
@@ -198,11 +224,13 @@ def render_session(session: Session, style: Style, *, thinking: bool = False, fu
     if session.fork is not None:
         out.append(f"{style.bold('fork of')}  {fork_label(session)}")
     if session.title is not None or session.pinned:
-        out.append(f"{style.bold('title')}    {session.title or '-'}" + ("    (pinned)" if session.pinned else ""))
+        out.append(
+            f"{style.bold('title')}    {visible(session.title or '-')}" + ("    (pinned)" if session.pinned else "")
+        )
     if session.tags or session.scope is not None:
         out.append(
             f"{style.bold('tags')}     {' '.join(session.tags) or '-'}"
-            + (f"    {style.bold('scope')} {session.scope}" if session.scope is not None else "")
+            + (f"    {style.bold('scope')} {visible(session.scope)}" if session.scope is not None else "")
         )
     if session.compaction is not None:
         out.append(
@@ -250,7 +278,7 @@ def _pretty_json(text: str) -> str:
 
 
 def _one_line(text: str, limit: int) -> str:
-    flat = " ".join(text.split())
+    flat = visible(" ".join(text.split()))
     return flat if len(flat) <= limit else flat[: max(0, limit - 3)] + "..."
 
 
@@ -271,7 +299,7 @@ def event_summary(event: object, limit: int = 160) -> str:
         return _one_line(f"{event.role}: " + " ".join(parts), limit) + usage
     if isinstance(event, SessionStarted):
         text = f"session started (model {event.model or '-'}"
-        text += f", scope {event.scope})" if event.scope is not None else ")"
+        text += f", scope {visible(event.scope)})" if event.scope is not None else ")"
         if event.fork is not None:
             text += f", fork of {event.fork.parent_session_id}@{event.fork.parent_version}"
         return text
@@ -296,7 +324,7 @@ def event_summary(event: object, limit: int = 160) -> str:
 def event_line(recorded: RecordedEvent, style: Style, *, with_session: bool) -> str:
     head = f"{format_time(recorded.timestamp_ms)}  "
     if with_session:
-        head += f"{recorded.session_id}  "
+        head += f"{visible(recorded.session_id)}  "
     head += f"v{recorded.version}  p{recorded.position}  "
     limit = max(40, style.width - len(head) - 1) if style.width else 400
     return style.dim(head) + event_summary(recorded.event, limit)

@@ -36,6 +36,9 @@ from .._ids import MAX_SESSION_ID_BYTES
 from .._projection import Projection
 
 PREFIX = "lg~"
+# Every thread's session carries this scope (forks inherit it), so listing the threads reads
+# the scope's index instead of every session in the store.
+SCOPE = "langgraph"
 CHECKPOINT = "langgraph.checkpoint"
 WRITES = "langgraph.writes"
 REMOVED = "langgraph.removed"
@@ -312,6 +315,7 @@ __all__ = [
     "PREFIX",
     "PROJECTION",
     "REMOVED",
+    "SCOPE",
     "UNINDEXED",
     "WRITES",
     "Namespace",

@@ -67,6 +67,7 @@ from ._claude_entries import (
 )
 from ._claude_keys import (
     DecodedKey,
+    check_key,
     decode_session_id,
     describe_key,
     encode_key,
@@ -265,12 +266,12 @@ class SessionDBSessionStore(SessionStore):
 
     async def session_id_for(self, key: SessionKey) -> str | None:
         """The sessiondb session id holding ``key``'s transcript now (for ``Store.load``, ``fork`` …), or None."""
-        info = await self._live(encode_key(key))
+        info = await self._live(_readable_key("session_id_for", key))
         return info.session_id if info is not None else None
 
     async def load(self, key: SessionKey) -> list[SessionStoreEntry] | None:
         """The key's entries in append order (deep-equal to what was appended), or None if never written."""
-        info = await self._live(encode_key(key))
+        info = await self._live(_readable_key("load", key))
         if info is None:
             return None
         return [cast(SessionStoreEntry, decode_entry(raw)) for raw in (await self._fold(info.session_id)).entries]
@@ -281,7 +282,6 @@ class SessionDBSessionStore(SessionStore):
         Paged, newest-updated first; sessions of the scope that this mapping did not make
         (an application's own, given the same scope) are left out.
         """
-        encode_key({"project_key": project_key, "session_id": "x"})  # the same checks as a key
         prefix = project_prefix(project_key)
         scope = project_scope(project_key)
         found = []
@@ -298,7 +298,13 @@ class SessionDBSessionStore(SessionStore):
             cursor = page.next_cursor
 
     async def list_sessions(self, project_key: str) -> list[SessionStoreListEntry]:
-        """The project's main transcripts: ``session_id`` and ``mtime`` (commit time, epoch ms)."""
+        """The project's main transcripts: ``session_id`` and ``mtime`` (commit time, epoch ms).
+
+        A ``project_key`` no key can have (``""``) lists nothing, as the SDK's
+        ``InMemorySessionStore`` does; one that is not a str is ``InvalidInputError``.
+        """
+        if not _listable_project("list_sessions", project_key):
+            return []
         return [
             {"session_id": decoded.session_id, "mtime": info.updated_at_ms}
             for decoded, info in await self._project_sessions(project_key)
@@ -308,6 +314,8 @@ class SessionDBSessionStore(SessionStore):
     async def list_session_summaries(self, project_key: str) -> list[SessionSummaryEntry]:
         """The SDK summary stored with each main transcript's last append; ``mtime`` as in ``list_sessions``."""
         summaries: list[SessionSummaryEntry] = []
+        if not _listable_project("list_session_summaries", project_key):
+            return summaries
         for decoded, info in await self._project_sessions(project_key):
             if decoded.subpath is not None:
                 continue
@@ -329,7 +337,7 @@ class SessionDBSessionStore(SessionStore):
 
     async def list_subkeys(self, key: SessionListSubkeysKey) -> list[str]:
         """The subpaths written under a main key (subagent transcripts), sorted."""
-        encode_key(key, allow_subpath=False)
+        _readable_key("list_subkeys", key, allow_subpath=False)
         session_id = key["session_id"]
         return sorted(
             {
@@ -358,6 +366,28 @@ class SessionDBSessionStore(SessionStore):
     async def _delete_session(self, session_id: str) -> None:
         with contextlib.suppress(SessionNotFoundError):  # deleted meanwhile by another writer: as asked
             await self.store.delete_session(session_id)
+
+
+def _readable_key(method: str, key: object, *, allow_subpath: bool = True) -> str:
+    """The key's first-generation id for a read or a delete, or ``InvalidInputError`` naming the method and
+    the key (a read writes nothing, so the message does not say "nothing was written")."""
+    try:
+        return encode_key(key, allow_subpath=allow_subpath)
+    except InvalidInputError as exc:
+        raise type(exc)(f"SessionDBSessionStore.{method}: {str(exc).removesuffix('; nothing was written')}") from None
+
+
+def _listable_project(method: str, project_key: object) -> bool:
+    """Whether sessions of ``project_key`` could exist; ``InvalidInputError`` for a project key that is not a str."""
+    if type(project_key) is not str:
+        raise InvalidInputError(
+            f"SessionDBSessionStore.{method}: project_key must be a str, got {type(project_key).__name__}"
+        )
+    try:
+        check_key({"project_key": project_key, "session_id": "_"})  # the rules of a key's project part only
+    except InvalidInputError:
+        return False
+    return True
 
 
 def _without_repeated_uuids(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -52,6 +52,7 @@ from ._langgraph_state import (
     CHECKPOINT,
     PREFIX,
     PROJECTION,
+    SCOPE,
     UNINDEXED,
     WRITES,
     Found,
@@ -150,7 +151,7 @@ class SessionDBSaver(BaseCheckpointSaver[str]):
                     await store.append(session_id, *events)
                 else:
                     now = now_ms()
-                    await store._import_session(session_id, SessionStarted(now), events, timestamp_ms=now)
+                    await store._import_session(session_id, SessionStarted(now, scope=SCOPE), events, timestamp_ms=now)
                 return
             except (SessionNotFoundError, SessionExistsError):
                 # Deleted meanwhile (SessionDeletedError is both), or created first by another writer:
@@ -175,8 +176,8 @@ class SessionDBSaver(BaseCheckpointSaver[str]):
     async def _threads(self) -> list[str]:
         """Every thread with a live session, in no particular order."""
         threads = []
-        for info in await self.store.list_sessions():
-            if info.session_id.startswith(PREFIX) and not info.deleted:
+        for info in await self.store.list_sessions(scope=SCOPE):
+            if info.session_id.startswith(PREFIX):
                 thread_id = thread_of(info.session_id)
                 if thread_id is not None:
                     threads.append(thread_id)

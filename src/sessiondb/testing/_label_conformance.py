@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
+import msgspec
 import pytest
 
 from .._backends._base import Backend, SessionInfo
 from .._errors import InvalidInputError, SessionDeletedError, SessionNotFoundError
-from .._events import Message, TagsChanged, TitleChanged
+from .._events import Message, PinChanged, SessionDeleted, TagsChanged, TitleChanged
 from .._labels import MAX_TAGS
 from .._store import Store, open_store
 
@@ -196,6 +197,36 @@ class LabelConformance:
             await store.add_tags("no-such-session", "a")
         assert (await store.session_info(sid)).version == 1  # nothing was written
 
+    async def test_errors_name_what_exists_and_new_labels_are_visible_text(self, store: Store) -> None:
+        """No phantom generated id in an error; label events refused by append name the session; blank and
+        bidi-control titles and scopes are refused when written (logs holding them still load)."""
+        before = await store.list_sessions()
+        for bad in ("", "   ", 5):
+            with pytest.raises(InvalidInputError, match=r"^create_session: .*scope") as raised:
+                await store.create_session(scope=bad)  # type: ignore[arg-type]
+            assert "session-" not in str(raised.value)
+        with pytest.raises(InvalidInputError, match=r"^create_session: model") as raised:
+            await store.create_session(model=5)  # type: ignore[arg-type]
+        parent = await store.create_session()
+        with pytest.raises(InvalidInputError, match=f"^fork of session {parent!r}: .*scope") as raised:
+            await store.fork(parent, scope="")
+        assert len(await store.list_sessions()) == len(before) + 1  # only the parent was created
+        with pytest.raises(InvalidInputError, match=f"session {parent!r}.*set_title"):
+            await store.append(parent, TitleChanged("sneaky"))
+        with pytest.raises(InvalidInputError, match=f"session {parent!r}.*delete_session"):
+            await store.append(parent, SessionDeleted())
+        for title in ("  ", "\u3000", "evil\u202egnp.exe", "a\u2066b\u2069"):
+            with pytest.raises(InvalidInputError, match=rf"{parent!r}.*(blank|bidirectional)"):
+                await store.set_title(parent, title)
+        for scope in ("  ", "x\u202ay", "\u2067x"):
+            with pytest.raises(InvalidInputError, match=r"blank|bidirectional"):
+                await store.create_session(scope=scope)
+        assert (await store.session_info(parent)).version == 1  # nothing was written
+        # A stored title with a bidi control (written before the rule) still decodes and lists.
+        old = msgspec.json.decode(msgspec.json.encode(TitleChanged("old\u202etitle")), type=TitleChanged)
+        assert old.title == "old\u202etitle"
+        assert (await store.set_title(parent, "  padded  ")) == 2  # whitespace around text is kept
+
     async def test_a_session_holds_at_most_max_tags(self, store: Store) -> None:
         sid = await store.create_session()
         await store.add_tags(sid, *[f"t{i}" for i in range(MAX_TAGS - 1)])
@@ -209,6 +240,22 @@ class LabelConformance:
         )
         assert len((await store.session_info(sid)).tags) <= MAX_TAGS
         assert sum(isinstance(r, InvalidInputError) for r in results) >= 2
+
+    async def test_concurrent_identical_label_changes_write_once(self, store: Store) -> None:
+        """Twenty concurrent ``set_title(sid, "same")`` wrote twenty events; a no-op must write nothing."""
+        sid = await store.create_session()
+        await store.add_tags(sid, "old")
+        versions = await asyncio.gather(
+            *(store.set_title(sid, "same") for _ in range(20)),
+            *(store.set_pinned(sid, True) for _ in range(20)),
+            *(store.remove_tags(sid, "old") for _ in range(20)),
+            *(store.add_tags(sid, "new") for _ in range(20)),
+        )
+        kinds = [type(recorded.event) for recorded in [e async for e in store.read(sid)]]
+        assert kinds.count(TitleChanged) == 1 and kinds.count(PinChanged) == 1, kinds
+        assert kinds.count(TagsChanged) == 3, kinds  # "old" added, removed once, "new" added once
+        assert max(versions) == (await store.session_info(sid)).version == 6
+        # Across processes: tests/multiprocess/test_labels.py races three of them.
 
     async def test_label_events_in_one_batch_fold_like_a_replay(self, store: Store) -> None:
         sids = [await store.create_session(scope=f"s{i % 2}") for i in range(3)]

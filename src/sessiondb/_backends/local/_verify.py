@@ -76,7 +76,14 @@ def _check_records(walk: _Walk, path: str, data: bytes, start: int, end: int, fi
         try:
             record = read_record_decoder.decode(data[offset : offset + length])
         except RecursionError:  # deep data on a deep stack is intact: decode it on a fresh one
-            record = decode_deep(read_record_decoder.decode, data[offset : offset + length], f"{path} offset {offset}")
+            try:
+                record = decode_deep(
+                    read_record_decoder.decode, data[offset : offset + length], f"{path} offset {offset}"
+                )
+            except SessionDBError as exc:
+                # Deeper than this process can decode at all: open would refuse the store, so it
+                # counts as damage here and repair can keep what precedes it (the message says so).
+                return f"record at offset {offset}: {exc}"
         except (msgspec.DecodeError, ValueError) as exc:
             return f"record at offset {offset} does not decode ({exc})"
         if record.p != position:

@@ -23,7 +23,13 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import msgspec
 
-from ..._errors import BackendUnavailableError, SchemaVersionError, SessionNotFoundError
+from ..._errors import (
+    BackendUnavailableError,
+    InvalidInputError,
+    SchemaVersionError,
+    SessionDBError,
+    SessionNotFoundError,
+)
 from ..._events import Event, Fork, RecordedEvent
 from ..._values import decode_deep
 from .._base import AppendRequest, Backend, SessionInfo
@@ -90,8 +96,11 @@ class PostgresBackend(Backend):
         reconnect_timeout: float = 10.0,
         poll_interval: float = 1.0,
         notify: bool = True,
+        read_only: bool = False,
     ) -> None:
         dsn, schema_in_dsn = _split_schema(dsn)
+        # Read-only: the schema must exist already (never created nor migrated) and appends are refused.
+        self.read_only = read_only
         self.dsn = dsn
         self.schema = check_schema_name(schema or schema_in_dsn or DEFAULT_SCHEMA)
         self.max_event_bytes = max_event_bytes
@@ -168,7 +177,7 @@ class PostgresBackend(Backend):
             )
         except BaseException as exc:
             await self._release()
-            if isinstance(exc, SchemaVersionError | BackendUnavailableError):
+            if isinstance(exc, SessionDBError):
                 raise
             if self._is_connection_error(exc) or isinstance(exc, OSError | asyncio.TimeoutError):
                 raise BackendUnavailableError(
@@ -194,6 +203,9 @@ class PostgresBackend(Backend):
 
     async def _migrate(self, conn: _Connection) -> None:
         s = self.schema
+        if self.read_only:
+            await self._check_schema(conn)
+            return
         async with conn.transaction():
             await conn.execute("select pg_advisory_xact_lock($1, $2)", MIGRATION_LOCK_KEY, self._lock_class)
             await conn.execute(f"create schema if not exists {s}")
@@ -210,6 +222,26 @@ class PostgresBackend(Backend):
                     await conn.execute(statement)
                 await conn.execute(f"delete from {s}.schema_version")
                 await conn.execute(f"insert into {s}.schema_version (version) values ($1)", version)
+
+    async def _check_schema(self, conn: _Connection) -> None:
+        """A read-only open: the store's schema must be there at this version; nothing is created."""
+        s = self.schema
+        # to_regclass is NULL for a missing schema or table, without an error that would abort anything.
+        current = None
+        if await conn.fetchval("select to_regclass($1)", f"{s}.schema_version") is not None:
+            current = await conn.fetchval(f"select max(version) from {s}.schema_version")
+        if current is None:
+            raise SessionDBError(
+                f"no sessiondb store in schema {s} at {_redact(self.dsn)}: create it by opening it for writing "
+                "(open_store(url) without read_only, or a writing command such as `sessiondb import`)"
+            )
+        if current != SCHEMA_VERSION:
+            newer = current > SCHEMA_VERSION
+            raise SchemaVersionError(
+                f"the PostgreSQL schema {s!r} at {_redact(self.dsn)} has sessiondb schema version {current}; this "
+                f"sessiondb uses {SCHEMA_VERSION}: "
+                + ("upgrade sessiondb to open it" if newer else "open it for writing once to migrate it, then read it")
+            )
 
     async def aclose(self) -> None:
         if self._closed:
@@ -240,6 +272,13 @@ class PostgresBackend(Backend):
     # ------------------------------------------------------------------ writing
 
     async def commit(self, batch: Sequence[AppendRequest]) -> None:
+        if self.read_only:
+            for request in batch:  # each refused append fails alone, as on a read-only directory store
+                request.error = InvalidInputError(
+                    f"store schema {self.schema} at {_redact(self.dsn)} was opened read-only; open it for writing "
+                    f"to append to session {request.session_id!r}"
+                )
+            return
         for chunk in split_batch(batch, MAX_EVENTS_PER_TRANSACTION):
             arrays = build_batch(chunk, self.max_event_bytes, self._encode)
             if arrays.sent:
@@ -521,7 +560,17 @@ class PostgresBackend(Backend):
                 ) from exc
             raise
 
+    async def with_connection(self, operation: Callable[[_Connection], Awaitable[_T]]) -> _T:
+        """Run ``operation(connection)`` on a pooled connection (the search index keeps its tables here)."""
+        return await self._read(operation)
+
+    async def readable_below(self) -> int:
+        """The horizon: every position below it that will ever commit has committed (``read_all`` stops there)."""
+        return int(await self._read(lambda conn: conn.fetchval(f"select {self._horizon}")))
+
     async def info(self, session_id: str) -> SessionInfo | None:
+        if "\x00" in session_id:
+            return None  # no session has it (text cannot hold NUL); the store then says why the id is invalid
         query = f"select {_SESSION_COLUMNS} from {self.schema}.sessions where session_id = $1"
         row = await self._read(lambda conn: conn.fetchrow(query, session_id))
         return _info_from_row(row) if row is not None else None
@@ -626,13 +675,18 @@ class PostgresBackend(Backend):
 
     @property
     def supports_snapshots(self) -> bool:
-        return True
+        return not self.read_only
+
+    async def begin_maintenance(self) -> bool:
+        return not self.read_only
 
     async def write_snapshot(
         self, session_id: str, version: int, data: bytes, holds: frozenset[str] | None = None
     ) -> bool:
         # ``holds`` is not kept: this backend never removes a live session's history (compact_storage),
         # so a snapshot without some projection's state only costs that projection a replay.
+        if self.read_only:
+            return False
         return await self.snapshots.write_snapshot(session_id, version, data)
 
     async def read_snapshot(self, session_id: str, max_version: int) -> tuple[int, bytes] | None:

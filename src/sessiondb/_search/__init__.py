@@ -1,0 +1,7 @@
+"""Search across sessions: the index (SQLite FTS5 or PostgreSQL text search) and what a search returns."""
+
+from ._model import SearchHit, SearchPage
+from ._service import SearchService
+from ._text import parse_query
+
+__all__ = ["SearchHit", "SearchPage", "SearchService", "parse_query"]

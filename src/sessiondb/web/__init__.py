@@ -1,0 +1,11 @@
+"""The read-only web viewer (``sessiondb serve``) and the HTML export (``sessiondb export --html``).
+
+Needs the ``web`` extra (``pip install 'sessiondb[web]'``: Starlette, uvicorn, Jinja2);
+nothing else in sessiondb imports this package. See docs/viewer.md.
+"""
+
+from ._app import create_app
+from ._export import export_session_html, render_session_html
+from ._security import is_loopback, new_token
+
+__all__ = ["create_app", "export_session_html", "is_loopback", "new_token", "render_session_html"]

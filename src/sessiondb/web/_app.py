@@ -1,0 +1,370 @@
+"""The viewer's ASGI app (Starlette): the session list, the session page and its live tail. GET only.
+
+The app reads through a ``Store`` and never calls a method that writes; a store it
+opens itself (from a path or URL) is a directory store opened ``read_only`` (no
+lock taken, nothing changed on disk, another process may keep writing) or a
+PostgreSQL store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+from urllib.parse import quote, urlencode
+
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.trustedhost import TrustedHostMiddleware
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from .._errors import HistoryUnavailableError, InvalidSessionIdError, SessionDeletedError, SessionNotFoundError
+from .._events import Custom, RecordedEvent, SessionDeleted
+from .._store import Store, open_store
+from ..integrations._claude_keys import decode_session_id
+from ..integrations._langgraph_state import SCOPE as LANGGRAPH_SCOPE
+from ._history import readable_history
+from ._listing import (
+    PINNED_CHOICES,
+    SEARCH_ORDERS,
+    SORTS,
+    BadListRequest,
+    ListFilters,
+    search_page,
+    session_page,
+)
+from ._render import render, render_entries
+from ._security import LOOPBACK_HOSTS, Guard
+from ._timeline import build_timeline, entries_of
+from ._tree import fork_tree
+
+# Top-level entries per session page and sessions per list page: pages stay small whatever the session's size.
+DEFAULT_PAGE_SIZE = 200
+DEFAULT_LIST_SIZE = 50
+# Seconds between keep-alive comments on an idle event stream.
+KEEPALIVE_SECONDS = 15.0
+MAX_LIST_SIZE = 500
+
+
+class _HTTPProblem(Exception):
+    def __init__(self, status: int, heading: str, message: str) -> None:
+        super().__init__(message)
+        self.status, self.heading, self.message = status, heading, message
+
+
+def session_url(root: str) -> Callable[..., str]:
+    """The URL builder the templates call: ``session_url(sid, version=None, page=None)``."""
+
+    def build(session_id: str, version: int | None = None, page: int | None = None) -> str:
+        query = {}
+        if version is not None:
+            query["v"] = str(version)
+        if page is not None:
+            query["page"] = str(page)
+        return f"{root}/s/{quote(session_id, safe='')}" + ("?" + urlencode(query) if query else "")
+
+    return build
+
+
+def _int_param(request: Request, name: str, *, minimum: int) -> int | None:
+    raw = request.query_params.get(name)
+    if raw is None or raw == "":
+        return None
+    try:
+        value = int(raw)
+    except ValueError:
+        raise _HTTPProblem(400, "Bad request", f"{name} must be a whole number, got {raw!r}") from None
+    if value < minimum:
+        raise _HTTPProblem(400, "Bad request", f"{name} must be at least {minimum}, got {value}")
+    return value
+
+
+def origin_of(session_id: str) -> str | None:
+    """Where a session came from when its id says so (Claude Code transcripts name project and session)."""
+    key = decode_session_id(session_id)
+    if key is None:
+        return None
+    text = f"Claude Code: project {key.project_key}, session {key.session_id}"
+    if key.subpath:
+        text += f", {key.subpath}"
+    return text
+
+
+class Viewer:
+    """The pages, over one open store."""
+
+    def __init__(self, store: Store | None, *, label: str, page_size: int) -> None:
+        self.store = store
+        self.label = label
+        self.page_size = page_size
+        self.keepalive_seconds = KEEPALIVE_SECONDS
+
+    def _context(self, request: Request) -> dict[str, Any]:
+        root = request.scope.get("root_path", "")
+        return {
+            "root": root,
+            "nonce": request.scope.get("state", {}).get("nonce"),
+            "store_label": self.label,
+            "session_url": session_url(root),
+            "links": True,
+            "export": False,
+        }
+
+    def _store(self) -> Store:
+        assert self.store is not None, "the store opens in the app's lifespan"
+        return self.store
+
+    async def _info(self, session_id: str) -> Any:
+        try:
+            return await self._store().session_info(session_id)
+        except (SessionNotFoundError, SessionDeletedError, InvalidSessionIdError):
+            raise _HTTPProblem(404, "No such session", f"This store has no session {session_id!r}.") from None
+
+    async def list_page(self, request: Request) -> Response:
+        params = request.query_params
+        filters = ListFilters(
+            title=params.get("title", ""),
+            tag=params.get("tag", ""),
+            scope=params.get("scope", ""),
+            pinned=params.get("pinned", ""),
+            sort=params.get("sort", "updated") or "updated",
+        )
+        limit = _int_param(request, "limit", minimum=1) or DEFAULT_LIST_SIZE
+        if limit > MAX_LIST_SIZE:
+            raise _HTTPProblem(400, "Bad request", f"limit must be at most {MAX_LIST_SIZE}, got {limit}")
+        cursor = params.get("cursor") or None
+        query = params.get("q", "").strip()
+        within = params.get("session") or None
+        order = params.get("order", "relevance") or "relevance"
+        sessions: list[Any] = []
+        hits: list[Any] | None = None
+        try:
+            if query:
+                if within is not None:
+                    await self._info(within)
+                hits, next_cursor = await search_page(
+                    self._store(), query, filters, session_id=within, order=order, limit=limit, cursor=cursor
+                )
+            else:
+                sessions, next_cursor = await session_page(self._store(), filters, limit=limit, cursor=cursor)
+        except BadListRequest as exc:
+            raise _HTTPProblem(400, "Bad request", str(exc)) from None
+        kept = {k: v for k, v in params.items() if k not in ("cursor", "token") and v}
+        root = request.scope.get("root_path", "")
+        next_url = f"{root}/?" + urlencode({**kept, "cursor": next_cursor}) if next_cursor else None
+        first_url = f"{root}/?" + urlencode(kept) if cursor else None
+        return HTMLResponse(
+            render(
+                "list.html",
+                **self._context(request),
+                sessions=sessions,
+                hits=hits,
+                q=query,
+                within=within,
+                order=order,
+                search_orders=SEARCH_ORDERS,
+                f_title=filters.title,
+                f_tag=filters.tag,
+                f_scope=filters.scope,
+                f_pinned=filters.pinned,
+                pinned_choices=PINNED_CHOICES,
+                sort=filters.sort,
+                sorts=SORTS,
+                filtered=any(kept.get(k) for k in ("q", "title", "tag", "scope", "pinned")),
+                next_url=next_url,
+                first_url=first_url,
+            )
+        )
+
+    async def session(self, request: Request) -> Response:
+        session_id = request.path_params["session_id"]
+        version = _int_param(request, "v", minimum=0)
+        page = _int_param(request, "page", minimum=1)
+        store = self._store()
+        info = await self._info(session_id)
+        if version is not None and version > info.version:
+            raise _HTTPProblem(
+                404,
+                "No such version",
+                f"Session {session_id!r} has versions 0 to {info.version}; there is no v{version}.",
+            )
+        shown = info.version if version is None else version
+        try:
+            history = await readable_history(store, session_id, shown)
+        except HistoryUnavailableError:
+            raise _HTTPProblem(
+                410, "No longer stored", f"Session {session_id!r} at v{shown} was removed by retention."
+            ) from None
+        timeline = build_timeline(
+            session_id,
+            history.events,
+            version=shown,
+            page=page,
+            page_size=self.page_size,
+            floor=history.floor,
+            before=history.before,
+        )
+        tree = fork_tree(info, await store.list_sessions())
+        root = request.scope.get("root_path", "")
+        live = None
+        if shown == info.version and timeline.page == timeline.pages:
+            live = f"{root}/s/{quote(session_id, safe='')}/events?after={shown}"
+        return HTMLResponse(
+            render(
+                "session.html",
+                **self._context(request),
+                owner=session_id,
+                info=info,
+                t=timeline,
+                latest=info.version,
+                version_param=version,
+                tree=tree,
+                live=live,
+                origin=origin_of(session_id),
+                title=timeline.title,
+                tags=timeline.tags,
+                pinned=timeline.pinned,
+                scope=info.scope,
+            )
+        )
+
+    async def events(self, request: Request) -> Response:
+        """Server-sent events: each new event of the session as rendered HTML (``event: entry``)."""
+        session_id = request.path_params["session_id"]
+        after = _int_param(request, "after", minimum=0) or 0
+        last_id = request.headers.get("last-event-id", "")
+        if last_id.isdigit():  # a reconnecting browser resumes after what it already has
+            after = max(after, int(last_id))
+        info = await self._info(session_id)
+        context = self._context(request)
+        context["owner"] = session_id
+        seen: set[str] = set()
+        if info.scope == LANGGRAPH_SCOPE:
+            # A LangGraph checkpoint repeats every message before it: learn which the page shows.
+            async for recorded in self._store().read(session_id, up_to=min(after, info.version)):
+                if type(recorded.event) is Custom:
+                    entries_of(recorded, session_id, seen)
+        subscription = self._store().subscribe(session_id, after=after)
+
+        async def stream() -> AsyncIterator[str]:
+            yield "retry: 2000\n\n"
+            async with subscription:
+                async for recorded in _with_keepalive(subscription, self.keepalive_seconds):
+                    if recorded is None:
+                        yield ": keepalive\n\n"  # a comment: proxies keep the stream open, a gone client is noticed
+                        continue
+                    yield _sse_event(recorded, session_id, context, seen)
+                    if type(recorded.event) is SessionDeleted:
+                        return
+
+        return StreamingResponse(
+            stream(), media_type="text/event-stream", headers={"cache-control": "no-store", "x-accel-buffering": "no"}
+        )
+
+
+async def _with_keepalive(
+    subscription: AsyncIterator[RecordedEvent], seconds: float
+) -> AsyncIterator[RecordedEvent | None]:
+    """The subscription's events, and None after every ``seconds`` without one."""
+    pending: asyncio.Future[RecordedEvent] | None = None
+    try:
+        while True:
+            if pending is None:
+                pending = asyncio.ensure_future(anext(subscription))
+            done, _ = await asyncio.wait((pending,), timeout=seconds)
+            if not done:
+                yield None
+                continue
+            try:
+                recorded = pending.result()
+            except StopAsyncIteration:
+                return
+            pending = None
+            yield recorded
+    finally:
+        if pending is not None:
+            pending.cancel()
+
+
+async def _no_icon(_request: Request) -> Response:
+    return Response(status_code=204)
+
+
+def _sse_event(recorded: RecordedEvent, session_id: str, context: dict[str, Any], seen: set[str]) -> str:
+    if type(recorded.event) is SessionDeleted:
+        return f"id: {recorded.version}\nevent: gone\ndata: deleted\n\n"
+    html = render_entries(entries_of(recorded, session_id, seen), **context)
+    data = "".join(f"data: {line}\n" for line in html.splitlines() or [""])
+    return f"id: {recorded.version}\nevent: entry\n{data}\n"
+
+
+def create_app(
+    store: Store | str,
+    *,
+    token: str | None = None,
+    allow_any_host: bool = False,
+    page_size: int = DEFAULT_PAGE_SIZE,
+    label: str | None = None,
+    keepalive_seconds: float = KEEPALIVE_SECONDS,
+) -> Starlette:
+    """The viewer as an ASGI app over ``store``: an open ``Store``, or a store directory or PostgreSQL URL.
+
+    A path or URL is opened in the app's lifespan (a directory read-only) and closed
+    after it; an open ``Store`` stays the caller's. ``token``: every request must
+    present it (``?token=`` once, then a cookie; or ``Authorization: Bearer``).
+    Without ``allow_any_host`` only requests whose Host header names this machine
+    (127.0.0.1, localhost, ::1) are served, which stops DNS-rebinding pages.
+    ``label`` names the store in the page header (default: the path or URL, without a password).
+    An idle live tail sends a keep-alive comment every ``keepalive_seconds``.
+    """
+    owned = isinstance(store, str)
+    if label is None:
+        label = store if isinstance(store, str) else "store"
+    viewer = Viewer(None if isinstance(store, str) else store, label=_label(label), page_size=page_size)
+    viewer.keepalive_seconds = keepalive_seconds
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: Starlette) -> AsyncIterator[None]:
+        if not isinstance(store, str):
+            yield
+            return
+        url = store.startswith(("postgresql://", "postgres://"))
+        async with open_store(store, read_only=not url) as opened:
+            viewer.store = opened
+            yield
+
+    async def problem(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, _HTTPProblem)
+        html = render(
+            "error.html", **viewer._context(request), status=exc.status, heading=exc.heading, message=exc.message
+        )
+        return HTMLResponse(html, status_code=exc.status)
+
+    hosts = ["*"] if allow_any_host else list(LOOPBACK_HOSTS)
+    app = Starlette(
+        routes=[
+            Route("/", viewer.list_page, methods=["GET"]),
+            Route("/s/{session_id}", viewer.session, methods=["GET"]),
+            Route("/s/{session_id}/events", viewer.events, methods=["GET"]),
+            Route("/favicon.ico", _no_icon, methods=["GET"]),  # browsers ask; a 404 would log an error
+        ],
+        middleware=[Middleware(Guard, token=token), Middleware(TrustedHostMiddleware, allowed_hosts=hosts)],
+        exception_handlers={_HTTPProblem: problem},
+        lifespan=lifespan if owned else None,
+    )
+    return app
+
+
+def _label(target: str) -> str:
+    """A store as the header shows it: a URL without its password."""
+    if "://" in target and "@" in target:
+        scheme, rest = target.split("://", 1)
+        credentials, host = rest.rsplit("@", 1)
+        return f"{scheme}://{credentials.split(':', 1)[0]}@{host}"
+    return target
+
+
+__all__ = ["DEFAULT_PAGE_SIZE", "Viewer", "create_app", "origin_of", "session_url"]

@@ -1,0 +1,215 @@
+"""``Store.search``: what is found, how hits look, paging, the query syntax and its errors (both backends)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import anyio
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import sessiondb
+from sessiondb import (
+    Custom,
+    InvalidInputError,
+    Message,
+    SessionDeletedError,
+    SessionNotFoundError,
+    Text,
+    Thinking,
+    ToolResult,
+    ToolUse,
+)
+from sessiondb._search import parse_query
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+async def opened(store_target: str) -> AsyncIterator[sessiondb.Store]:
+    async with sessiondb.open_store(store_target) as store:
+        yield store
+
+
+async def _hits(store: sessiondb.Store, query: str, **options: object) -> list[tuple[str, int, str]]:
+    page = await store.search(query, **options)  # type: ignore[arg-type]
+    return [(hit.session_id, hit.version, hit.kind) for hit in page.hits]
+
+
+async def test_every_kind_of_content_is_found_with_its_kind(opened: sessiondb.Store) -> None:
+    store = opened
+    sid = await store.create_session(session_id="chat")
+    await store.append(sid, Message.user("please fix the flaky scheduler"))  # 2
+    await store.append(
+        sid,
+        Message.assistant(
+            [Thinking("the scheduler races on shutdown"), Text("looking"), ToolUse("t1", "grep", '{"pattern": "racy"}')]
+        ),
+    )  # 3
+    await store.append(sid, Message("tool", [ToolResult("t1", "grep", "src/sched.py:12: racy_lock()")]))  # 4
+    await store.record_prompt(sid, "remember the kumquat")  # 5
+    await store.record_compaction(sid, summary="we fixed the scheduler race", removed_message_count=1)  # 6
+    await store.append(sid, Custom("openai_agents.items", {"items": [{"role": "user", "content": "quince jam"}]}))  # 7
+    assert await _hits(store, "flaky") == [("chat", 2, "message")]
+    assert await _hits(store, "shutdown") == [("chat", 3, "thinking")]
+    assert await _hits(store, "racy", order="newest") == [("chat", 4, "tool_result"), ("chat", 3, "tool_use")]
+    assert await _hits(store, "kumquat") == [("chat", 5, "prompt")]
+    assert await _hits(store, "race") == [("chat", 6, "compaction")]
+    assert await _hits(store, "quince") == [("chat", 7, "custom")]
+
+
+async def test_snippets_are_plain_text_with_highlight_offsets(opened: sessiondb.Store) -> None:
+    store = opened
+    sid = await store.create_session()
+    hostile = "<script>alert(1)</script> the Café owner said: " + "filler " * 60 + "and the café closed"
+    await store.append(sid, Message.user(hostile))
+    (hit,) = (await store.search("cafe")).hits
+    assert hit.highlights
+    for start, end in hit.highlights:
+        assert hit.snippet[start:end].lower() in {"café", "cafe"}
+    assert "…" in hit.snippet  # cut to a window around the match
+    assert hit.score > 0 and hit.timestamp_ms > 0 and hit.position > 0
+
+
+async def test_deleted_sessions_are_not_found_and_forks_find_their_own_events(opened: sessiondb.Store) -> None:
+    store = opened
+    parent = await store.create_session(session_id="parent")
+    await store.append(parent, Message.user("walrus one"))
+    child = await store.fork(parent, session_id="child")
+    await store.append(child, Message.user("walrus two"))
+    other = await store.create_session(session_id="other")
+    await store.append(other, Message.user("walrus three"))
+    assert sorted(await _hits(store, "walrus")) == [
+        ("child", 4, "message"),
+        ("other", 2, "message"),
+        ("parent", 2, "message"),
+    ]
+    assert await _hits(store, "walrus", session_id="child") == [("child", 4, "message")]
+    await store.delete_session(other)
+    assert sorted(s for s, _, _ in await _hits(store, "walrus")) == ["child", "parent"]
+    with pytest.raises(SessionDeletedError):
+        await store.search("walrus", session_id="other")
+    with pytest.raises(SessionNotFoundError):
+        await store.search("walrus", session_id="nobody")
+
+
+async def test_a_conversation_compaction_keeps_history_searchable(opened: sessiondb.Store) -> None:
+    store = opened
+    sid = await store.create_session()
+    for i in range(8):
+        await store.append(sid, Message.user(f"step {i} about the ocelot"))
+    await store.compact_conversation(sid, keep_last=2)
+    page = await store.search("ocelot", limit=100)
+    assert sorted(hit.version for hit in page.hits if hit.kind == "message") == list(range(2, 10))
+
+
+async def test_pages_follow_each_other_without_gaps_or_repeats(opened: sessiondb.Store) -> None:
+    store = opened
+    sid = await store.create_session()
+    for i in range(25):
+        await store.append(sid, Message.user("heron " * (1 + i % 5) + f"number {i}"))
+    for order in ("relevance", "newest"):
+        seen: list[int] = []
+        cursor = None
+        first_page = True
+        while True:
+            page = await store.search("heron", order=order, limit=7, cursor=cursor)
+            seen += [hit.position for hit in page.hits]
+            if first_page and order == "newest":
+                await store.append(sid, Message.user("a later heron"))  # not added to later pages
+                first_page = False
+            if page.next_cursor is None:
+                break
+            cursor = page.next_cursor
+        assert len(seen) == len(set(seen)) == 25, order
+    assert len((await store.search("heron", limit=100)).hits) == 26
+
+
+async def test_unusable_arguments_are_clear_errors(opened: sessiondb.Store) -> None:
+    store = opened
+    sid = await store.create_session()
+    await store.append(sid, Message.user("one two three"))
+    for query in ("", "   ", "...", '""', "*", "- + ()"):
+        with pytest.raises(InvalidInputError, match="no word to search for"):
+            await store.search(query)
+    with pytest.raises(InvalidInputError, match="characters"):
+        await store.search("a" * 1001)
+    with pytest.raises(InvalidInputError, match="limit"):
+        await store.search("one", limit=0)
+    with pytest.raises(InvalidInputError, match="order"):
+        await store.search("one", order="oldest")
+    with pytest.raises(InvalidInputError, match="not one a search returned"):
+        await store.search("one", cursor="garbage!")
+    for _ in range(3):
+        await store.append(sid, Message.user("one more"))
+    page = await store.search("one", limit=1)
+    assert page.next_cursor is not None
+    with pytest.raises(InvalidInputError, match="another search"):
+        await store.search("two", limit=1, cursor=page.next_cursor)
+
+
+def test_the_query_syntax() -> None:
+    assert [t.words for t in parse_query('Foo.bar "Big  cat" dog*').terms] == [("foo", "bar"), ("big", "cat"), ("dog",)]
+    assert [t.prefix for t in parse_query('Foo.bar "Big  cat" dog*').terms] == [False, False, True]
+    assert parse_query('"unclosed phrase').terms[0].words == ("unclosed", "phrase")
+    assert parse_query('"a b"*').terms[0].prefix
+    assert parse_query("AND OR NOT near").fts5() == '"and" "or" "not" "near"'  # operators are plain words
+    assert parse_query("Crème brûlée").terms[0].words == ("creme",)
+    assert parse_query("x_y").terms[0].words == ("x", "y")
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(query=st.text(max_size=40))
+async def test_no_query_reaches_the_engine_as_syntax(query: str) -> None:
+    async with sessiondb.open_store(":memory:") as store:
+        sid = await store.create_session()
+        await store.append(sid, Message.user('some words: col:x NEAR(a b) ^start "quoted" x AND y'))
+        try:
+            page = await store.search(query)
+        except InvalidInputError:
+            return
+        assert isinstance(page, sessiondb.SearchPage)
+
+
+async def test_the_background_indexer_follows_appends_once_searched(tmp_path: object) -> None:
+    async with sessiondb.open_store(":memory:") as store:
+        sid = await store.create_session()
+        await store.search("anything")  # from now on the index follows the log
+        for i in range(50):
+            await store.append(sid, Message.user(f"lemur {i}"))
+        last = store.statistics()["last_position"]
+        with anyio.fail_after(30):
+            while store.statistics()["search_position"] < last:
+                await anyio.sleep(0.01)  # waiting for a condition, bounded by fail_after
+        indexed = store.statistics()["search_events_indexed"]
+        assert store.statistics()["search_events_from_batches"] == 50  # taken from the batches, not read back
+        assert len((await store.search("lemur", limit=100)).hits) == 50
+        assert store.statistics()["search_events_indexed"] == indexed  # nothing was left for search() to do
+
+
+async def test_titles_and_tags_are_found_and_filter_by_scope_and_tag(opened: sessiondb.Store) -> None:
+    store = opened
+    a = await store.create_session(session_id="a", scope="proj-1")
+    b = await store.create_session(session_id="b", scope="proj-2")
+    fork = await store.fork(a, session_id="a-fork")  # inherits proj-1
+    for sid in (a, b, fork):
+        await store.append(sid, Message.user(f"the pelican in {sid}"))
+    await store.set_title(a, "Pelican migration plan")
+    version = await store.set_title(a, "Heron migration plan")  # replaces the first: only the newest is found
+    assert await _hits(store, "heron migration") == [("a", version, "title")]
+    assert await _hits(store, "pelican migration") == []
+    await store.add_tags(b, "birds", "urgent")
+    tagged = await store.remove_tags(b, "urgent")
+    assert await _hits(store, "birds") == [("b", tagged, "tags")]
+    assert await _hits(store, "urgent") == []
+    assert sorted(s for s, _, _ in await _hits(store, "pelican", scope="proj-1")) == ["a", "a-fork"]
+    assert [s for s, _, _ in await _hits(store, "pelican", scope="proj-2")] == ["b"]
+    assert [s for s, _, _ in await _hits(store, "pelican", tag="birds")] == ["b"]
+    assert await _hits(store, "pelican", tag="urgent") == []
+    assert [s for s, _, _ in await _hits(store, "pelican", scope="proj-2", tag="birds", session_id="b")] == ["b"]
+    await store.set_title(a, None)
+    assert await _hits(store, "heron") == []
+    await store.delete_session(b)
+    assert await _hits(store, "birds") == []
+    assert await _hits(store, "pelican", scope="proj-2") == []

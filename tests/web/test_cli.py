@@ -1,0 +1,129 @@
+"""``sessiondb serve`` and ``sessiondb export --html`` from the command line."""
+
+from __future__ import annotations
+
+import io
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("jinja2")
+import httpx
+
+from sessiondb.cli import main
+
+from . import _stores
+from ._html import Page
+from ._server import serving
+
+
+class Result:
+    def __init__(self, code: int, out: str, err: str) -> None:
+        self.code, self.out, self.err = code, out, err
+
+
+def run_in_process(*argv: str) -> Result:
+    out, err = io.StringIO(), io.StringIO()
+    code = main(list(argv), stdout=out, stderr=err)
+    return Result(code, out.getvalue(), err.getvalue())
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    path = tmp_path_factory.mktemp("viewer-cli") / "store"
+    return path, _stores.build(path)
+
+
+def test_a_non_loopback_address_needs_the_explicit_flag(built: tuple[Path, str]) -> None:
+    result = run_in_process("serve", str(built[0]), "--host", "0.0.0.0")
+    assert result.code == 1
+    assert "0.0.0.0 is not a loopback address" in result.err and "--allow-remote" in result.err
+
+
+def test_a_short_token_is_refused(built: tuple[Path, str]) -> None:
+    result = run_in_process("serve", str(built[0]), "--token", "short")
+    assert result.code == 1 and "at least 16 characters" in result.err
+
+
+def test_serve_needs_an_existing_store(tmp_path: Path) -> None:
+    result = run_in_process("serve", str(tmp_path / "none"))
+    assert result.code == 1 and "no store at" in result.err
+    assert not (tmp_path / "none").exists()
+
+
+def test_remote_serving_requires_the_printed_token(built: tuple[Path, str]) -> None:
+    with serving(str(built[0]), "--host", "0.0.0.0", "--allow-remote") as url:
+        assert "?token=" in url
+        base, token = url.split("?token=")
+        local = base.replace("0.0.0.0", "127.0.0.1")
+        with httpx.Client(timeout=30, follow_redirects=True) as client:
+            assert client.get(local).status_code == 401
+            assert client.get(local + f"s/{_stores.CHAT}").status_code == 401
+            assert (
+                client.get(local, headers={"Host": "anything.example"}, params={"token": "x" * 32}).status_code == 401
+            )
+            first = client.get(f"{local}?token={token}")  # follows the redirect with the cookie
+            assert first.status_code == 200 and "?token" not in str(first.url)
+            assert _stores.CHAT in Page(first.text).text
+            assert client.get(local + f"s/{_stores.CHAT}").status_code == 200
+
+
+def test_loopback_serving_with_a_token_from_the_environment(
+    built: tuple[Path, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SESSIONDB_VIEWER_TOKEN", "env-token-0123456789")
+    with serving(str(built[0])) as url:
+        assert url.endswith("?token=env-token-0123456789")
+        with httpx.Client(timeout=30, follow_redirects=True) as client:
+            assert client.get(url.split("?")[0]).status_code == 401
+            assert client.get(url).status_code == 200
+
+
+def test_export_html_writes_one_self_contained_page(built: tuple[Path, str], tmp_path: Path) -> None:
+    target = tmp_path / "chat.html"
+    result = run_in_process("export", "--html", str(built[0]), _stores.CHAT, str(target))
+    assert result.code == 0, result.err
+    assert "exported session chat" in result.err
+    assert stat.S_IMODE(os.stat(target).st_mode) == 0o600
+    html = target.read_text()
+    page = Page(html)
+    assert _stores.HOSTILE in page.text and "Two entries: README.md and src/." in page.text
+    assert not page.tags("script") and not page.tags("img") and not page.tags("link")
+    assert not [a for a in page.tags("a") if a.get("href")]  # no links out of the file
+    (policy,) = [m for m in page.tags("meta") if m.get("http-equiv") == "Content-Security-Policy"]
+    assert "default-src 'none'" in (policy.get("content") or "")
+    assert page.by_class("thinking") and page.by_class("tool")
+
+
+def test_export_html_of_a_past_version_and_of_integrations(built: tuple[Path, str], tmp_path: Path) -> None:
+    old = tmp_path / "old.html"
+    assert run_in_process("export", str(built[0]), _stores.CHAT, str(old), "--html", "--at", "2").code == 0
+    text = Page(old.read_text()).text
+    assert "What is in the repository?" in text and "Let me look." not in text
+    claude = tmp_path / "claude.html"
+    assert run_in_process("export", "--html", str(built[0]), built[1], str(claude)).code == 0
+    assert "Two files: CLAUDE.md and main.py." in Page(claude.read_text()).text
+    compacted = tmp_path / "compacted.html"
+    assert run_in_process("export", "--html", str(built[0]), _stores.COMPACTED, str(compacted)).code == 0
+    (removed,) = Page(compacted.read_text()).by_class("removed")
+    assert "question 1" in removed.text
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["nope", "{tmp}/x.html"], "no session 'nope'"),
+        (["chat", "{tmp}/missing/x.html"], "does not exist"),
+        (["chat", "{tmp}"], "is a directory"),
+        (["chat", "{tmp}/x.html", "--at", "99"], "--at 99 is past them"),
+        (["chat"], "needs a session and a file"),
+        (["chat", "--all"], "writes one session"),
+    ],
+)
+def test_export_html_errors(built: tuple[Path, str], tmp_path: Path, argv: list[str], message: str) -> None:
+    args = [part.replace("{tmp}", str(tmp_path)) for part in argv]
+    result = run_in_process("export", "--html", str(built[0]), *args)
+    assert result.code == 1 and message in result.err, result.err
+    assert not (tmp_path / "x.html").exists()
