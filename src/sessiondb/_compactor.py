@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
@@ -88,6 +89,16 @@ class CompactionSettings:
 
 
 _NO_RETENTION = 1 << 62
+_logger = logging.getLogger("sessiondb")
+
+
+def snapshotted_projections(projections: dict[str, Projection[Any]]) -> dict[str, Projection[Any]]:
+    """The projections whose state a snapshot holds (those that declare a ``state_type``)."""
+    return {name: projection for name, projection in projections.items() if projection.state_type is not Any}
+
+
+def holds_all(payload: SnapshotPayload, names: Any) -> bool:
+    return all(name in payload.projections for name in names)
 
 
 class Compactor:
@@ -98,6 +109,7 @@ class Compactor:
         self.settings = settings
         self._lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
+        self._warned: set[str] = set()  # recorded projections this process was warned it lacks
         self.stats: dict[str, Any] = {
             "compaction_passes": 0,
             "last_pass_seconds": 0.0,
@@ -171,9 +183,16 @@ class Compactor:
         keep_seconds = settings.keep_seconds
         if purge:
             keep, keep_seconds = 0, None
+        # A recorded projection this process has not registered: its snapshots leave that state out, and
+        # retention relies only on snapshots holding every recorded one, so the history stays (see
+        # docs/compaction.md). Snapshots written for retention would be of no use to it.
+        missing = sorted(backend.recorded_projections() - snapshotted_projections(store._projections).keys())
+        if missing:
+            done["projections_not_registered"] = missing
+            self._warn_missing(missing)
         # First what retention needs: a snapshot at the last version it would remove, so time travel
         # keeps working over every retained segment. Then the sessions whose tail outgrew the thresholds.
-        needs = backend.retention_needs(keep, keep_seconds)
+        needs = {} if missing else backend.retention_needs(keep, keep_seconds)
         steps = 0
         for session_id, version in needs.items():
             store._check_open()
@@ -201,6 +220,20 @@ class Compactor:
         done["seconds"] = elapsed
         return done
 
+    def _warn_missing(self, missing: list[str]) -> None:
+        for name in missing:
+            if name in self._warned:
+                continue
+            self._warned.add(name)
+            _logger.warning(
+                "projection %r is recorded in this store but not registered in this process: its snapshots "
+                "leave that state out, so retention keeps the log history the projection needs. Register it "
+                "(Store.register_projection) in every process that opens the store, or, if it is gone for "
+                "good, forget it (Store.forget_projection, or sessiondb compact --forget-projection %s)",
+                name,
+                name,
+            )
+
     async def snapshot_session(self, session_id: str, *, at_version: int | None = None) -> bool:
         """Write a snapshot of ``session_id`` at ``at_version`` (default: its current version).
 
@@ -216,18 +249,29 @@ class Compactor:
         known = store.backend.snapshot_versions().get(session_id)
         if known is not None and known[0] == version:
             return False
-        projections = {
-            name: projection for name, projection in store._projections.items() if projection.state_type is not Any
-        }
+        projections = snapshotted_projections(store._projections)
         try:
             payload = await store._snapshot_for(info, version)
-            events = await store._events(info, payload.version if payload is not None else 0, version)
+            # Start from the newest snapshot holding every registered projection's state (one written by
+            # a process without some projection leaves it out), else from the log's start, else from the
+            # newest with the projections it holds.
+            base = payload
+            while base is not None and not holds_all(base, projections):
+                base = await store._snapshot_for(info, base.version - 1) if base.version > 0 else None
+            try:
+                events = await store._events(info, base.version if base is not None else 0, version)
+            except HistoryUnavailableError:
+                if base is payload:
+                    raise
+                base = payload
+                events = await store._events(info, payload.version if payload is not None else 0, version)
         except HistoryUnavailableError:
             return False  # no snapshot and no log to rebuild from: nothing better can be written
-        data = await anyio.to_thread.run_sync(_build_snapshot, session_id, version, payload, events, projections)
-        if data is None:
+        built = await anyio.to_thread.run_sync(_build_snapshot, session_id, version, base, events, projections)
+        if built is None:
             return False
-        return await store.backend.write_snapshot(session_id, version, data)
+        data, holds = built
+        return await store.backend.write_snapshot(session_id, version, data, holds)
 
 
 class _Retention:
@@ -245,7 +289,7 @@ def _build_snapshot(
     payload: SnapshotPayload | None,
     events: list[RecordedEvent],
     projections: dict[str, Projection[Any]],
-) -> bytes | None:
+) -> tuple[bytes, frozenset[str]] | None:
     """In a worker thread: fold the tail into the previous snapshot's states and encode the result."""
     with gc_paused():
         session = replay_session(session_id, events, payload.session if payload is not None else None)
@@ -263,7 +307,7 @@ def _build_snapshot(
             if state is None and payload is not None and payload.version > 0:
                 continue  # its earlier events are not in this tail: leave it to a full replay
             states[name] = (projection, projection.replay(session_id, events, state))
-        return encode_snapshot(session, info, states)
+        return encode_snapshot(session, info, states), frozenset(states)
 
 
 def decode_or_none(data: bytes) -> SnapshotPayload | None:

@@ -128,6 +128,7 @@ class Store:
         self._max_events_per_append = max_events_per_append
         self._redact = redact
         self._projections: dict[str, Projection[Any]] = {}
+        self._unrecorded: frozenset[str] = frozenset()  # registered with record=False
         self._projection_cache: OrderedDict[tuple[str, str], list[Any]] = OrderedDict()
         self._projection_cache_size = projection_cache_size
         self._batch_listeners: list[BatchListener] = []
@@ -147,6 +148,7 @@ class Store:
         """Open the backend (recovering it) and start the writer task, on the running loop (the store's home)."""
         self._home.bind()
         await self.backend.open()
+        self._record_projections(list(self._projections.values()))
         # A plain task rather than a task group: errors raised in the user's
         # ``async with`` body must reach them unwrapped, not in an ExceptionGroup.
         self._writer_task = self._writer.start()
@@ -792,11 +794,53 @@ class Store:
     # ------------------------------------------------------------------ projections
 
     def register_projection(self, projection: Projection[Any]) -> None:
-        """Register a user projection; its state per session is served by ``project``."""
+        """Register a user projection; its state per session is served by ``project``.
+
+        A projection with a ``state_type`` (its state goes into snapshots) is also
+        recorded in the store, durably, the first time any process registers it:
+        from then on retention removes log history only under snapshots that hold
+        its state, so a process that does not register it (another worker, the CLI)
+        cannot make that state unrecoverable. ``forget_projection`` undoes the record.
+        Raises ``InvalidInputError`` if the name is taken; an ``OSError`` of the
+        record's write propagates (nothing registered).
+        """
+        self._register_projection(projection, record=True)
+
+    def _register_projection(self, projection: Projection[Any], *, record: bool) -> None:
+        """``register_projection``; ``record=False`` (``sessiondb compact``) computes a state without recording it."""
         if projection.name in self._projections:
             raise InvalidInputError(f"a projection named {projection.name!r} is already registered")
+        if record and self._open and not self._closed:
+            self._record_projections([projection])  # small and once per store: on the caller's thread
+        elif not record:
+            self._unrecorded = self._unrecorded | {projection.name}
         # Copied, not changed in place: it may be called from another thread while the writer iterates it.
         self._projections = {**self._projections, projection.name: projection}
+
+    def _record_projections(self, projections: list[Projection[Any]]) -> None:
+        names = [p.name for p in projections if p.state_type is not Any and p.name not in self._unrecorded]
+        if names:
+            self.backend.record_projections(names)
+
+    @on_store_loop
+    async def forget_projection(self, name: str) -> bool:
+        """Remove the store's record of a snapshotted projection; True if it was recorded.
+
+        For a projection no process registers any more (renamed or dropped): until
+        its record goes, retention keeps the log history its state needs. Forgetting
+        lets retention delete that history under snapshots without its state, so
+        ``project`` can no longer rebuild it there. A process that registers the
+        name again records it again. Unregisters it in this store too.
+        """
+        self._check_open()
+        self._projections = {key: value for key, value in self._projections.items() if key != name}
+        for key in [key for key in self._projection_cache if key[0] == name]:
+            del self._projection_cache[key]
+        return await anyio.to_thread.run_sync(self.backend.forget_projection, name)
+
+    def recorded_projections(self) -> frozenset[str]:
+        """The snapshotted projections recorded in this store (by any process); see ``register_projection``."""
+        return self.backend.recorded_projections()
 
     @on_store_loop
     async def project(self, session_id: str, projection: str | Projection[Any]) -> Any:
@@ -814,10 +858,14 @@ class Store:
         state = registered.initial(session_id)
         version = 0
         payload = await self._snapshot_for(info, info.version)
-        if payload is not None:
+        while payload is not None:
             snapshotted = decode_projection_state(payload, registered)
             if snapshotted is not None:
                 state, version = snapshotted, payload.version
+                break
+            # A snapshot without this state (written by a process that had not registered it): an
+            # older one may hold it, and retention kept the log after the newest that does.
+            payload = await self._snapshot_for(info, payload.version - 1) if payload.version > 0 else None
         while True:
             events = await self._events(info, version, info.version)
             state = registered.replay(session_id, events, state)

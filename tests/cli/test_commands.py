@@ -223,3 +223,31 @@ def test_python_dash_m_runs_each_command(sample: Path, tmp_path: Path) -> None:
     assert run_subprocess("import", str(tmp_path / "new"), str(tmp_path / "c.jsonl")).code == 0
     help_text = run_subprocess("--help")
     assert help_text.code == 0 and "tail" in help_text.out
+
+
+def test_compact_names_recorded_projections_it_cannot_compute_and_forgets_one(tmp_path: Path) -> None:
+    path = tmp_path / "store"
+
+    async def fill() -> None:
+        settings = sessiondb.CompactionSettings(background=False)
+        async with sessiondb.open_store(path, segment_bytes=2048, compaction=settings) as store:
+            store.register_projection(
+                sessiondb.Projection("app.count", lambda sid: 0, lambda n, e: n + 1, state_type=int)
+            )
+            sid = await store.create_session(session_id="chat")
+            for turn in range(60):
+                await store.append(sid, sessiondb.Message.user(f"turn {turn} " + "z" * 60))
+
+    asyncio.run(fill())
+    segments = len([name for name in path.iterdir() if name.suffix == ".seg"])
+    kept = run_in_process("compact", str(path), "--purge")
+    assert kept.code == 0, kept
+    assert "kept the history of projection(s) 'app.count'" in kept.out and "--forget-projection" in kept.out
+    assert len([name for name in path.iterdir() if name.suffix == ".seg"]) >= segments
+    wrong = run_in_process("compact", str(path), "--forget-projection", "app.cuont")
+    assert wrong.code != 0 and "'app.cuont'" in wrong.err and "'app.count'" in wrong.err
+    forgot = run_in_process("compact", str(path), "--purge", "--forget-projection", "app.count")
+    assert forgot.code == 0, forgot
+    assert "forgot projection 'app.count'" in forgot.out and "kept the history" not in forgot.out
+    assert json.loads(run_in_process("compact", str(path), "--json").out)["result"]["segments_deleted"] == 0
+    assert len([name for name in path.iterdir() if name.suffix == ".seg"]) < segments

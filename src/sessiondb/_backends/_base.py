@@ -10,7 +10,7 @@ semantics beyond that summary; projections live above it.
 from __future__ import annotations
 
 import abc
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Any
 
 import msgspec
@@ -311,12 +311,33 @@ class Backend(abc.ABC):
         """Whether ``write_snapshot`` stores anything (the compactor skips backends that do not)."""
         return False
 
-    async def write_snapshot(self, session_id: str, version: int, data: bytes) -> bool:
+    async def write_snapshot(
+        self, session_id: str, version: int, data: bytes, holds: frozenset[str] | None = None
+    ) -> bool:
         """Durably store ``data``, an encoded state of ``session_id`` at ``version``; return True if stored.
 
         Must be atomic (a reader sees the old snapshot or the new one, never a
-        mix) and may replace an older snapshot of the session.
+        mix) and may replace an older snapshot of the session. ``holds``: the
+        names of the projection states in ``data`` (retention relies only on
+        snapshots that hold every recorded projection).
         """
+        return False
+
+    def record_projections(self, names: Collection[str]) -> list[str]:
+        """Durably record that these snapshotted projections exist; return the ones newly recorded.
+
+        A backend whose retention can remove a live session's history must keep
+        that history until a snapshot holds every recorded projection's state. One
+        that never removes it (the default, PostgreSQL) needs no record.
+        """
+        return []
+
+    def recorded_projections(self) -> frozenset[str]:
+        """The snapshotted projections recorded in this store (see ``record_projections``)."""
+        return frozenset()
+
+    def forget_projection(self, name: str) -> bool:
+        """Remove the record of projection ``name``; True if there was one."""
         return False
 
     async def read_snapshot(self, session_id: str, max_version: int) -> tuple[int, bytes] | None:

@@ -36,9 +36,16 @@ class _InfoOnly(msgspec.Struct, gc=False):
     info: SessionInfo
 
 
+class _ProjectionsOnly(msgspec.Struct, gc=False):
+    """Just the projection states of a snapshot: which ones it holds, without decoding messages."""
+
+    projections: dict[str, msgspec.Raw] = msgspec.field(default_factory=dict)
+
+
 _encoder = msgspec.json.Encoder()
 _decoder = msgspec.json.Decoder(SnapshotPayload)
 _info_decoder = msgspec.json.Decoder(_InfoOnly)
+_projections_decoder = msgspec.json.Decoder(_ProjectionsOnly)
 
 
 class SnapshotFormatError(ValueError):
@@ -76,6 +83,14 @@ def decode_snapshot_info(data: bytes) -> tuple[int, SessionInfo]:
     return payload.version, payload.info
 
 
+def snapshot_projection_names(data: bytes) -> frozenset[str] | None:
+    """The names of the projection states a snapshot payload holds; None if it does not decode."""
+    try:
+        return frozenset(_projections_decoder.decode(data).projections)
+    except (msgspec.DecodeError, ValueError, RecursionError):
+        return None
+
+
 def decode_projection_state(payload: SnapshotPayload, projection: Projection[Any]) -> Any | None:
     """The snapshotted state of ``projection``, or None when the snapshot has none (or it no longer fits)."""
     raw = payload.projections.get(projection.name)
@@ -96,4 +111,5 @@ __all__ = [
     "decode_snapshot",
     "decode_snapshot_info",
     "encode_snapshot",
+    "snapshot_projection_names",
 ]

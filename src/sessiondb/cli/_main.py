@@ -253,6 +253,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="remove deleted data from disk now: seal the active segment and delete every sealed segment "
         "snapshots cover (time travel below them is lost)",
     )
+    compact.add_argument(
+        "--forget-projection",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="remove the store's record of a projection no application registers any more (renamed or "
+        "dropped), so retention stops keeping the log history its state needs; repeatable",
+    )
     compact.add_argument("--json", action="store_true")
     compact.set_defaults(run=cmd_compact)
 

@@ -17,7 +17,9 @@ from .._errors import ExportError, InvalidInputError, SessionDeletedError, Sessi
 from .._interop import ClawImportReport, export_claw_session, export_claw_sessions, import_claw_files
 from .._interop._claw_store import select_files
 from .._paths import names_directory
-from ..integrations._langgraph_state import register as register_langgraph_projection
+from .._projection import Projection
+from ..integrations._claude_entries import TRANSCRIPT_PROJECTION
+from ..integrations._langgraph_state import PROJECTION as LANGGRAPH_PROJECTION
 from ._context import (
     CommandError,
     _describe,
@@ -70,15 +72,38 @@ async def cmd_repair(args: argparse.Namespace, out: _Output) -> int:
     return 0
 
 
+def _integration_projections() -> tuple[Projection[Any], ...]:
+    """The integrations' projections: compact computes their states so its snapshots hold them.
+
+    Retention relies only on snapshots holding every projection recorded in the
+    store. They are registered without being recorded: a store that never used an
+    integration must not start keeping history for it.
+    """
+    # Imported here: the module tries the OpenAI Agents SDK, which every other command can do without.
+    from ..integrations.openai_agents import ITEMS_PROJECTION
+
+    return (LANGGRAPH_PROJECTION, TRANSCRIPT_PROJECTION, ITEMS_PROJECTION)
+
+
 async def cmd_compact(args: argparse.Namespace, out: _Output) -> int:
     async with _writing(args.store) as store:
-        # Snapshots must carry the LangGraph threads' state (retention may then drop the log under it).
-        register_langgraph_projection(store)
+        recorded = store.recorded_projections()
+        unknown = sorted(set(args.forget_projection) - recorded)
+        if unknown:
+            raise CommandError(
+                f"no projection named {', '.join(map(repr, unknown))} is recorded in store {args.store} "
+                f"(recorded: {', '.join(map(repr, sorted(recorded))) or 'none'}); nothing was forgotten or compacted"
+            )
+        forgotten = [name for name in args.forget_projection if await store.forget_projection(name)]
+        for projection in _integration_projections():
+            if projection.name not in store._projections:
+                store._register_projection(projection, record=False)
         with Progress("compacting", None, stream=out.stderr):
             result = await store.compact(purge=args.purge)
         statistics = store.statistics()
+    kept = list(result.get("projections_not_registered", ()))
     if args.json:
-        out.json({"result": result, "statistics": statistics})
+        out.json({"result": result, "statistics": statistics, "forgotten_projections": forgotten})
         return 0
     seconds = float(result.get("seconds", 0.0))
     out.line(
@@ -91,6 +116,15 @@ async def cmd_compact(args: argparse.Namespace, out: _Output) -> int:
         f"now {format_bytes(statistics.get('log_bytes', 0))} in {statistics.get('segments', 0)} segment(s), "
         f"{format_count(statistics.get('snapshots', 0))} snapshot(s)"
     )
+    for name in forgotten:
+        out.line(f"forgot projection {name!r}: retention no longer keeps history for its state")
+    if kept:
+        out.line(
+            f"kept the history of projection(s) {', '.join(map(repr, kept))}: recorded in store {args.store} by "
+            "an application, but unknown to sessiondb compact, so its snapshots cannot hold their state. "
+            "Compaction in the application (which registers them) removes that history; "
+            "--forget-projection NAME drops a projection no application registers any more"
+        )
     return 0
 
 

@@ -22,7 +22,7 @@ import concurrent.futures
 import contextlib
 import errno
 import os
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Collection, Iterable, Sequence
 from typing import Any
 
 import anyio
@@ -50,6 +50,7 @@ from ._format import segment_number
 from ._index import Index
 from ._locks import LOCK_FILES, STORE_LOCK, StoreLocks, warn_if_network_file_system
 from ._planner import plan_batch
+from ._projection_records import ProjectionRecords, is_projection_record
 from ._reader import Reader
 from ._recovery import Recovery
 from ._retention import Retention
@@ -91,7 +92,10 @@ class LocalBackend(Backend):
         self.segments = SegmentSet(self.path, self.fs, segment_bytes, max_read_fds)
         self.snapshots = SnapshotFiles(self.path, self.fs)
         self.checkpoints = Checkpointer(self.path, self.fs, self.index, self.segments, self.snapshots)
-        self.retention = Retention(self.path, self.fs, self.index, self.segments, self.snapshots, self.checkpoints)
+        self.projection_records = ProjectionRecords(self.path, self.fs)
+        self.retention = Retention(
+            self.path, self.fs, self.index, self.segments, self.snapshots, self.checkpoints, self.projection_records
+        )
         self._reader = Reader(self.segments, self.fs)
         self._follower = LogCatchUp(self.fs, self.index, self.segments)
         # Cleared while this process's batch is written but not yet in the index: a read
@@ -381,6 +385,10 @@ class LocalBackend(Backend):
                 changed = True
         return changed
 
+    def _resync_and_refresh_records(self) -> None:
+        self._resync_directory()
+        self.retention.refresh()
+
     async def resync(self) -> bool:
         """After ``HistoryUnavailableError``: learn other processes' snapshots and removals; True if any."""
         if self._closed:
@@ -393,7 +401,7 @@ class LocalBackend(Backend):
             return False
         try:
             await self._refresh()
-            await anyio.to_thread.run_sync(self._resync_directory)
+            await anyio.to_thread.run_sync(self._resync_and_refresh_records)
         except BaseException:
             self.locks.release_compact()
             raise
@@ -469,13 +477,31 @@ class LocalBackend(Backend):
     def supports_snapshots(self) -> bool:
         return not self.read_only
 
-    async def write_snapshot(self, session_id: str, version: int, data: bytes) -> bool:
+    async def write_snapshot(
+        self, session_id: str, version: int, data: bytes, holds: frozenset[str] | None = None
+    ) -> bool:
         if self.read_only:
             return False
         if self._broken is not None:
             raise self._broken
-        await self.snapshots.write(session_id, version, data)
+        await self.snapshots.write(session_id, version, data, holds)
         return True
+
+    def record_projections(self, names: Collection[str]) -> list[str]:
+        """Durably record snapshotted projections (a few small files, at most once each); the new ones."""
+        if self.read_only or self._closed:
+            return []
+        return [name for name in names if self.projection_records.record(name)]
+
+    def recorded_projections(self) -> frozenset[str]:
+        """The snapshotted projections recorded in this store (read from the directory now)."""
+        return self.projection_records.names()
+
+    def forget_projection(self, name: str) -> bool:
+        """Remove the record of a projection; retention then stops keeping history for its state."""
+        if self.read_only:
+            raise InvalidInputError(f"store {self.path} was opened read-only; open it for writing to forget {name!r}")
+        return self.projection_records.forget(name)
 
     async def read_snapshot(self, session_id: str, max_version: int) -> tuple[int, bytes] | None:
         return await self.snapshots.read(session_id, max_version)
@@ -552,6 +578,7 @@ def _is_store_file(name: str) -> bool:
         or segment_number(name) is not None
         or name == CHECKPOINT_NAME
         or (name.startswith(SNAPSHOT_PREFIX) and SNAPSHOT_SUFFIX in name)
+        or is_projection_record(name)
     )
 
 

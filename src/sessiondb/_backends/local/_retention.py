@@ -2,8 +2,11 @@
 
 A prefix of sealed segments beyond the retention window may be deleted once
 every live session has a snapshot covering its events there (and a fork, its
-inherited history). Before deleting, the covering snapshots are read back; the
-deletion waits for a durable checkpoint that no longer lists the segments.
+inherited history). Only a snapshot that holds the state of every recorded
+projection counts (``_projection_records``): one written by a process that never
+registered a projection would otherwise become the floor of a history that
+projection still needs. Before deleting, the covering snapshots are read back;
+the deletion waits for a durable checkpoint that no longer lists the segments.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import anyio
 from .._fs import FileSystem
 from ._checkpoint import Checkpointer
 from ._index import OFFSET_BITS, Index
+from ._projection_records import ProjectionRecords
 from ._segments import Segment, SegmentSet
 from ._snapshot_files import SnapshotFiles
 
@@ -33,6 +37,7 @@ class Retention:
         segments: SegmentSet,
         snapshots: SnapshotFiles,
         checkpoints: Checkpointer,
+        records: ProjectionRecords,
     ) -> None:
         self.directory = directory
         self.fs = fs
@@ -40,7 +45,22 @@ class Retention:
         self.segments = segments
         self.snapshots = snapshots
         self.checkpoints = checkpoints
+        self.records = records
+        # The recorded projections as of the last look (refresh): what a covering snapshot must hold.
+        self.recorded: frozenset[str] = frozenset()
         self.bytes_reclaimed = 0
+
+    def refresh(self, listing: list[str] | None = None) -> frozenset[str]:
+        """Read the recorded projections and learn what the known snapshots hold (a worker thread: I/O)."""
+        self.recorded = self.records.names(listing)
+        if self.recorded:
+            self.snapshots.warm_holds()
+        return self.recorded
+
+    def covered_version(self, session_id: str) -> int:
+        """The version up to which retention may rely on a snapshot of the session (0: none)."""
+        entry = self.snapshots.covering(session_id, self.recorded)
+        return entry[0] if entry is not None else 0
 
     def candidates(self, keep_segments: int, keep_seconds: float | None) -> list[Segment]:
         """The oldest sealed segments beyond the retention window (a prefix of the log)."""
@@ -66,11 +86,10 @@ class Retention:
         return self.unmet_needs(candidates)
 
     def unmet_needs(self, candidates: list[Segment]) -> dict[str, int]:
-        snapshots = self.snapshots.newest
         return {
             session_id: needed
             for session_id, needed in self.needed_versions(candidates).items()
-            if snapshots.get(session_id, (0, 0))[0] < needed
+            if self.covered_version(session_id) < needed
         }
 
     def needed_versions(self, candidates: list[Segment]) -> dict[str, int]:
@@ -96,7 +115,7 @@ class Retention:
                 needs[session_id] = needed
         return needs
 
-    def damaged_covering_snapshots(self, candidates: list[Segment]) -> list[str]:
+    def damaged_covering_snapshots(self, candidates: list[Segment]) -> list[tuple[str, int]]:
         """Sessions whose snapshot that replaces history in ``candidates`` does not read back whole.
 
         Run before deleting segments: a snapshot damaged since it was written (a bad
@@ -104,14 +123,17 @@ class Retention:
         """
         damaged = []
         for session_id in self.needed_versions(candidates):
-            known = self.snapshots.newest.get(session_id)
+            known = self.snapshots.covering(session_id, self.recorded)
             if known is not None and self.snapshots.read_sync(session_id, known[0]) is None:
-                damaged.append(session_id)
+                damaged.append((session_id, known[0]))
         return damaged
 
     async def run_pass(self, settings: Any) -> dict[str, Any]:
         """Delete covered sealed segments (after a checkpoint that no longer lists them) and checkpoint."""
         counters = {"segments_deleted": 0, "bytes_reclaimed": 0}
+        # Looked at again right before deciding (under the write lock): a projection recorded since the
+        # pass began must not lose the history its state needs.
+        await anyio.to_thread.run_sync(self.refresh)
         candidates = self.candidates(settings.keep_segments, settings.keep_seconds)
         while candidates and self.unmet_needs(candidates):
             candidates.pop()  # retention deletes a prefix only: stop before the first still-needed segment
@@ -122,8 +144,8 @@ class Retention:
             damaged = await anyio.to_thread.run_sync(self.damaged_covering_snapshots, candidates)
             if not damaged:
                 break
-            for session_id in damaged:
-                self.snapshots.forget(session_id)
+            for session_id, version in damaged:
+                self.snapshots.forget(session_id, version)
             while candidates and self.unmet_needs(candidates):
                 candidates.pop()
         removed = {segment.number for segment in candidates}

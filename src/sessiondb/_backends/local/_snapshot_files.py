@@ -17,6 +17,7 @@ import anyio
 import msgspec
 
 from .._fs import FileSystem
+from .._snapshot_payload import snapshot_projection_names
 
 if TYPE_CHECKING:
     from ._index import Index
@@ -25,6 +26,9 @@ SNAPSHOT_PREFIX = "snapshot-"
 SNAPSHOT_SUFFIX = ".snap"
 # Snapshots at most this large are read on the event loop; larger ones in a worker thread.
 _INLINE_SNAPSHOT_BYTES = 256 * 1024
+# A header names the projection states its payload holds, so it may be longer than the fixed fields.
+_MAX_HEADER_BYTES = 1024 * 1024
+_HEADER_READ_BYTES = 64 * 1024
 
 
 class SnapshotFileHeader(msgspec.Struct, gc=False):
@@ -34,6 +38,8 @@ class SnapshotFileHeader(msgspec.Struct, gc=False):
     version: int
     bytes: int
     crc: int
+    # The projection states the payload holds (None in files written before sessiondb recorded it).
+    projections: list[str] | None = None
 
 
 _json = msgspec.json.Encoder()
@@ -55,6 +61,8 @@ class SnapshotFiles:
         self.newest: dict[str, tuple[int, int]] = {}
         self.older: dict[str, list[tuple[int, int]]] = {}
         self.stats: dict[str, Any] = {"snapshots_written": 0, "snapshot_bytes_written": 0, "snapshots_deleted": 0}
+        # (session, version) -> the projection states that snapshot holds (None: unreadable); see holds_sync.
+        self.holds: dict[tuple[str, int], frozenset[str] | None] = {}
 
     def load_headers(self, names: list[str]) -> None:
         """Learn the snapshots from the files themselves (an open without a usable checkpoint)."""
@@ -94,8 +102,9 @@ class SnapshotFiles:
                 self.older[sid] = entries
         return True
 
-    async def write(self, session_id: str, version: int, data: bytes) -> None:
-        header = SnapshotFileHeader("snapshot", 1, session_id, version, len(data), zlib.crc32(data))
+    async def write(self, session_id: str, version: int, data: bytes, holds: frozenset[str] | None = None) -> None:
+        held = sorted(holds) if holds is not None else None
+        header = SnapshotFileHeader("snapshot", 1, session_id, version, len(data), zlib.crc32(data), held)
         blob = b"".join((_json.encode(header), b"\n", data))
         name = snapshot_file_name(session_id, version)
         await anyio.to_thread.run_sync(self.fs.write_file_durably, self.directory, name, blob)
@@ -105,6 +114,8 @@ class SnapshotFiles:
             if current is not None:
                 # The older one stays while the log after it is retained: it serves time travel.
                 self.older.setdefault(session_id, []).append(current)
+        if holds is not None:
+            self.holds[(session_id, version)] = holds
         self.stats["snapshots_written"] += 1
         self.stats["snapshot_bytes_written"] += len(blob)
 
@@ -150,6 +161,7 @@ class SnapshotFiles:
                 self.fs.unlink(os.path.join(self.directory, snapshot_file_name(session_id, version)))
             except FileNotFoundError:
                 continue
+            self.holds.pop((session_id, version), None)
             self.stats["snapshots_deleted"] += 1
             freed += size
         return freed
@@ -203,14 +215,105 @@ class SnapshotFiles:
             out.append((session_id, tail_bytes))
         return out
 
-    def forget(self, session_id: str) -> None:
-        """Stop counting on a session's newest snapshot; its newest older one (if any) takes its place."""
+    def forget(self, session_id: str, version: int | None = None) -> None:
+        """Stop counting on a session's snapshot at ``version`` (default: its newest).
+
+        When that is the newest, its newest older one (if any) takes its place.
+        """
+        newest = self.newest.get(session_id)
+        if newest is None:
+            return
+        if version is not None and version != newest[0]:
+            kept = [entry for entry in self.older.get(session_id, []) if entry[0] != version]
+            self.older[session_id] = kept
+            return
         self.newest.pop(session_id, None)
         older = self.older.get(session_id)
         if older:
-            newest = max(older)
-            older.remove(newest)
-            self.newest[session_id] = newest
+            replacement = max(older)
+            older.remove(replacement)
+            self.newest[session_id] = replacement
+
+    def entries(self, session_id: str) -> list[tuple[int, int]]:
+        """(version, bytes) of every snapshot of a session, newest first."""
+        known = self.newest.get(session_id)
+        if known is None:
+            return []
+        return sorted([known, *self.older.get(session_id, ())], reverse=True)
+
+    def holds_sync(self, session_id: str, version: int) -> frozenset[str] | None:
+        """The projection states the snapshot at ``version`` holds; None if it cannot be read.
+
+        From the file's header (written since sessiondb records it), else from the
+        payload's keys (older files, read once). Cached: a snapshot file never changes.
+        """
+        key = (session_id, version)
+        if key in self.holds:
+            return self.holds[key]
+        held: frozenset[str] | None = None
+        path = os.path.join(self.directory, snapshot_file_name(session_id, version))
+        try:
+            header = self._read_header(path)
+            if (
+                header is not None
+                and header.session == session_id
+                and header.version == version
+                and header.projections is not None
+            ):
+                self.holds[key] = frozenset(header.projections)
+                return self.holds[key]
+            blob = self.fs.read_file(path)  # an older file: the payload's keys say (checked whole)
+        except FileNotFoundError:
+            return None  # not cached: the file may yet appear (another process's rename)
+        parsed = _parse_snapshot_file(blob)
+        if parsed is not None and parsed[0].session == session_id and parsed[0].version == version:
+            if parsed[0].projections is not None:
+                held = frozenset(parsed[0].projections)
+            else:
+                held = snapshot_projection_names(parsed[1])
+        self.holds[key] = held
+        return held
+
+    def _read_header(self, path: str) -> SnapshotFileHeader | None:
+        """The header line alone (a snapshot may be large); None if it does not decode."""
+        fd = self.fs.open_read(path)
+        try:
+            head = self.fs.pread(fd, _HEADER_READ_BYTES, 0)
+            newline = head.find(b"\n")
+            if newline < 0:
+                head = self.fs.pread(fd, _MAX_HEADER_BYTES, 0)
+                newline = head.find(b"\n")
+        finally:
+            self.fs.close(fd)
+        if newline < 0:
+            return None
+        try:
+            return _snapshot_header_decoder.decode(head[:newline])
+        except (msgspec.DecodeError, ValueError):
+            return None
+
+    def covering(self, session_id: str, recorded: frozenset[str]) -> tuple[int, int] | None:
+        """The newest snapshot of a session that holds every ``recorded`` projection state (retention's floor).
+
+        With nothing recorded (a store no snapshotted projection was ever registered
+        on), every snapshot qualifies, as before records existed. Uses the cache only
+        (``warm_holds`` fills it first): a snapshot not known to hold them does not count.
+        """
+        entries = self.entries(session_id)
+        if not recorded:
+            return entries[0] if entries else None
+        for entry in entries:
+            held = self.holds.get((session_id, entry[0]))
+            if held is not None and recorded <= held:
+                return entry
+        return None
+
+    def warm_holds(self) -> None:
+        """Learn what every known snapshot holds (in a worker thread: reads the files not yet known)."""
+        for session_id in list(self.newest):
+            for version, _size in self.entries(session_id):
+                if (session_id, version) not in self.holds:
+                    self.holds_sync(session_id, version)
 
 
 class FileDamage(ValueError):
@@ -223,7 +326,7 @@ class FileDamage(ValueError):
 
 def read_snapshot_file(blob: bytes) -> tuple[SnapshotFileHeader, bytes]:
     """The header and payload of a snapshot file whose checksum holds (``FileDamage`` if it cannot be used)."""
-    newline = blob.find(b"\n", 0, 2048)
+    newline = blob.find(b"\n", 0, _MAX_HEADER_BYTES)
     if newline < 0:
         raise FileDamage(0, "snapshot header is missing")
     try:

@@ -694,7 +694,11 @@ class PostgresBackend(Backend):
     async def begin_maintenance(self) -> bool:
         return not self.read_only
 
-    async def write_snapshot(self, session_id: str, version: int, data: bytes) -> bool:
+    async def write_snapshot(
+        self, session_id: str, version: int, data: bytes, holds: frozenset[str] | None = None
+    ) -> bool:
+        # ``holds`` is not kept: this backend never removes a live session's history (compact_storage),
+        # so a snapshot without some projection's state only costs that projection a replay.
         if self.read_only:
             return False
         return await self.snapshots.write_snapshot(session_id, version, data)
