@@ -139,7 +139,10 @@ class StoreLoop:
         self.check_not_forked()
         loop = self.loop
         if loop is None:
-            raise StoreLoopError("the store is not open; open it with sessiondb.open_store() first")
+            raise StoreLoopError(
+                "the store is not started: use `async with sessiondb.open_store(...) as store:`, or "
+                "`await store.start()` on the loop that will serve it, before calling it from another thread"
+            )
         if loop.is_closed():
             raise StoreLoopError(
                 "the event loop this store was opened on is closed; a store lives on the loop that opened it: "

@@ -156,3 +156,10 @@ async def test_snapshot_plus_tail_equals_full_replay(tmp_path: Path) -> None:
             async for t in saver.alist(generate_config("t"))
         ]
         assert listed[0] == ("", 99) and len(listed) > 2
+
+
+def test_sync_calls_on_a_store_never_started_say_how_to_start_it(tmp_path: Path) -> None:
+    store = sessiondb.open_store(tmp_path / "store")  # opened, never started (no `async with`, no start())
+    saver = SessionDBSaver(store)
+    with pytest.raises(sessiondb.StoreLoopError, match=r"not started: use `async with sessiondb.open_store"):
+        saver.get_tuple(generate_config("t"))
