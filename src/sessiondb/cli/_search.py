@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from .._search import SearchHit
-from ._context import _Output, _reading
+from ._context import _Output, _reading, shown_store
 from ._render import Style, format_time, iso_time
 
 
@@ -42,7 +42,7 @@ async def cmd_search(args: argparse.Namespace, out: _Output) -> int:
         )
         return 0
     if not page.hits:
-        out.note(f"no match for {args.query!r} in {args.store}")
+        out.note(f"no match for {args.query!r} in {shown_store(args.store)}")
         return 0
     for hit in page.hits:
         out.line(f"{out.style.bold(f'{hit.session_id}@{hit.version}')}  {hit.kind}  {format_time(hit.timestamp_ms)}")
