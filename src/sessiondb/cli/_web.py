@@ -18,7 +18,8 @@ def _web() -> Any:
         from .. import web
     except ImportError as exc:
         raise CommandError(
-            f"the web viewer needs the web extra ({exc.name} is missing): pip install 'sessiondb[web]'"
+            f"the web viewer needs the web extra ({exc.name} is missing): pip install '.[web]' in the sessiondb "
+            "checkout (-e '.[web]' for an editable install)"
         ) from None
     return web
 
