@@ -25,6 +25,12 @@ async def _readable_positions(store: sessiondb.Store, session_id: str) -> list[i
     return [e.position for e in events if e.session_id == session_id and isinstance(e.event, Message)]
 
 
+async def _fill(store: sessiondb.Store, count: int) -> None:
+    await store.create_session(session_id="r")
+    for i in range(count):
+        await store.append("r", Message.user(f"old message number {i} {FILLER}"))
+
+
 async def _search_positions(target: str, query: str) -> tuple[list[int], dict[str, object]]:
     async with sessiondb.open_store(target) as store:
         with anyio.fail_after(20):  # it spun forever before: a hang is the failure
@@ -35,9 +41,7 @@ async def _search_positions(target: str, query: str) -> tuple[list[int], dict[st
 async def test_a_first_search_after_retention_removed_segments_returns(tmp_path: Path) -> None:
     target = str(tmp_path / "store")
     async with sessiondb.open_store(target, segment_bytes=4096) as store:
-        await store.create_session(session_id="r")
-        for i in range(200):
-            await store.append("r", Message.user(f"old message number {i} {FILLER}"))
+        await _fill(store, 200)
         await store.compact()
         assert isinstance(store.backend, LocalBackend)
         first = store.backend.first_available_position()
@@ -52,9 +56,7 @@ async def test_a_first_search_after_retention_removed_segments_returns(tmp_path:
 async def test_a_first_search_after_a_purge_finds_what_came_after_it(tmp_path: Path) -> None:
     target = str(tmp_path / "store")
     async with sessiondb.open_store(target, segment_bytes=4096) as store:
-        await store.create_session(session_id="r")
-        for i in range(3):
-            await store.append("r", Message.user(f"old message number {i} {FILLER}"))
+        await _fill(store, 3)
         await store.compact(purge=True)
         assert isinstance(store.backend, LocalBackend)
         assert store.backend.first_available_position() > 1
@@ -93,9 +95,7 @@ def test_the_viewer_searches_a_store_retention_cut(tmp_path: Path) -> None:
 
     async def fill() -> None:
         async with sessiondb.open_store(target, segment_bytes=4096) as store:
-            await store.create_session(session_id="r")
-            for i in range(200):
-                await store.append("r", Message.user(f"old message number {i} {FILLER}"))
+            await _fill(store, 200)
             await store.compact()
 
     anyio.run(fill)
