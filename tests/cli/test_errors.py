@@ -136,3 +136,34 @@ def test_store_locked_by_a_writer_process(place: Path, tmp_path: Path) -> None:
         if child.stdout is not None:
             child.stdout.close()
     assert child.returncode == 0
+
+
+def test_a_bad_search_cursor_names_the_option(place: Path) -> None:
+    result = run_in_process("search", str(place / "store"), "files", "--cursor", "garbage")
+    assert result.code == 1
+    assert "--cursor 'garbage' is not one this search printed" in result.err
+    assert "start again without --cursor" in result.err and "cursor=" not in result.err
+
+
+@pytest.mark.parametrize("limit", ["0", "1001", "-1", "many"])
+def test_search_limit_out_of_range_is_a_usage_error(place: Path, limit: str) -> None:
+    result = run_in_process("search", str(place / "store"), "files", "--limit", limit)
+    assert result.code == 2, result
+    assert "argument --limit" in result.err
+
+
+def test_search_limit_takes_the_whole_range(place: Path) -> None:
+    for limit in ("1", "1000"):
+        assert run_in_process("search", str(place / "store"), "files", "--limit", limit).code == 0
+
+
+def test_a_missing_web_extra_says_how_to_install_it_from_the_checkout(place: Path) -> None:
+    # Starlette hidden from this one process: the import fails as it does without the extra.
+    code = (
+        "import sys; sys.modules['starlette'] = None; from sessiondb.cli import main; "
+        f"sys.exit(main(['serve', {str(place / 'store')!r}]))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=environment(), timeout=60)
+    assert done.returncode == 1, done.stderr
+    assert "needs the web extra (starlette" in done.stderr
+    assert "pip install '.[web]' in the sessiondb checkout" in done.stderr and "sessiondb[" not in done.stderr

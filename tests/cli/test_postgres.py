@@ -6,6 +6,7 @@ import asyncio
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -79,3 +80,31 @@ def test_reading_commands_never_create_a_schema(pg_url: str, command: list[str])
             await conn.close()
 
     assert not asyncio.run(exists())
+
+
+SECRET = "hunter2-secret"
+
+
+def _with_password(url: str) -> str:
+    """The URL with a password (trust auth takes any): no message may show it."""
+    scheme, rest = url.split("://", 1)
+    user, host = rest.split("@", 1)
+    return f"{scheme}://{user.split(':')[0]}:{SECRET}@{host}"
+
+
+def test_no_message_shows_the_password_of_a_store_url(pg_url: str, tmp_path: Path) -> None:
+    asyncio.run(_append(pg_url, "hello"))
+    url = _with_password(pg_url)
+    results = {
+        "search": run_in_process("search", url, "nothingmatchesthis"),
+        "show": run_in_process("show", url, "nope"),
+        "ls": run_in_process("ls", url, "--tag", "nope"),
+        "title": run_in_process("title", url, "pg", " "),
+        "export": run_in_process("export", "--html", url, "nope", str(tmp_path / "x.html")),
+    }
+    assert "no match for 'nothingmatchesthis' in" in results["search"].err + results["search"].out
+    assert "no session 'nope'" in results["export"].err and "sessiondb ls" in results["export"].err
+    for command, result in results.items():
+        shown = result.out + result.err
+        assert SECRET not in shown, (command, shown)
+        assert ":***@" in shown, (command, shown)

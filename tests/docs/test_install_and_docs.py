@@ -174,5 +174,9 @@ def test_the_readme_says_when_to_record_and_when_to_compact() -> None:
 def test_the_readme_install_section_works_from_a_checkout() -> None:
     readme = (ROOT / "README.md").read_text()
     assert "pip install 'sessiondb[" not in readme
+    for path in [*(ROOT / "docs").glob("*.md"), *(ROOT / "src" / "sessiondb").rglob("*.py")]:
+        assert "sessiondb[" not in path.read_text(), f"{path.name} names an extra as if sessiondb came from PyPI"
+    # The langgraph extra brings langgraph-checkpoint (what the saver imports); graphs need langgraph too.
+    assert "pip install '.[langgraph]' langgraph" in readme
     assert "pip install '.[postgres]'" in readme
     assert ".venv-demo/bin/sessiondb" in readme

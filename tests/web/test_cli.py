@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import os
+import signal
 import stat
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -12,11 +16,12 @@ import pytest
 pytest.importorskip("jinja2")
 import httpx
 
+import sessiondb
 from sessiondb.cli import main
 
 from . import _stores
 from ._html import Page
-from ._server import serving
+from ._server import environment, serving
 
 
 class Result:
@@ -127,3 +132,33 @@ def test_export_html_errors(built: tuple[Path, str], tmp_path: Path, argv: list[
     result = run_in_process("export", "--html", str(built[0]), *args)
     assert result.code == 1 and message in result.err, result.err
     assert not (tmp_path / "x.html").exists()
+
+
+@pytest.mark.postgres
+def test_the_serve_banner_hides_the_password_of_a_store_url(pg_url: str) -> None:
+    async def create() -> None:
+        async with sessiondb.open_store(pg_url) as store:
+            await store.create_session(session_id="pg")
+
+    asyncio.run(create())
+    secret = "hunter2-secret"
+    url = pg_url.replace("://postgres@", f"://postgres:{secret}@", 1)
+    assert secret in url
+    process = subprocess.Popen(
+        [sys.executable, "-m", "sessiondb", "serve", url, "--port", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=environment(),
+    )
+    try:
+        assert process.stdout is not None
+        banner = process.stdout.readline()
+    finally:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.communicate(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.communicate()
+    assert "viewer of postgresql://postgres:***@" in banner and secret not in banner, banner

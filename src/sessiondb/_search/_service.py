@@ -220,12 +220,21 @@ class SearchService:
                 await index.reset()
                 position = 0
             self._verified = True
+        stalled = 0  # passes in a row that did not move the index forward
+        removed = 0  # positions up to here were removed by retention (nothing there to index)
         while True:
+            if stalled > 2:
+                # Never spin: a pass that cannot advance the index is a fault to report.
+                raise SessionDBError(
+                    f"the search index cannot advance past position {position} of the log; delete the store's "
+                    "search.sqlite* files while no process has the store open, and the next search rebuilds it"
+                )
             kept = self._kept_events(position)
             if kept:
                 stored = await index.apply(position, kept)
                 self.stats["search_events_indexed"] += len(kept)
                 self.stats["search_events_from_batches"] += len(kept)
+                stalled = 0 if stored > position else stalled + 1
                 if stored < position:
                     self._verified = False
                     position, print_ = await index.state()
@@ -235,16 +244,18 @@ class SearchService:
             try:
                 events = await self.backend.read_all(position, CHUNK_EVENTS)
             except HistoryUnavailableError:
-                # Retention removed old segments: index what is readable.
+                # Retention removed old segments: index from the first readable position. The
+                # chunk is applied after the index's own position, so the index jumps the gap.
                 first = self.backend.first_available_position() if isinstance(self.backend, LocalBackend) else 0
                 if first - 1 <= position:
                     raise
-                position = first - 1
-                continue
+                removed = first - 1
+                events = await self.backend.read_all(first - 1, CHUNK_EVENTS)
             if not events:
                 break
             stored = await index.apply(position, events)
             self.stats["search_events_indexed"] += len(events)
+            stalled = 0 if stored > position else stalled + 1
             if stored < position:
                 self._verified = False  # another process emptied it
                 position, print_ = await index.state()
@@ -252,8 +263,8 @@ class SearchService:
             position = stored
             if len(events) < CHUNK_EVENTS:
                 break
-        self._position = position
-        return position
+        self._position = max(position, removed)
+        return self._position
 
     def _kept_events(self, position: int) -> list[RecordedEvent]:
         """This process's committed events right after ``position``, from the kept batches (up to a chunk)."""

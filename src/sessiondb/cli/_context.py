@@ -11,6 +11,7 @@ from typing import Any, TextIO
 import msgspec
 
 from .._backends.local._format import segment_number
+from .._backends.postgres import redact_dsn
 from .._errors import SessionNotFoundError
 from .._store import Store, open_store
 from ._render import (
@@ -40,6 +41,11 @@ def _describe(exc: BaseException) -> str:
 
 def _is_url(target: str) -> bool:
     return target.startswith(("postgresql://", "postgres://"))
+
+
+def shown_store(target: str) -> str:
+    """The store argument as every message, banner and suggested command shows it: a URL's password hidden."""
+    return redact_dsn(target) if _is_url(target) else target
 
 
 def _existing_store(target: str) -> str:
@@ -115,6 +121,7 @@ async def _session_info(store: Store, args: argparse.Namespace) -> Any:
         return await store.session_info(args.session)
     except SessionNotFoundError as exc:
         detail = " (it was deleted)" if "deleted" in str(exc) else ""
+        shown = shown_store(args.store)
         raise CommandError(
-            f"no session {args.session!r} in store {args.store}{detail}; `sessiondb ls {args.store}` lists them"
+            f"no session {args.session!r} in store {shown}{detail}; `sessiondb ls {shown}` lists them"
         ) from None

@@ -22,6 +22,7 @@ from ._context import (
     _Output,
     _reading,
     _session_info,
+    shown_store,
 )
 from ._render import (
     SESSION_HEADER,
@@ -59,7 +60,7 @@ async def cmd_ls(args: argparse.Namespace, out: _Output) -> int:
         out.json([info_json(info) for info in sessions])
     elif not sessions:
         filtered = any(filters[name] is not None for name in ("scope", "tag", "title", "pinned"))
-        out.note(f"no sessions {'match' if filtered else 'in'} {args.store}")
+        out.note(f"no sessions {'match' if filtered else 'in'} {shown_store(args.store)}")
     else:
         rows, header = label_columns(sessions, session_rows(sessions), SESSION_HEADER)
         out.lines(table(rows, header, out.style, right={2, 3}))

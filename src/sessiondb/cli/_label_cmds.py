@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from .._backends._base import SessionInfo
-from ._context import CommandError, _Output, _session_info, _writing
+from ._context import CommandError, _Output, _session_info, _writing, shown_store
 
 
 def _labels_text(info: SessionInfo) -> str:
@@ -21,7 +21,8 @@ async def cmd_title(args: argparse.Namespace, out: _Output) -> int:
         raise CommandError("give the new title, or --clear to remove it (not both)")
     if args.text is not None and not args.text.strip():
         raise CommandError(
-            f"a title cannot be empty or blank; `sessiondb title {args.store} {args.session} --clear` removes it"
+            "a title cannot be empty or blank; "
+            f"`sessiondb title {shown_store(args.store)} {args.session} --clear` removes it"
         )
     async with _writing(args.store) as store:
         await _session_info(store, args)

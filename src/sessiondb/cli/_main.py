@@ -10,11 +10,12 @@ import os
 import re
 import signal
 import sys
-from collections.abc import Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, ClassVar, NoReturn, TextIO
 
 from .._backends._listing import MAX_PAGE
 from .._errors import SessionDBError
+from .._search import MAX_LIMIT as MAX_SEARCH_LIMIT
 from ._context import (
     DEFAULT_POLL_INTERVAL,
     PROG,
@@ -39,15 +40,19 @@ def _non_negative(text: str) -> int:
     return value
 
 
-def _page_limit(text: str) -> int:
-    """``ls --limit``: a page of 1..MAX_PAGE sessions (0 listed nothing and looked like an empty store)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if not 1 <= value <= MAX_PAGE:
-        raise argparse.ArgumentTypeError(f"expected a number from 1 to {MAX_PAGE:,}, got {value}")
-    return value
+def _limit(maximum: int) -> Callable[[str], int]:
+    """A ``--limit`` of 1..maximum (0 listed nothing and looked like an empty store), checked by argparse."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        if not 1 <= value <= maximum:
+            raise argparse.ArgumentTypeError(f"expected a number from 1 to {maximum:,}, got {value}")
+        return value
+
+    return parse
 
 
 def _port(text: str) -> int:
@@ -146,7 +151,10 @@ def build_parser() -> argparse.ArgumentParser:
     ls.add_argument("store", metavar="STORE")
     ls.add_argument("--json", action="store_true", help="a JSON array, for scripts")
     ls.add_argument(
-        "--limit", type=_page_limit, metavar="N", help=f"only the first N sessions of the order (1 to {MAX_PAGE:,})"
+        "--limit",
+        type=_limit(MAX_PAGE),
+        metavar="N",
+        help=f"only the first N sessions of the order (1 to {MAX_PAGE:,})",
     )
     ls.add_argument(
         "--scope", metavar="SCOPE", help="only sessions of this scope (--scope=-key for one starting with -)"
@@ -208,7 +216,13 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("store", metavar="STORE")
     search.add_argument("query", metavar="QUERY", help='words (all must match), "a phrase", prefix*')
     search.add_argument("--newest", action="store_true", help="newest first instead of best first")
-    search.add_argument("--limit", type=_positive, default=20, metavar="N", help="hits per page (20)")
+    search.add_argument(
+        "--limit",
+        type=_limit(MAX_SEARCH_LIMIT),
+        default=20,
+        metavar="N",
+        help=f"hits per page (20; 1 to {MAX_SEARCH_LIMIT:,})",
+    )
     search.add_argument("--session", metavar="SESSION", help="only events recorded in this session")
     search.add_argument("--scope", metavar="SCOPE", help="only sessions of this scope")
     search.add_argument("--tag", metavar="TAG", help="only sessions with this tag")
@@ -276,12 +290,12 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--at", type=_non_negative, metavar="VERSION", help="the session as it was at this version")
     export.add_argument("--all", action="store_true", help="every session, into a directory")
     export.add_argument(
-        "--html", action="store_true", help="one self-contained HTML page of the session (needs sessiondb[web])"
+        "--html", action="store_true", help="one self-contained HTML page of the session (needs the web extra)"
     )
     export.set_defaults(run=cmd_export)
 
     serve = sub.add_parser(
-        "serve", help="a read-only web viewer of the store on 127.0.0.1 (needs sessiondb[web]; docs/viewer.md)"
+        "serve", help="a read-only web viewer of the store on 127.0.0.1 (needs the web extra; docs/viewer.md)"
     )
     serve.add_argument("store", metavar="STORE")
     serve.add_argument("--port", type=_port, default=8765, metavar="N", help="port (8765; 0: any free port)")

@@ -28,6 +28,7 @@ from ._context import (
     _reading,
     _session_info,
     _writing,
+    shown_store,
 )
 from ._progress import Progress
 from ._render import (
@@ -58,7 +59,7 @@ async def cmd_verify(args: argparse.Namespace, out: _Output) -> int:
     if not report.ok:
         fatal = report.first_fatal
         verdict = "is corrupt" if fatal is not None and fatal.kind == "corruption" else "lost history"
-        raise CommandError(f"store {args.store} {verdict}: {fatal}")
+        raise CommandError(f"store {shown_store(args.store)} {verdict}: {fatal}")
     return 0
 
 
@@ -91,7 +92,7 @@ async def cmd_compact(args: argparse.Namespace, out: _Output) -> int:
         unknown = sorted(set(args.forget_projection) - recorded)
         if unknown:
             raise CommandError(
-                f"no projection named {', '.join(map(repr, unknown))} is recorded in store {args.store} "
+                f"no projection named {', '.join(map(repr, unknown))} is recorded in store {shown_store(args.store)} "
                 f"(recorded: {', '.join(map(repr, sorted(recorded))) or 'none'}); nothing was forgotten or compacted"
             )
         forgotten = [name for name in args.forget_projection if await store.forget_projection(name)]
@@ -107,7 +108,7 @@ async def cmd_compact(args: argparse.Namespace, out: _Output) -> int:
         return 0
     seconds = float(result.get("seconds", 0.0))
     out.line(
-        f"compacted store {args.store} in {seconds:.2f} s: "
+        f"compacted store {shown_store(args.store)} in {seconds:.2f} s: "
         f"{format_count(int(result.get('snapshots_written', 0)))} snapshot(s) written, "
         f"{format_count(int(result.get('segments_deleted', 0)))} segment(s) deleted, "
         f"{format_bytes(int(result.get('bytes_reclaimed', 0)))} reclaimed"
@@ -120,7 +121,8 @@ async def cmd_compact(args: argparse.Namespace, out: _Output) -> int:
         out.line(f"forgot projection {name!r}: retention no longer keeps history for its state")
     if kept:
         out.line(
-            f"kept the history of projection(s) {', '.join(map(repr, kept))}: recorded in store {args.store} by "
+            f"kept the history of projection(s) {', '.join(map(repr, kept))}: "
+            f"recorded in store {shown_store(args.store)} by "
             "an application, but unknown to sessiondb compact, so its snapshots cannot hold their state. "
             "Compaction in the application (which registers them) removes that history; "
             "--forget-projection NAME drops a projection no application registers any more"
@@ -196,7 +198,7 @@ async def cmd_import(args: argparse.Namespace, out: _Output) -> int:
                 raise CommandError(f"{exc}; nothing was imported (--skip-existing imports the others)") from None
             except SessionExistsError as exc:
                 raise CommandError(
-                    f"session {exc.session_id!r} is already in store {args.store}; nothing was imported "
+                    f"session {exc.session_id!r} is already in store {shown_store(args.store)}; nothing was imported "
                     "(--skip-existing imports the others)"
                 ) from None
     if args.json:

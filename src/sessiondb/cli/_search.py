@@ -4,19 +4,31 @@ from __future__ import annotations
 
 import argparse
 
+from .._errors import InvalidInputError
 from .._search import SearchHit
-from ._context import _Output, _reading
+from .._search._model import decode_cursor, search_key
+from ._context import CommandError, _Output, _reading, shown_store
 from ._render import Style, format_time, iso_time
 
 
 async def cmd_search(args: argparse.Namespace, out: _Output) -> int:
+    order = "newest" if args.newest else "relevance"
+    if args.cursor is not None:
+        # Checked here so the message names the option, not the library's cursor= argument.
+        try:
+            decode_cursor(args.cursor, search_key(args.query, order, args.scope, args.tag, args.session))
+        except InvalidInputError:
+            raise CommandError(
+                f"--cursor {args.cursor[:40]!r} is not one this search printed (the query, --newest, --scope, "
+                "--tag and --session must be the same as the page that gave it); start again without --cursor"
+            ) from None
     async with _reading(args.store) as store:
         page = await store.search(
             args.query,
             scope=args.scope,
             tag=args.tag,
             session_id=args.session,
-            order="newest" if args.newest else "relevance",
+            order=order,
             limit=args.limit,
             cursor=args.cursor,
         )
@@ -42,7 +54,7 @@ async def cmd_search(args: argparse.Namespace, out: _Output) -> int:
         )
         return 0
     if not page.hits:
-        out.note(f"no match for {args.query!r} in {args.store}")
+        out.note(f"no match for {args.query!r} in {shown_store(args.store)}")
         return 0
     for hit in page.hits:
         out.line(f"{out.style.bold(f'{hit.session_id}@{hit.version}')}  {hit.kind}  {format_time(hit.timestamp_ms)}")

@@ -8,7 +8,7 @@ import os
 import socket
 from typing import Any
 
-from ._context import PROG, CommandError, _Output, _reading, _session_info
+from ._context import PROG, CommandError, _Output, _reading, _session_info, shown_store
 
 TOKEN_VARIABLE = "SESSIONDB_VIEWER_TOKEN"
 
@@ -18,7 +18,8 @@ def _web() -> Any:
         from .. import web
     except ImportError as exc:
         raise CommandError(
-            f"the web viewer needs the web extra ({exc.name} is missing): pip install 'sessiondb[web]'"
+            f"the web viewer needs the web extra ({exc.name} is missing): pip install '.[web]' in the sessiondb "
+            "checkout (-e '.[web]' for an editable install)"
         ) from None
     return web
 
@@ -59,10 +60,10 @@ async def cmd_serve(args: argparse.Namespace, out: _Output) -> int:
         gc.freeze()
         sock = _bind(args.host, args.port)
         port = sock.getsockname()[1]
-        app = web.create_app(store, token=token, allow_any_host=not loopback, label=args.store)
+        app = web.create_app(store, token=token, allow_any_host=not loopback, label=shown_store(args.store))
         shown = f"[{args.host}]" if ":" in args.host else args.host
         url = f"http://{shown}:{port}/" + (f"?token={token}" if token else "")
-        out.line(f"{PROG} viewer of {args.store} on {url}  (read-only; Ctrl-C stops)")
+        out.line(f"{PROG} viewer of {shown_store(args.store)} on {url}  (read-only; Ctrl-C stops)")
         out.stdout.flush()
         config = uvicorn.Config(app, log_level="warning", lifespan="off", timeout_graceful_shutdown=2, access_log=False)
         server = uvicorn.Server(config)

@@ -1,6 +1,6 @@
 """The read-only web viewer (``sessiondb serve``) and the HTML export (``sessiondb export --html``).
 
-Needs the ``web`` extra (``pip install 'sessiondb[web]'``: Starlette, uvicorn, Jinja2);
+Needs the ``web`` extra (``pip install '.[web]'`` from a checkout: Starlette, uvicorn, Jinja2);
 nothing else in sessiondb imports this package. See docs/viewer.md.
 """
 

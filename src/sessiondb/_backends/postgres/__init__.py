@@ -6,6 +6,6 @@ migrations, ``_snapshots.py`` the snapshot table. asyncpg is imported only when
 the backend opens.
 """
 
-from ._backend import PostgresBackend
+from ._backend import PostgresBackend, redact_dsn
 
-__all__ = ["PostgresBackend"]
+__all__ = ["PostgresBackend", "redact_dsn"]

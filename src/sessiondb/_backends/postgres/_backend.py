@@ -185,7 +185,7 @@ class PostgresBackend(Backend):
                 raise
             if self._is_connection_error(exc) or isinstance(exc, OSError | asyncio.TimeoutError):
                 raise BackendUnavailableError(
-                    f"cannot reach PostgreSQL at {_redact(self.dsn)} ({exc!r}); check that the server is "
+                    f"cannot reach PostgreSQL at {redact_dsn(self.dsn)} ({exc!r}); check that the server is "
                     "running and the DSN is right, then open the store again"
                 ) from exc
             raise
@@ -218,7 +218,7 @@ class PostgresBackend(Backend):
             current = 0 if current is None else current
             if current > SCHEMA_VERSION:
                 raise SchemaVersionError(
-                    f"the PostgreSQL schema {s!r} at {_redact(self.dsn)} has sessiondb schema version {current}, "
+                    f"the PostgreSQL schema {s!r} at {redact_dsn(self.dsn)} has sessiondb schema version {current}, "
                     f"newer than this sessiondb understands ({SCHEMA_VERSION}); upgrade sessiondb to open it"
                 )
             for version in range(current + 1, SCHEMA_VERSION + 1):
@@ -236,13 +236,13 @@ class PostgresBackend(Backend):
             current = await conn.fetchval(f"select max(version) from {s}.schema_version")
         if current is None:
             raise SessionDBError(
-                f"no sessiondb store in schema {s} at {_redact(self.dsn)}: create it by opening it for writing "
+                f"no sessiondb store in schema {s} at {redact_dsn(self.dsn)}: create it by opening it for writing "
                 "(open_store(url) without read_only, or a writing command such as `sessiondb import`)"
             )
         if current != SCHEMA_VERSION:
             newer = current > SCHEMA_VERSION
             raise SchemaVersionError(
-                f"the PostgreSQL schema {s!r} at {_redact(self.dsn)} has sessiondb schema version {current}; this "
+                f"the PostgreSQL schema {s!r} at {redact_dsn(self.dsn)} has sessiondb schema version {current}; this "
                 f"sessiondb uses {SCHEMA_VERSION}: "
                 + ("upgrade sessiondb to open it" if newer else "open it for writing once to migrate it, then read it")
             )
@@ -279,7 +279,7 @@ class PostgresBackend(Backend):
         if self.read_only:
             for request in batch:  # each refused append fails alone, as on a read-only directory store
                 request.error = InvalidInputError(
-                    f"store schema {self.schema} at {_redact(self.dsn)} was opened read-only; open it for writing "
+                    f"store schema {self.schema} at {redact_dsn(self.dsn)} was opened read-only; open it for writing "
                     f"to append to session {request.session_id!r}"
                 )
             return
@@ -402,7 +402,7 @@ class PostgresBackend(Backend):
         self._stats["unavailable"] += 1
         if refused:
             error = BackendUnavailableError(
-                f"PostgreSQL at {_redact(self.dsn)} refused the batch ({exc!r}); nothing of this append was "
+                f"PostgreSQL at {redact_dsn(self.dsn)} refused the batch ({exc!r}); nothing of this append was "
                 "written; it is safe to retry once the cause is fixed"
             )
             for request in arrays.sent:
@@ -416,7 +416,7 @@ class PostgresBackend(Backend):
         else:
             detail = "nothing of this append was written; it is safe to retry"
         error = BackendUnavailableError(
-            f"PostgreSQL at {_redact(self.dsn)} became unreachable during the commit ({exc!r}); {detail}"
+            f"PostgreSQL at {redact_dsn(self.dsn)} became unreachable during the commit ({exc!r}); {detail}"
         )
         for request in arrays.sent:
             request.error = error
@@ -570,7 +570,7 @@ class PostgresBackend(Backend):
         except BaseException as exc:
             if self._is_connection_error(exc):
                 raise BackendUnavailableError(
-                    f"reading from PostgreSQL at {_redact(self.dsn)} failed ({exc!r}); retry"
+                    f"reading from PostgreSQL at {redact_dsn(self.dsn)} failed ({exc!r}); retry"
                 ) from exc
             raise
 
@@ -759,7 +759,8 @@ def _split_schema(dsn: str) -> tuple[str, str | None]:
     return urlunsplit(parts._replace(query=rest)), schema
 
 
-def _redact(dsn: str) -> str:
+def redact_dsn(dsn: str) -> str:
+    """The URL with its password, if any, shown as ``***`` (for messages and banners)."""
     parts = urlsplit(dsn)
     if parts.password is None:
         return dsn
@@ -767,4 +768,4 @@ def _redact(dsn: str) -> str:
     return urlunsplit(parts._replace(netloc=netloc))
 
 
-__all__ = ["DEFAULT_SCHEMA", "PostgresBackend"]
+__all__ = ["DEFAULT_SCHEMA", "PostgresBackend", "redact_dsn"]
