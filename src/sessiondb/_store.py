@@ -452,8 +452,14 @@ class Store:
         # delete from the forks that exist, so a fork committed mid-pass could lose its parent's.
         async with self._compactor.pass_lock:
             info = await self._info(parent)
-            version = info.version if at_version is None else self._check_version(info, at_version)
-            state = await self.load(parent, at_version=version)
+            if at_version is None:
+                # The latest version, as load sees it: another process's compaction may have moved
+                # the head past ``info`` and removed the history below it meanwhile.
+                state = await self.load(parent)
+                version = state.version
+            else:
+                version = self._check_version(info, at_version)
+                state = await self.load(parent, at_version=version)
             compacted = bool(state.messages) and is_continuation_message(state.messages[0])
             if branch_name is not None and type(branch_name) is not str:
                 raise InvalidInputError(f"fork() takes a str branch_name (or None), got {type(branch_name).__name__}")
@@ -756,7 +762,17 @@ class Store:
                 # Another process's retention may have removed segments after writing snapshots
                 # this process has not seen yet: learn them, then try again. Its next pass may
                 # remove more meanwhile, so try while each look learns something new.
-                if attempt == _RESYNC_ATTEMPTS - 1 or not await self.backend.resync():
+                if attempt == _RESYNC_ATTEMPTS - 1:
+                    raise
+                learned = await self.backend.resync()
+                if at_version is None:
+                    # The latest version: the head seen above may already lie below that pass's
+                    # snapshot, whose retention removed the older snapshot and the log up to it.
+                    # The head now is at or above it (its process read the log that far).
+                    newer = await self._info(session_id)
+                    learned = learned or newer.version != version
+                    info, version = newer, newer.version
+                if not learned:
                     raise
         with gc_paused():
             session = replay_session(session_id, events, payload.session if payload is not None else None)

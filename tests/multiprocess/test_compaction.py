@@ -2,7 +2,8 @@
 
 A compactor process runs ``compact()`` passes back to back (for at least
 ten seconds, and until it has written a snapshot and, on a directory,
-deleted a segment) with eager
+retention (its own pass or a writer's background one) has
+deleted the first segment) with eager
 settings (snapshots after 20 events, two sealed segments kept, 16 KiB
 segments so retention has work), and appends a little itself (a
 PostgreSQL store snapshots only the sessions its own process wrote). Meanwhile two writer processes run the
@@ -85,4 +86,4 @@ async def test_compaction_beside_writers_readers_and_subscribers(store_target: s
     assert problems == [], problems[:10]
     if not is_postgres(store_target):
         # Retention really ran under the readers: segments went and snapshots stood in for them.
-        assert compacted["totals"].get("segments_deleted", 0) > 0, compacted
+        assert compacted["retention_ran"], compacted

@@ -31,6 +31,8 @@ from .._events import Message, Text, Usage
 from ._crashwork import Emit, marker
 
 SHARED_PREFIX = "shared-"
+# A fork at a head another process's compaction passed before the fork read it is retried at the new head.
+_FORK_ATTEMPTS = 8
 
 
 def shared_ids(count: int) -> list[str]:
@@ -108,12 +110,17 @@ class ProcessWorkload:
         at = self.rng.randint(1, head)
         child = f"{self._name()}-f"
         self.emit(f"T {child} fork {at + 1} {parent} {at}")
-        try:
-            await self.store.fork(parent, at_version=at, session_id=child, branch_name=f"b{at}")
-        except HistoryUnavailableError:
-            at = await self._head(parent)  # retention removed that version: fork at the head
-            self.emit(f"T {child} fork {at + 1} {parent} {at}")
-            await self.store.fork(parent, at_version=at, session_id=child, branch_name=f"b{at}")
+        for attempt in range(_FORK_ATTEMPTS):
+            try:
+                await self.store.fork(parent, at_version=at, session_id=child, branch_name=f"b{at}")
+                break
+            except HistoryUnavailableError:
+                # Retention removed that version: fork at the head. Another process may append and
+                # compact past a head read here before the fork reads it, so look again a few times.
+                if attempt == _FORK_ATTEMPTS - 1:
+                    raise
+                at = await self._head(parent)
+                self.emit(f"T {child} fork {at + 1} {parent} {at}")
         self.emit(f"A {child} {at + 1}")
         self.own.append(child)
 

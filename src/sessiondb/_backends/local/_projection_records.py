@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
 
 import msgspec
 
@@ -54,8 +55,9 @@ class ProjectionRecords:
         if self.fs.exists(target):
             return False
         data = _encoder.encode(ProjectionRecord("projection", name)) + b"\n"
-        # A temp name of this process's own: another process may record the same name at the same time.
-        temporary = f"{target}.{os.getpid()}.tmp"
+        # A temp name of this thread's own: another process, or another thread of this one (each
+        # registering the projection on its own store), may record the same name at the same time.
+        temporary = f"{target}.{os.getpid()}.{threading.get_ident()}.tmp"
         for attempt in range(3):
             if self.fs.exists(temporary):
                 self.fs.unlink(temporary)

@@ -1,0 +1,74 @@
+"""A load at the latest version while another store on the directory compacts (two stores, one process).
+
+Store A appends and compacts eagerly; store B, which learned A's first snapshot, starts
+a load. Between B's look at the session's head and its snapshot read, A appends more,
+snapshots above B's head, prunes the older snapshot and retention deletes the segments
+below the new one (the race the multi-process compaction test hit under load). B's load
+of the latest version must still succeed: the latest version is never removed history.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import sessiondb
+from sessiondb import CompactionSettings, Message
+
+pytestmark = pytest.mark.anyio
+
+
+def _settings(keep_segments: int | None) -> CompactionSettings:
+    return CompactionSettings(background=False, min_tail_events=5, min_tail_bytes=10**9, keep_segments=keep_segments)
+
+
+def _snapshot_files(path: Path) -> set[str]:
+    return {name for name in os.listdir(path) if name.endswith(".snap")}
+
+
+async def _turns(store: sessiondb.Store, session_id: str, first: int, count: int) -> None:
+    for turn in range(first, first + count):
+        await store.append(session_id, Message.user(f"turn {turn} " + "z" * 80))
+
+
+async def test_load_of_the_latest_version_survives_another_stores_compaction(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "s"
+    async with (
+        sessiondb.open_store(path, segment_bytes=2048, compaction=_settings(keep_segments=0)) as a,
+        sessiondb.open_store(path, segment_bytes=2048, compaction=_settings(keep_segments=None)) as b,
+    ):
+        await a.create_session(session_id="s0")
+        await b.load("s0")  # B follows the log from its first segment on
+        await _turns(a, "s0", 0, 30)
+        await b.session_info("s0")  # B follows A's rotations (a follower behind retention is another matter)
+        first = await a.compact()
+        assert first["snapshots_written"] == 1 and first["segments_deleted"] > 0, first
+        assert (await b.load("s0")).version == 31  # B learns A's snapshot at 31
+        old_snapshots = _snapshot_files(path)
+
+        await _turns(a, "s0", 30, 30)  # B's next load sees head 61 ...
+        real_read = b.backend.read_snapshot
+        raced: list[dict[str, Any]] = []
+
+        async def read_after_a_compacts(session_id: str, max_version: int) -> tuple[int, bytes] | None:
+            if not raced:  # ... then, before B reads a snapshot, A moves on and compacts
+                await _turns(a, "s0", 60, 30)
+                await b.session_info("s0")  # B's index follows; this load keeps the head it saw
+                raced.append(await a.compact())
+                # Another read of B's looked around since (a load elsewhere, B's own pass): it knows
+                # the segments and the snapshot A removed, and A's new snapshot.
+                await b.backend.resync()
+            return await real_read(session_id, max_version)
+
+        monkeypatch.setattr(b.backend, "read_snapshot", read_after_a_compacts)
+        session = await b.load("s0")
+
+        assert raced and raced[0]["snapshots_written"] == 1 and raced[0]["segments_deleted"] > 0, raced
+        assert not old_snapshots & _snapshot_files(path)  # the snapshot B knew is gone
+        assert session.version == 91
+        assert session == await a.load("s0")
