@@ -161,4 +161,13 @@ async def _plain(send: Send, status: int, text: str) -> None:
     await send({"type": "http.response.body", "body": text.encode()})
 
 
-__all__ = ["COOKIE", "LOOPBACK_HOSTS", "MIN_TOKEN_LENGTH", "TOKEN_ALPHABET", "Guard", "is_loopback", "new_token", "token_problem"]
+__all__ = [
+    "COOKIE",
+    "LOOPBACK_HOSTS",
+    "MIN_TOKEN_LENGTH",
+    "TOKEN_ALPHABET",
+    "Guard",
+    "is_loopback",
+    "new_token",
+    "token_problem",
+]
