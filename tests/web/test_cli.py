@@ -52,6 +52,33 @@ def test_a_short_token_is_refused(built: tuple[Path, str]) -> None:
     assert result.code == 1 and "at least 16 characters" in result.err
 
 
+@pytest.mark.parametrize(
+    "token",
+    [
+        "t\u00f6ken" + "\u0442\u043e\u043a\u0435\u043d" + "tokentoken",
+        "token with a space 0",
+        "token;Path=/x0123456",
+        'token"quoted"0123456',
+    ],
+)
+def test_a_token_outside_the_url_safe_alphabet_is_refused(
+    built: tuple[Path, str], token: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    result = run_in_process("serve", str(built[0]), "--token", token)
+    assert result.code == 1 and "--token may only use the letters A-Z a-z, digits and - _ . ~" in result.err
+    monkeypatch.setenv("SESSIONDB_VIEWER_TOKEN", token)
+    result = run_in_process("serve", str(built[0]))
+    assert result.code == 1 and "$SESSIONDB_VIEWER_TOKEN may only use" in result.err
+
+
+@pytest.mark.parametrize("host", ["127.0.0.2", "::1", "localhost"])
+def test_serving_on_another_loopback_address_answers_its_own_url(built: tuple[Path, str], host: str) -> None:
+    with serving(str(built[0]), "--host", host) as url, httpx.Client(timeout=30) as client:
+        response = client.get(url)
+        assert response.status_code == 200, response.text
+        assert _stores.CHAT in Page(response.text).text
+
+
 def test_serve_needs_an_existing_store(tmp_path: Path) -> None:
     result = run_in_process("serve", str(tmp_path / "none"))
     assert result.code == 1 and "no store at" in result.err
@@ -80,7 +107,7 @@ def test_loopback_serving_with_a_token_from_the_environment(
 ) -> None:
     monkeypatch.setenv("SESSIONDB_VIEWER_TOKEN", "env-token-0123456789")
     with serving(str(built[0])) as url:
-        assert url.endswith("?token=env-token-0123456789")
+        assert url.endswith("?token=env-token-0123456789")  # printed percent-encoded (a no-op for this alphabet)
         with httpx.Client(timeout=30, follow_redirects=True) as client:
             assert client.get(url.split("?")[0]).status_code == 401
             assert client.get(url).status_code == 200

@@ -12,6 +12,7 @@ import pytest
 pytest.importorskip("jinja2")
 from starlette.testclient import TestClient
 
+from sessiondb import InvalidInputError
 from sessiondb.web import create_app
 
 from . import _stores
@@ -160,7 +161,9 @@ def test_time_travel_shows_the_labels_as_they_were(client: TestClient) -> None:
     assert not fork.by_class("tag") and "First title" not in fork.text  # a fork starts without labels
 
 
-@pytest.mark.parametrize(("query", "status"), [("?v=x", 400), ("?v=-1", 400), ("?v=12", 404), ("?v=1.5", 400)])
+@pytest.mark.parametrize(
+    ("query", "status"), [("?v=x", 400), ("?v=-1", 400), ("?v=12", 404), ("?v=1.5", 400), ("?v=", 400)]
+)
 def test_bad_versions(client: TestClient, query: str, status: int) -> None:
     response = client.get(f"/s/{_stores.CHAT}{query}")
     assert response.status_code == status
@@ -275,6 +278,30 @@ def test_other_host_names_are_refused(built: tuple[Path, str]) -> None:
         assert client.get("/").status_code == 400
     with TestClient(create_app(str(built[0])), base_url="http://localhost:8765") as client:
         assert client.get("/").status_code == 200
+    with TestClient(create_app(str(built[0])), base_url="http://127.0.0.2:8765") as client:
+        assert client.get("/").status_code == 400  # another loopback address is only accepted when bound to
+
+
+@pytest.mark.parametrize(("host", "url"), [("127.0.0.2", "http://127.0.0.2:8765"), ("::1", "http://[::1]:8765")])
+def test_the_bound_loopback_address_is_an_accepted_host(built: tuple[Path, str], host: str, url: str) -> None:
+    with TestClient(create_app(str(built[0]), host=host), base_url=url) as client:
+        assert client.get("/").status_code == 200
+    with TestClient(create_app(str(built[0]), host=host), base_url="http://attacker.example") as client:
+        assert client.get("/").status_code == 400
+
+
+@pytest.mark.parametrize(
+    "token",
+    [
+        "t\u00f6ken" + "\u0442\u043e\u043a\u0435\u043d" + "tokentoken",
+        "token with a space 0",
+        "token;Path=/x0123456",
+        'token"quoted"0123456',
+    ],
+)
+def test_tokens_that_do_not_fit_a_url_and_a_cookie_are_refused(built: tuple[Path, str], token: str) -> None:
+    with pytest.raises(InvalidInputError, match=re.escape("A-Z a-z, digits and - _ . ~")):
+        create_app(str(built[0]), token=token)
 
 
 def test_token_is_required_when_set(built: tuple[Path, str]) -> None:
@@ -307,6 +334,36 @@ def test_the_header_never_shows_a_database_password() -> None:
 )
 def test_event_stream_refusals(client: TestClient, url: str, status: int) -> None:
     assert client.get(url).status_code == status
+
+
+def test_an_event_stream_past_the_sessions_version_is_refused(client: TestClient) -> None:
+    response = client.get(f"/s/{_stores.CHAT}/events?after=99999")  # it used to wait forever with a 200
+    assert response.status_code == 400
+    assert "is at v11" in Page(response.text).text and "after=99999" in Page(response.text).text
+
+
+def test_search_results_do_not_pretend_to_apply_list_controls(client: TestClient) -> None:
+    listing = Page(client.get("/").text)
+    assert listing.tags("input") and any(t.get("name") == "title" for t in listing.tags("input"))
+    response = client.get("/?q=onerror&title=zzz&pinned=yes&sort=title")
+    assert response.status_code == 200
+    results = Page(response.text)
+    assert results.by_class("snippet")  # the hits are shown, not filtered by a title no session has
+    assert not [t for t in results.tags("input") if t.get("name") == "title"]
+    assert not [t for t in results.tags("select") if t.get("name") in ("pinned", "sort")]
+    note = results.by_id("ignored").text
+    assert "title, pinned, sort" in note and "session list" in note
+    plain = client.get("/?q=onerror&title=&pinned=&sort=updated")  # what the list's own form sends
+    assert 'id="ignored"' not in plain.text and Page(plain.text).by_class("snippet")
+
+
+@pytest.mark.parametrize("query", ["?cursor=garbage", "?q=question&cursor=garbage"])
+def test_a_damaged_page_link_says_so_in_the_pages_words(client: TestClient, query: str) -> None:
+    response = client.get("/" + query)
+    assert response.status_code == 400
+    text = Page(response.text).text
+    assert "This page link is out of date or damaged; start from the first page." in text
+    assert "next_cursor" not in text and "page_sessions" not in text
 
 
 def test_search_marks_matches_and_escapes_the_rest(client: TestClient) -> None:

@@ -7,6 +7,7 @@ import gc
 import os
 import socket
 from typing import Any
+from urllib.parse import quote
 
 from ._context import PROG, CommandError, _Output, _reading, _session_info, shown_store
 
@@ -52,17 +53,20 @@ async def cmd_serve(args: argparse.Namespace, out: _Output) -> int:
     token = args.token or os.environ.get(TOKEN_VARIABLE) or None
     if not loopback and token is None:
         token = web.new_token()
-    if token is not None and len(token) < 16:
-        raise CommandError("--token must be at least 16 characters long")
+    if token is not None and (problem := web.token_problem(token)) is not None:
+        source = "--token" if args.token else f"${TOKEN_VARIABLE}"
+        raise CommandError(f"{source} {problem}")
     async with _reading(args.store) as store:
         # The opened store's index is long-lived: frozen, full collections (set off by the
         # events a page decodes) no longer rescan it; they cost 150 ms at 10,000 sessions.
         gc.freeze()
         sock = _bind(args.host, args.port)
         port = sock.getsockname()[1]
-        app = web.create_app(store, token=token, allow_any_host=not loopback, label=shown_store(args.store))
+        app = web.create_app(
+            store, token=token, allow_any_host=not loopback, label=shown_store(args.store), host=args.host
+        )
         shown = f"[{args.host}]" if ":" in args.host else args.host
-        url = f"http://{shown}:{port}/" + (f"?token={token}" if token else "")
+        url = f"http://{shown}:{port}/" + (f"?token={quote(token, safe='')}" if token else "")
         out.line(f"{PROG} viewer of {shown_store(args.store)} on {url}  (read-only; Ctrl-C stops)")
         out.stdout.flush()
         config = uvicorn.Config(app, log_level="warning", lifespan="off", timeout_graceful_shutdown=2, access_log=False)

@@ -6,6 +6,6 @@ nothing else in sessiondb imports this package. See docs/viewer.md.
 
 from ._app import create_app
 from ._export import export_session_html, render_session_html
-from ._security import is_loopback, new_token
+from ._security import is_loopback, new_token, token_problem
 
-__all__ = ["create_app", "export_session_html", "is_loopback", "new_token", "render_session_html"]
+__all__ = ["create_app", "export_session_html", "is_loopback", "new_token", "render_session_html", "token_problem"]

@@ -21,7 +21,13 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from .._errors import HistoryUnavailableError, InvalidSessionIdError, SessionDeletedError, SessionNotFoundError
+from .._errors import (
+    HistoryUnavailableError,
+    InvalidInputError,
+    InvalidSessionIdError,
+    SessionDeletedError,
+    SessionNotFoundError,
+)
 from .._events import Custom, RecordedEvent, SessionDeleted
 from .._store import Store, open_store
 from ..integrations._claude_keys import decode_session_id
@@ -37,7 +43,7 @@ from ._listing import (
     session_page,
 )
 from ._render import render, render_entries
-from ._security import LOOPBACK_HOSTS, Guard
+from ._security import LOOPBACK_HOSTS, Guard, token_problem
 from ._timeline import build_timeline, entries_of
 from ._tree import fork_tree
 
@@ -69,9 +75,9 @@ def session_url(root: str) -> Callable[..., str]:
     return build
 
 
-def _int_param(request: Request, name: str, *, minimum: int) -> int | None:
+def _int_param(request: Request, name: str, *, minimum: int, empty_ok: bool = True) -> int | None:
     raw = request.query_params.get(name)
-    if raw is None or raw == "":
+    if raw is None or (raw == "" and empty_ok):
         return None
     try:
         value = int(raw)
@@ -137,6 +143,8 @@ class Viewer:
             raise _HTTPProblem(400, "Bad request", f"limit must be at most {MAX_LIST_SIZE}, got {limit}")
         cursor = params.get("cursor") or None
         query = params.get("q", "").strip()
+        # Search hits are events, not sessions: the title, pinned and sort controls do not apply to them.
+        ignored = [n for n in ("title", "pinned", "sort") if query and params.get(n, "") not in ("", "updated")]
         within = params.get("session") or None
         order = params.get("order", "relevance") or "relevance"
         sessions: list[Any] = []
@@ -173,6 +181,7 @@ class Viewer:
                 pinned_choices=PINNED_CHOICES,
                 sort=filters.sort,
                 sorts=SORTS,
+                ignored=ignored,
                 filtered=any(kept.get(k) for k in ("q", "title", "tag", "scope", "pinned")),
                 next_url=next_url,
                 first_url=first_url,
@@ -181,7 +190,7 @@ class Viewer:
 
     async def session(self, request: Request) -> Response:
         session_id = request.path_params["session_id"]
-        version = _int_param(request, "v", minimum=0)
+        version = _int_param(request, "v", minimum=0, empty_ok=False)  # docs/viewer.md: "v=" is not a version
         page = _int_param(request, "page", minimum=1)
         store = self._store()
         info = await self._info(session_id)
@@ -239,6 +248,12 @@ class Viewer:
         if last_id.isdigit():  # a reconnecting browser resumes after what it already has
             after = max(after, int(last_id))
         info = await self._info(session_id)
+        if after > info.version:  # the stream would wait for versions that may never come, without saying why
+            raise _HTTPProblem(
+                400,
+                "Bad request",
+                f"Session {session_id!r} is at v{info.version}; after={after} is past it (use 0 to {info.version}).",
+            )
         context = self._context(request)
         context["owner"] = session_id
         seen: set[str] = set()
@@ -309,6 +324,7 @@ def create_app(
     page_size: int = DEFAULT_PAGE_SIZE,
     label: str | None = None,
     keepalive_seconds: float = KEEPALIVE_SECONDS,
+    host: str | None = None,
 ) -> Starlette:
     """The viewer as an ASGI app over ``store``: an open ``Store``, or a store directory or PostgreSQL URL.
 
@@ -316,10 +332,14 @@ def create_app(
     after it; an open ``Store`` stays the caller's. ``token``: every request must
     present it (``?token=`` once, then a cookie; or ``Authorization: Bearer``).
     Without ``allow_any_host`` only requests whose Host header names this machine
-    (127.0.0.1, localhost, ::1) are served, which stops DNS-rebinding pages.
+    (127.0.0.1, localhost, ::1, and ``host``: the address it is bound to, e.g. 127.0.0.2)
+    are served, which stops DNS-rebinding pages. A ``token`` outside ``A-Za-z0-9-_.~`` or
+    shorter than 16 characters is ``InvalidInputError`` (it must fit a URL and a cookie unquoted).
     ``label`` names the store in the page header (default: the path or URL, without a password).
     An idle live tail sends a keep-alive comment every ``keepalive_seconds``.
     """
+    if token is not None and (why := token_problem(token)) is not None:
+        raise InvalidInputError(f"the viewer's token {why}")
     owned = isinstance(store, str)
     if label is None:
         label = store if isinstance(store, str) else "store"
@@ -344,6 +364,9 @@ def create_app(
         return HTMLResponse(html, status_code=exc.status)
 
     hosts = ["*"] if allow_any_host else list(LOOPBACK_HOSTS)
+    if host is not None and not allow_any_host:  # Host: 127.0.0.2:8765 or [::1]:8765 (the port is not compared)
+        bare = host.strip("[]").lower()
+        hosts += [bare, f"[{bare}]"] if ":" in bare else [bare]
     app = Starlette(
         routes=[
             Route("/", viewer.list_page, methods=["GET"]),

@@ -17,6 +17,14 @@ SORTS = (
 )
 _SORT_NAMES = frozenset(name for name, _label in SORTS)
 PINNED_CHOICES = (("", "any"), ("yes", "pinned"), ("no", "not pinned"))
+# What a bad cursor means to someone following the page's links (the store's message speaks to programmers).
+STALE_CURSOR = "This page link is out of date or damaged; start from the first page."
+
+
+def _problem(exc: InvalidInputError, cursor: str | None) -> BadListRequest:
+    if cursor is not None and "cursor" in str(exc).lower():
+        return BadListRequest(STALE_CURSOR)
+    return BadListRequest(str(exc))
 
 
 class BadListRequest(ValueError):
@@ -60,7 +68,7 @@ async def session_page(
             cursor=cursor,
         )
     except InvalidInputError as exc:  # a cursor that is not one, a tag or scope no session can have
-        raise BadListRequest(str(exc)) from None
+        raise _problem(exc, cursor) from None
     return page.sessions, page.next_cursor
 
 
@@ -91,7 +99,7 @@ async def search_page(
             cursor=cursor,
         )
     except InvalidInputError as exc:  # a query with no words, a bad cursor
-        raise BadListRequest(str(exc)) from None
+        raise _problem(exc, cursor) from None
     return page.hits, page.next_cursor
 
 
@@ -99,6 +107,7 @@ __all__ = [
     "PINNED_CHOICES",
     "SEARCH_ORDERS",
     "SORTS",
+    "STALE_CURSOR",
     "BadListRequest",
     "ListFilters",
     "search_page",

@@ -35,8 +35,28 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+# A token travels in a URL, a cookie and a header: only characters none of them needs to quote
+# (RFC 3986 unreserved). Others broke the cookie (a space, ``;``, ``"``) or the response (non-latin-1).
+TOKEN_ALPHABET = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.~")
+MIN_TOKEN_LENGTH = 16
+
+
 def new_token() -> str:
     return secrets.token_urlsafe(24)
+
+
+def token_problem(token: str) -> str | None:
+    """Why ``token`` cannot be the viewer's access token, or None when it can."""
+    if len(token) < MIN_TOKEN_LENGTH:
+        return f"must be at least {MIN_TOKEN_LENGTH} characters long"
+    bad = sorted({c for c in token if c not in TOKEN_ALPHABET})
+    if bad:
+        shown = " ".join(repr(c) for c in bad[:5])
+        return (
+            f"may only use the letters A-Z a-z, digits and - _ . ~ (it has {shown}); "
+            "generate one with: python -c 'import secrets; print(secrets.token_urlsafe(24))'"
+        )
+    return None
 
 
 def _headers(scope: Scope) -> dict[str, str]:
@@ -141,4 +161,13 @@ async def _plain(send: Send, status: int, text: str) -> None:
     await send({"type": "http.response.body", "body": text.encode()})
 
 
-__all__ = ["COOKIE", "LOOPBACK_HOSTS", "Guard", "is_loopback", "new_token"]
+__all__ = [
+    "COOKIE",
+    "LOOPBACK_HOSTS",
+    "MIN_TOKEN_LENGTH",
+    "TOKEN_ALPHABET",
+    "Guard",
+    "is_loopback",
+    "new_token",
+    "token_problem",
+]
