@@ -72,3 +72,31 @@ async def test_load_of_the_latest_version_survives_another_stores_compaction(
         assert not old_snapshots & _snapshot_files(path)  # the snapshot B knew is gone
         assert session.version == 91
         assert session == await a.load("s0")
+
+
+async def test_a_store_that_fell_behind_retention_refuses_instead_of_serving_or_writing_a_removed_segment(
+    tmp_path: Path,
+) -> None:
+    """Store B looks at the log once, then idles while A rolls through many segments and retention removes
+    them, B's newest among them. B must not write into the removed file (its acknowledgement would be lost)
+    nor serve its old view: it refuses until reopened, and the reopened store holds everything."""
+    path = tmp_path / "s"
+    async with sessiondb.open_store(path, segment_bytes=2048, compaction=_settings(keep_segments=0)) as a:
+        await a.create_session(session_id="s0")
+        b = sessiondb.open_store(path, segment_bytes=2048, compaction=_settings(keep_segments=None))
+        await b.start()
+        try:
+            assert (await b.load("s0")).version == 1
+            await _turns(a, "s0", 0, 60)
+            compacted = await a.compact()
+            assert compacted["segments_deleted"] > 0, compacted
+            with pytest.raises(sessiondb.StoreBrokenError, match="fell behind"):
+                await b.session_info("s0")
+            with pytest.raises(sessiondb.StoreBrokenError):
+                await b.append("s0", Message.user("from the store that fell behind"))
+        finally:
+            await b.aclose()
+        async with sessiondb.open_store(path, segment_bytes=2048, compaction=_settings(keep_segments=None)) as again:
+            assert (await again.load("s0")).version == 61
+            await again.append("s0", Message.user("after reopening"))
+        assert (await a.load("s0")).version == 62

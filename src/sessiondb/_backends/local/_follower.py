@@ -28,7 +28,7 @@ from typing import Any
 
 import msgspec
 
-from ..._errors import CorruptionError, SchemaVersionError
+from ..._errors import CorruptionError, SchemaVersionError, StoreBrokenError
 from .._fs import FileSystem
 from ._format import SEGMENT_FORMAT, _parse_frame, _valid_frame_after, segment_header_decoder
 from ._index import Index
@@ -59,7 +59,9 @@ class LogCatchUp:
             size = self.fs.fstat_size(fd)
         if size != active.size:
             return True
-        return self.fs.exists(segments.path_of(active.number + 1))
+        # A newest segment no longer in the directory: others rolled past it and retention removed
+        # it (an open descriptor still reads it). catch_up says so rather than serve a stale view.
+        return self.fs.exists(segments.path_of(active.number + 1)) or not self.fs.exists(active.path)
 
     def catch_up(self, *, locked: bool) -> int:
         """Index every complete frame past the known end; return how many records were learned.
@@ -77,6 +79,8 @@ class LogCatchUp:
             learned += self._follow_segment(active, locked)
             successor = self.segments.path_of(active.number + 1)
             if not self.fs.exists(successor):
+                if not self.fs.exists(active.path):
+                    raise _fell_behind(active)
                 break
             # Another process rolled: it sealed this segment first (cutting any torn tail under the
             # lock), so a second look must find it complete up to its end.
@@ -172,3 +176,18 @@ class LogCatchUp:
                 f"expected {number} from {self.index.next_position}",
             )
         self.segments.add(Segment(number, path, header.first_position, newline + 1))
+
+
+def _fell_behind(active: Segment) -> StoreBrokenError:
+    """This process last saw ``active`` as the newest segment, and it is gone: it cannot catch up.
+
+    Other processes rolled past it and retention removed the segments in between before this
+    process looked (it neither appended nor read meanwhile). Writing on would append to a
+    removed file, and reading on would serve an old view: refuse both until the store is
+    reopened, which rebuilds the index from the snapshots and the segments that remain.
+    """
+    return StoreBrokenError(
+        f"this process's view of the store fell behind: segment {active.path} was its newest, and other "
+        "processes rolled past it and retention removed it before this process caught up; close and reopen "
+        "the store (nothing acknowledged is lost; keep more segments with CompactionSettings.keep_segments)"
+    )
