@@ -219,12 +219,8 @@ class Store:
     # ------------------------------------------------------------------ writing
 
     async def _submit(self, request: AppendRequest) -> AppendRequest:
-        writer = self._writer
-        if writer.full:
-            await writer.wait_for_space()
-            self._check_open()
         try:
-            return await writer.submit(request)
+            return await (await self._writer.submit(request))
         except (SessionNotFoundError, SessionExistsError):
             await self._raise_if_deleted(request.session_id)
             raise
@@ -310,19 +306,19 @@ class Store:
         if event_ids is not None:
             for index, event_id in enumerate(event_ids):
                 check_text(session_id, f"event_ids[{index}]", event_id, limit=MAX_EVENT_ID_CHARS)
-        request = AppendRequest(
+        request = AppendRequest(  # positional: msgspec parses keywords more slowly (hot path)
             session_id,
             events,
-            expected_version=expected_version,
-            event_ids=event_ids,
-            timestamp_ms=_time_ns() // 1_000_000 if timestamp_ms is None else timestamp_ms,  # now_ms(), inlined
+            expected_version,
+            event_ids,
+            _time_ns() // 1_000_000 if timestamp_ms is None else timestamp_ms,  # now_ms(), inlined
         )
         writer = self._writer
-        if writer.full:
-            await writer.wait_for_space()
-            self._check_open()
+        future = writer.offer(request)
+        if future is None:  # the pending list is full: backpressure
+            future = await writer.submit(request)
         try:
-            return (await writer.submit(request)).version
+            return (await future).version
         except SessionNotFoundError:
             validate_session_id(session_id)  # an id no session can have gets the clearer error
             await self._raise_if_deleted(session_id)
