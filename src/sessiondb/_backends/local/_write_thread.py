@@ -17,6 +17,7 @@ be on disk must reach the index (``LocalBackend._commit_locked``).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import queue
 import threading
 from collections.abc import Callable
@@ -45,10 +46,8 @@ class WriteJob(Generic[T]):
             self.result = self._function(*self._args)
         except BaseException as exc:  # handed to the awaiting task, which decides
             self.error = exc
-        try:
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody awaits the outcome any more
             self._loop.call_soon_threadsafe(self._deliver)
-        except RuntimeError:  # the loop is closed: nobody awaits the outcome any more
-            pass
 
     def _deliver(self) -> None:
         self.done = True
