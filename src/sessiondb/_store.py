@@ -219,12 +219,8 @@ class Store:
     # ------------------------------------------------------------------ writing
 
     async def _submit(self, request: AppendRequest) -> AppendRequest:
-        writer = self._writer
-        if writer.full:
-            await writer.wait_for_space()
-            self._check_open()
         try:
-            return await writer.submit(request)
+            return await (await self._writer.submit(request))
         except (SessionNotFoundError, SessionExistsError):
             await self._raise_if_deleted(request.session_id)
             raise
@@ -296,33 +292,23 @@ class Store:
             if self._redact is not None:
                 events = self._redacted(session_id, events)
             _check_values(session_id, events)
-        if expected_version is not None and (type(expected_version) is not int or expected_version < 0):
-            raise InvalidInputError(f"expected_version must be a non-negative int, got {expected_version!r}")
-        if event_ids is not None:
-            event_ids = list(event_ids)
-            if len(event_ids) != len(events) or not all(i is None or isinstance(i, str) for i in event_ids):
-                raise InvalidInputError("event_ids must hold one str (or None) per event")
-        if timestamp_ms is not None and (type(timestamp_ms) is not int or not 0 <= timestamp_ms < 2**63):
-            # Stored unchecked, a str or float would be acknowledged and then fail to decode on open.
-            raise InvalidInputError(f"timestamp_ms must be an int in 0..2**63-1 (milliseconds), got {timestamp_ms!r}")
-        if type(session_id) is not str:
+        if expected_version is not None or event_ids is not None or timestamp_ms is not None:
+            event_ids = _checked_append_options(session_id, events, expected_version, event_ids, timestamp_ms)
+        elif type(session_id) is not str:
             validate_session_id(session_id)
-        if event_ids is not None:
-            for index, event_id in enumerate(event_ids):
-                check_text(session_id, f"event_ids[{index}]", event_id, limit=MAX_EVENT_ID_CHARS)
-        request = AppendRequest(
+        request = AppendRequest(  # positional: msgspec parses keywords more slowly (hot path)
             session_id,
             events,
-            expected_version=expected_version,
-            event_ids=event_ids,
-            timestamp_ms=_time_ns() // 1_000_000 if timestamp_ms is None else timestamp_ms,  # now_ms(), inlined
+            expected_version,
+            event_ids,
+            _time_ns() // 1_000_000 if timestamp_ms is None else timestamp_ms,  # now_ms(), inlined
         )
         writer = self._writer
-        if writer.full:
-            await writer.wait_for_space()
-            self._check_open()
+        future = writer.offer(request)
+        if future is None:  # the pending list is full: backpressure
+            future = await writer.submit(request)
         try:
-            return (await writer.submit(request)).version
+            return (await future).version
         except SessionNotFoundError:
             validate_session_id(session_id)  # an id no session can have gets the clearer error
             await self._raise_if_deleted(session_id)
@@ -1063,6 +1049,35 @@ def _unnamed(call: str, generated_id: str | None) -> Iterator[None]:
         text = str(exc).replace(f"session {generated_id!r}: ", "", 1)
         suffix = "" if text.endswith("nothing was written") else "; nothing was written"
         raise type(exc)(f"{call}: {text}{suffix}") from None
+
+
+def _checked_append_options(
+    session_id: str,
+    events: tuple[Event, ...],
+    expected_version: int | None,
+    event_ids: Sequence[str | None] | None,
+    timestamp_ms: int | None,
+) -> list[str | None] | None:
+    """``append``'s optional arguments checked (and ``session_id``); return ``event_ids`` as a list.
+
+    Apart from ``append`` so that the common call, which passes none of them, tests one condition.
+    """
+    if expected_version is not None and (type(expected_version) is not int or expected_version < 0):
+        raise InvalidInputError(f"expected_version must be a non-negative int, got {expected_version!r}")
+    ids = None
+    if event_ids is not None:
+        ids = list(event_ids)
+        if len(ids) != len(events) or not all(i is None or isinstance(i, str) for i in ids):
+            raise InvalidInputError("event_ids must hold one str (or None) per event")
+    if timestamp_ms is not None and (type(timestamp_ms) is not int or not 0 <= timestamp_ms < 2**63):
+        # Stored unchecked, a str or float would be acknowledged and then fail to decode on open.
+        raise InvalidInputError(f"timestamp_ms must be an int in 0..2**63-1 (milliseconds), got {timestamp_ms!r}")
+    if type(session_id) is not str:
+        validate_session_id(session_id)
+    if ids is not None:
+        for index, event_id in enumerate(ids):
+            check_text(session_id, f"event_ids[{index}]", event_id, limit=MAX_EVENT_ID_CHARS)
+    return ids
 
 
 def _wrong_event_message(session_id: str, event: object) -> str:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from ._backends._base import AppendRequest, Backend
 from ._errors import StoreBrokenError, StoreClosedError, refused_because_broken
@@ -28,8 +29,9 @@ class Writer:
         self._futures: list[asyncio.Future[AppendRequest]] = []
         # The home loop's create_future, bound by start(): asyncio.get_running_loop() costs a
         # getpid system call per append on Python 3.11.
-        self._new_future: Callable[[], asyncio.Future[AppendRequest]] = _future_on_running_loop
-        self._wakeup: asyncio.Event | None = None
+        self._new_future: Callable[[], asyncio.Future[Any]] = _future_on_running_loop
+        # What the idle writer awaits: a bare future, cheaper than an asyncio.Event per idle spell.
+        self._wakeup: asyncio.Future[None] | None = None
         # Appenders blocked by backpressure, in arrival order.
         self._space_waiters: deque[asyncio.Future[None]] = deque()
         self._closing = False
@@ -43,24 +45,35 @@ class Writer:
         self._new_future = loop.create_future
         return loop.create_task(self.run(), name="sessiondb-writer")
 
-    def submit(self, request: AppendRequest) -> asyncio.Future[AppendRequest]:
-        """Queue ``request``; the caller must have checked ``has_space`` (no await in between)."""
+    def offer(self, request: AppendRequest) -> asyncio.Future[AppendRequest] | None:
+        """Queue ``request`` and return the future its outcome resolves; None while the pending list is full.
+
+        On None, ``wait_for_space()`` and offer again (no await in between). Raises
+        ``StoreBrokenError`` or ``StoreClosedError`` when no append is accepted.
+        """
         if self.broken is not None:
             raise refused_because_broken(self.broken) from self.broken
         if self._closing:
             raise StoreClosedError("the store is closing; no more appends are accepted")
+        if len(self._pending) >= self._max_pending:
+            return None
         future = self._new_future()
         self._pending.append(request)
         self._futures.append(future)
         wakeup = self._wakeup
         if wakeup is not None:
             self._wakeup = None
-            wakeup.set()
+            if not wakeup.done():  # done: cancelled with the writer task
+                wakeup.set_result(None)
         return future
 
-    @property
-    def full(self) -> bool:
-        return len(self._pending) >= self._max_pending
+    async def submit(self, request: AppendRequest) -> asyncio.Future[AppendRequest]:
+        """Queue ``request`` once the pending list has room (backpressure); return its outcome's future."""
+        while True:
+            future = self.offer(request)
+            if future is not None:
+                return future
+            await self.wait_for_space()
 
     async def wait_for_space(self) -> None:
         """Backpressure: wait, in arrival order, while the pending list is full.
@@ -99,8 +112,8 @@ class Writer:
             if not self._pending:
                 if self._closing:
                     return
-                wakeup = self._wakeup = asyncio.Event()
-                await wakeup.wait()
+                wakeup = self._wakeup = self._new_future()
+                await wakeup
                 continue
             if len(self._pending) <= self._max_batch:
                 batch, futures = self._pending, self._futures
@@ -157,12 +170,13 @@ class Writer:
         wakeup = self._wakeup
         if wakeup is not None:
             self._wakeup = None
-            wakeup.set()
+            if not wakeup.done():
+                wakeup.set_result(None)
 
     @property
     def pending(self) -> int:
         return len(self._pending)
 
 
-def _future_on_running_loop() -> asyncio.Future[AppendRequest]:
+def _future_on_running_loop() -> asyncio.Future[Any]:
     return asyncio.get_running_loop().create_future()

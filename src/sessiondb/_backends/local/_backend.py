@@ -18,7 +18,6 @@ loop, one thread hop to write and sync, then the index learns the batch) and the
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import contextlib
 import errno
 import os
@@ -56,6 +55,7 @@ from ._recovery import Recovery
 from ._retention import Retention
 from ._segments import Segment, SegmentSet
 from ._snapshot_files import SNAPSHOT_PREFIX, SNAPSHOT_SUFFIX, SnapshotFiles
+from ._write_thread import WriteThread
 
 DEFAULT_SEGMENT_BYTES = 64 * 1024 * 1024
 DEFAULT_MAX_EVENT_BYTES = 16 * 1024 * 1024
@@ -102,7 +102,7 @@ class LocalBackend(Backend):
         # that finds the log grown waits for it, so it never takes its own frame for another's.
         self._idle = asyncio.Event()
         self._write_turn = asyncio.Lock()
-        self._writer_executor: concurrent.futures.ThreadPoolExecutor | None = None
+        self._write_thread = WriteThread("sessiondb-write")
         self._idle.set()
         self._foreign_reported = 0  # foreign records the subscription hint has announced
         self._recovery = Recovery(
@@ -212,16 +212,14 @@ class LocalBackend(Backend):
             self._release()
 
     def _release(self) -> None:
-        if self._writer_executor is not None:
-            self._writer_executor.shutdown(wait=False)  # idle by now: the writer has finished
-            self._writer_executor = None
+        self._write_thread.stop()  # idle by now: the writer has finished
         self.segments.release()
         self.locks.close()
 
     def abandon(self) -> None:
         """In a child made by ``fork()``: drop every descriptor without unlocking (the locks are the parent's)."""
         self._closed = True
-        self._writer_executor = None  # its thread is the parent's: the child has none to stop
+        self._write_thread.abandon()
         self.locks.abandon()
         self.segments.abandon()
 
@@ -294,20 +292,21 @@ class LocalBackend(Backend):
         data, header_length = plan.frame.finish()
         self._idle.clear()
         try:
-            # One thread of our own, not anyio.to_thread: that costs a checkpoint (one more pass
-            # of the event loop) and its bookkeeping per batch, for one thread hop.
-            job = self._write_thread().submit(self._write_and_unlock, data, plan.frame.first_position)
+            # One thread of our own, not anyio.to_thread or an executor: see _write_thread.py.
+            job = self._write_thread.submit(
+                asyncio.get_running_loop(), self._write_and_unlock, data, plan.frame.first_position
+            )
+            future = job.future
             cancelled = False
             while True:
                 try:
-                    segment, offset = await asyncio.wrap_future(job)
+                    segment, offset = await future
                     break
                 except asyncio.CancelledError:
-                    if job.cancelled():  # before the thread took it: nothing was written, the index is right
-                        raise
-                    # The frame is being written: the thread finishes and the index learns it
+                    # A queued job always runs, so the frame may be on disk: the index learns it
                     # before the cancellation goes on (task.cancel() or an anyio scope alike).
                     cancelled = True
+                    future = job.wait_again()
                 except BaseException as exc:
                     self._broken = _broken_error(exc, self.segments.active.path)
                     raise self._broken from exc
@@ -316,15 +315,6 @@ class LocalBackend(Backend):
                 raise asyncio.CancelledError
         finally:
             self._idle.set()
-
-    def _write_thread(self) -> concurrent.futures.ThreadPoolExecutor:
-        """The one thread that writes and syncs frames (started on first use)."""
-        executor = self._writer_executor
-        if executor is None:
-            executor = self._writer_executor = concurrent.futures.ThreadPoolExecutor(
-                max_workers=1, thread_name_prefix="sessiondb-write"
-            )
-        return executor
 
     def _write_and_unlock(self, data: bytes, first_position: int) -> tuple[Segment, int]:
         """In a worker thread: write and fdatasync the frame, then let the next process write at once."""
