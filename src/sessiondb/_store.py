@@ -474,7 +474,7 @@ class Store:
                 info.model,
                 info.workspace_root,
                 Fork(parent, branch, version),
-                Inherited(len(state.messages), state.usage, compacted),
+                Inherited(len(state.messages), state.usage, compacted, state.item_count, state.checkpoint_count),
                 child_scope,
             )
             await self._submit(AppendRequest(child_id, (started,), timestamp_ms=started.created_at_ms, creates=True))

@@ -21,9 +21,10 @@ from __future__ import annotations
 
 import re
 
+from ..._counts import LANGGRAPH_CHECKPOINT, OPENAI_CLEAR, OPENAI_ITEMS, OPENAI_POP
 from ..._errors import InvalidInputError
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 POSITION_SHIFT = 24
 # xid << 24 must stay below 2**63.
 MAX_XID = 2 ** (63 - POSITION_SHIFT) - 1
@@ -170,7 +171,47 @@ def _version_5(s: str) -> list[str]:
     return [_DROP_APPEND_BATCH.format(s=s), _append_batch_function(s)]
 
 
-MIGRATIONS = {1: _version_1, 2: _version_2, 3: _version_3, 4: _version_4, 5: _version_5}
+def _version_6(s: str) -> list[str]:
+    """The integrations' counts (``_counts``): two columns, filled from the stored events; append_batch keeps them."""
+    return [
+        f"""
+        alter table {s}.sessions
+            add column item_count integer not null default 0,
+            add column checkpoint_count integer not null default 0
+        """,
+        _DROP_APPEND_BATCH.format(s=s),
+        _apply_counts_function(s),
+        _append_batch_function(s),
+        # Sessions written before: fold their counted events in order (once, at the upgrade). A fork made
+        # before keeps 0 for what it inherited (its start event holds no count), as on a directory store.
+        f"""
+        do $fill$ declare r record; begin
+            for r in
+                select e.session_id, x.j ->> 'name' as name, x.j -> 'data' -> 'items' as items
+                  from {s}.events as e
+                 cross join lateral (select convert_from(e.payload, 'UTF8')::jsonb as j) as x
+                 where position(convert_to('"type":"custom"', 'UTF8') in e.payload) > 0
+                   and x.j ->> 'type' = 'custom'
+                   and x.j ->> 'name' in ('{OPENAI_ITEMS}', '{OPENAI_POP}', '{OPENAI_CLEAR}', '{LANGGRAPH_CHECKPOINT}')
+                 order by e.session_id, e.version
+            loop
+                update {s}.sessions set
+                    item_count = case r.name
+                        when '{OPENAI_ITEMS}' then item_count
+                             + (case when jsonb_typeof(r.items) = 'array' then jsonb_array_length(r.items) else 0 end)
+                        when '{OPENAI_POP}' then greatest(0, item_count - 1)
+                        when '{OPENAI_CLEAR}' then 0
+                        else item_count end,
+                    checkpoint_count = checkpoint_count
+                        + (case when r.name = '{LANGGRAPH_CHECKPOINT}' then 1 else 0 end)
+                 where session_id = r.session_id;
+            end loop;
+        end $fill$
+        """,
+    ]
+
+
+MIGRATIONS = {1: _version_1, 2: _version_2, 3: _version_3, 4: _version_4, 5: _version_5, 6: _version_6}
 
 # Label operations of append_batch's l_op array (one per title set, tag added or removed, pin).
 LABEL_SET_TITLE, LABEL_CLEAR_TITLE, LABEL_ADD_TAG, LABEL_REMOVE_TAG, LABEL_PIN, LABEL_UNPIN = 1, 2, 3, 4, 5, 6
@@ -208,6 +249,29 @@ def _apply_labels_function(s: str) -> str:
     """
 
 
+def _apply_counts_function(s: str) -> str:
+    # Counted custom events (``_counts``) are rare: one change per append that has any, applied in
+    # batch order to admitted appends only, after the sessions' rows are written (a create's too).
+    # Each is count = greatest(floor, count + delta), which composes over one append's events.
+    return f"""
+    create function {s}.apply_counts(
+        a_sess text[], codes integer[], k_ai integer[], k_floor bigint[], k_delta bigint[], k_cp integer[])
+    returns void language plpgsql as $fn$
+    declare
+        j integer;
+    begin
+        for j in 1 .. coalesce(cardinality(k_ai), 0) loop
+            continue when codes[k_ai[j]] <> 0;
+            update {s}.sessions as t set
+                item_count = greatest(k_floor[j], t.item_count + k_delta[j]),
+                checkpoint_count = t.checkpoint_count + k_cp[j]
+             where t.session_id = a_sess[k_ai[j]];
+        end loop;
+    end
+    $fn$
+    """
+
+
 # Outcome codes of append_batch, per append.
 OK, DUPLICATE, CONFLICT, NOT_FOUND, EXISTS, PARTIAL_RETRY = 0, 1, 2, 3, 4, 5
 
@@ -234,6 +298,7 @@ def _append_batch_function(s: str) -> str:
         a_base integer[], a_created bigint[], a_model text[], a_ws text[], a_parent text[], a_branch text[],
         e_ai integer[], e_k integer[], e_id text[], e_payload bytea[], a_first integer[], e_carrier integer[],
         a_scope text[], l_ai integer[], l_op integer[], l_arg text[], l_fold text[],
+        k_ai integer[], k_floor bigint[], k_delta bigint[], k_cp integer[],
         out codes integer[], out versions integer[], out base bigint, out listened boolean)
     language plpgsql
     -- Plan each statement once per connection: re-planning them for every call (custom
@@ -322,6 +387,9 @@ def _append_batch_function(s: str) -> str:
              where u.kind = 0 and u.code = 0 and t.session_id = u.sid;
             if cardinality(l_ai) > 0 then
                 perform {s}.apply_labels(a_sess, codes, l_ai, l_op, l_arg, l_fold);
+            end if;
+            if cardinality(k_ai) > 0 then
+                perform {s}.apply_counts(a_sess, codes, k_ai, k_floor, k_delta, k_cp);
             end if;
             listened := not pg_try_advisory_xact_lock({_LISTENER_KEY_SQL});
             insert into {s}.batches (token, codes, versions, base) values (p_token, codes, versions, base);
@@ -480,6 +548,9 @@ def _append_batch_function(s: str) -> str:
 
         if cardinality(l_ai) > 0 then
             perform {s}.apply_labels(a_sess, codes, l_ai, l_op, l_arg, l_fold);
+        end if;
+        if cardinality(k_ai) > 0 then
+            perform {s}.apply_counts(a_sess, codes, k_ai, k_floor, k_delta, k_cp);
         end if;
 
         listened := not pg_try_advisory_xact_lock({_LISTENER_KEY_SQL});
