@@ -234,7 +234,7 @@ class Store:
         if type(session_id) is str:
             info = await self.backend.info(session_id)
             if info is not None and info.deleted:
-                raise SessionDeletedError(session_id) from None
+                raise SessionDeletedError(session_id, version=info.version, deleted_at_ms=info.updated_at_ms) from None
 
     @on_store_loop
     async def create_session(
@@ -584,7 +584,7 @@ class Store:
             validate_session_id(session_id)  # an id no session can have gets the clearer error
             raise SessionNotFoundError(session_id)
         if info.deleted:
-            raise SessionDeletedError(session_id)
+            raise SessionDeletedError(session_id, version=info.version, deleted_at_ms=info.updated_at_ms)
         return info
 
     def _check_readable(self) -> None:

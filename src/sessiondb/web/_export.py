@@ -27,7 +27,9 @@ async def render_session_html(store: Store, session_id: str, *, at_version: int 
         raise InvalidInputError(f"session {session_id!r} has versions 0..{info.version}; got {at_version!r}")
     shown = info.version if at_version is None else at_version
     history = await readable_history(store, session_id, shown)
-    timeline = build_timeline(session_id, history.events, version=shown, floor=history.floor, before=history.before)
+    timeline = build_timeline(
+        session_id, history.events, version=shown, floor=history.floor, before=history.before, summary=info
+    )
     return render(
         "session.html",
         root="",
