@@ -31,7 +31,7 @@ from .._errors import (
 from .._events import RecordedEvent, SessionDeleted
 from .._store import Store, open_store
 from ..integrations._claude_keys import decode_session_id
-from ._history import readable_history
+from ._history import timeline_at
 from ._listing import (
     PINNED_CHOICES,
     SEARCH_ORDERS,
@@ -44,7 +44,7 @@ from ._listing import (
 from ._model import ToolCall
 from ._render import iso, render, render_entries, render_results
 from ._security import LOOPBACK_HOSTS, Guard, token_problem
-from ._timeline import build_timeline, entries_of, pair_tools, pending_calls
+from ._timeline import entries_of, pair_tools, pending_calls
 from ._tree import fork_tree
 
 # Top-level entries per session page and sessions per list page: pages stay small whatever the session's size.
@@ -206,21 +206,11 @@ class Viewer:
             )
         shown = info.version if version is None else version
         try:
-            history = await readable_history(store, session_id, shown)
+            timeline = await timeline_at(store, session_id, shown, page=page, page_size=self.page_size, summary=info)
         except HistoryUnavailableError:
             raise _HTTPProblem(
                 410, "No longer stored", f"Session {session_id!r} at v{shown} was removed by retention."
             ) from None
-        timeline = build_timeline(
-            session_id,
-            history.events,
-            version=shown,
-            page=page,
-            page_size=self.page_size,
-            floor=history.floor,
-            before=history.before,
-            summary=info,
-        )
         tree = fork_tree(info, await store.list_sessions())
         root = request.scope.get("root_path", "")
         live = None
@@ -337,18 +327,9 @@ class LiveTail:
     async def start(self, store: Store, after: int, page_size: int) -> None:
         """Learn what the newest page at ``after`` shows (the page this stream continues)."""
         try:
-            history = await readable_history(store, self.session_id, after)
+            timeline = await timeline_at(store, self.session_id, after, page_size=page_size, seen=self.seen)
         except HistoryUnavailableError:
             return  # nothing of it is stored: the page showed no call either
-        timeline = build_timeline(
-            self.session_id,
-            history.events,
-            version=after,
-            page_size=page_size,
-            floor=history.floor,
-            before=history.before,
-            seen=self.seen,
-        )
         self.pending = pending_calls(timeline)
 
     def event(self, recorded: RecordedEvent) -> str:

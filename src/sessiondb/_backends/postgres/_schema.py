@@ -217,22 +217,39 @@ MIGRATIONS = {1: _version_1, 2: _version_2, 3: _version_3, 4: _version_4, 5: _ve
 LABEL_SET_TITLE, LABEL_CLEAR_TITLE, LABEL_ADD_TAG, LABEL_REMOVE_TAG, LABEL_PIN, LABEL_UNPIN = 1, 2, 3, 4, 5, 6
 
 
-def _apply_labels_function(s: str) -> str:
-    # Label events are rare: applied one operation at a time, in batch order, to admitted appends only,
-    # so several appends to one session in one batch fold exactly as the log replays them.
-    # title_folded is the title's str.casefold(), computed by the client, so that the title filter
-    # (a substring of the folded title) means exactly what it means on the directory store.
+def _in_batch_order(s: str, name: str, arguments: str, index: str, assignments: str) -> str:
+    """A function applying rare per-append operations one at a time, in batch order, to admitted appends only.
+
+    Run after the batch's session rows are written (a create's too), so several appends to one
+    session in one batch fold exactly as the log replays them. ``index`` names the argument
+    holding each operation's append (1-based); ``assignments`` is the SET list, one row per operation.
+    """
     return f"""
-    create function {s}.apply_labels(
-        a_sess text[], codes integer[], l_ai integer[], l_op integer[], l_arg text[], l_fold text[])
+    create function {s}.{name}(a_sess text[], codes integer[], {arguments})
     returns void language plpgsql as $fn$
     declare
         j integer;
     begin
-        for j in 1 .. coalesce(cardinality(l_ai), 0) loop
-            continue when codes[l_ai[j]] <> 0;
+        for j in 1 .. coalesce(cardinality({index}), 0) loop
+            continue when codes[{index}[j]] <> 0;
             update {s}.sessions as t set
-                title = case l_op[j] when {LABEL_SET_TITLE} then l_arg[j] when {LABEL_CLEAR_TITLE} then null
+                {assignments}
+             where t.session_id = a_sess[{index}[j]];
+        end loop;
+    end
+    $fn$
+    """
+
+
+def _apply_labels_function(s: str) -> str:
+    # title_folded is the title's str.casefold(), computed by the client, so that the title filter
+    # (a substring of the folded title) means exactly what it means on the directory store.
+    return _in_batch_order(
+        s,
+        "apply_labels",
+        "l_ai integer[], l_op integer[], l_arg text[], l_fold text[]",
+        "l_ai",
+        f"""title = case l_op[j] when {LABEL_SET_TITLE} then l_arg[j] when {LABEL_CLEAR_TITLE} then null
                         else t.title end,
                 title_folded = case l_op[j] when {LABEL_SET_TITLE} then l_fold[j] when {LABEL_CLEAR_TITLE} then null
                                else t.title_folded end,
@@ -241,35 +258,21 @@ def _apply_labels_function(s: str) -> str:
                                                        unnest(array_append(t.tags, l_arg[j])) as u(x) order by 1)
                        when {LABEL_REMOVE_TAG} then array_remove(t.tags, l_arg[j])
                        else t.tags end,
-                pinned = case l_op[j] when {LABEL_PIN} then true when {LABEL_UNPIN} then false else t.pinned end
-             where t.session_id = a_sess[l_ai[j]];
-        end loop;
-    end
-    $fn$
-    """
+                pinned = case l_op[j] when {LABEL_PIN} then true when {LABEL_UNPIN} then false else t.pinned end""",
+    )
 
 
 def _apply_counts_function(s: str) -> str:
-    # Counted custom events (``_counts``) are rare: one change per append that has any, applied in
-    # batch order to admitted appends only, after the sessions' rows are written (a create's too).
-    # Each is count = greatest(floor, count + delta), which composes over one append's events.
-    return f"""
-    create function {s}.apply_counts(
-        a_sess text[], codes integer[], k_ai integer[], k_floor bigint[], k_delta bigint[], k_cp integer[])
-    returns void language plpgsql as $fn$
-    declare
-        j integer;
-    begin
-        for j in 1 .. coalesce(cardinality(k_ai), 0) loop
-            continue when codes[k_ai[j]] <> 0;
-            update {s}.sessions as t set
-                item_count = greatest(k_floor[j], t.item_count + k_delta[j]),
-                checkpoint_count = t.checkpoint_count + k_cp[j]
-             where t.session_id = a_sess[k_ai[j]];
-        end loop;
-    end
-    $fn$
-    """
+    # Counted custom events (``_counts``): one change per append that has any, count =
+    # greatest(floor, count + delta), which composes over one append's events.
+    return _in_batch_order(
+        s,
+        "apply_counts",
+        "k_ai integer[], k_floor bigint[], k_delta bigint[], k_cp integer[]",
+        "k_ai",
+        """item_count = greatest(k_floor[j], t.item_count + k_delta[j]),
+                checkpoint_count = t.checkpoint_count + k_cp[j]""",
+    )
 
 
 # Outcome codes of append_batch, per append.
