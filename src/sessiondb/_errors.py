@@ -118,7 +118,8 @@ class SessionDeletedError(SessionNotFoundError, SessionExistsError):
         self.deleted_at_ms = deleted_at_ms
         SessionDBError.__init__(
             self,
-            f"session {session_id!r} was deleted; a deleted session's id is not reused, "
+            f"session {session_id!r} was deleted{f' at v{version}' if version is not None else ''}; "
+            "a deleted session's id is not reused, "
             "so create a new session with another id",
         )
 

@@ -234,11 +234,14 @@ def test_live_result_sits_beside_its_call_and_deletion_is_said(page: Any, site: 
     turns = page.locator("#timeline > .turn")
     assert [turns.nth(i).get_attribute("data-turn") for i in range(turns.count())] == ["0", "1", "2"]
     assert turns.nth(2).get_by_text("and now?").is_visible()
+    append(Message.assistant("Still notes.txt.", usage=Usage(3, 1)))
+    page.get_by_text("turn 2 · 3 in · 1 out").wait_for(timeout=15_000)
+    assert page.get_by_text("turn 1 · 7 in · 3 out").is_visible()
     delete()
-    page.get_by_text(f"The session was deleted at v{version + 3}").wait_for(timeout=15_000)
+    page.get_by_text(f"The session was deleted at v{version + 4}").wait_for(timeout=15_000)
     page.reload()
     # The page's own status (410 Gone) is the one console error Chromium logs; nothing else is.
     assert page.problems == ["console error: Failed to load resource: the server responded with a status of 410 (Gone)"]
     page.problems.clear()
     assert page.get_by_role("heading", name="Session deleted").is_visible()
-    assert page.get_by_text(f"Session 'watched' was deleted at v{version + 3}", exact=False).is_visible()
+    assert page.get_by_text(f"Session 'watched' was deleted at v{version + 4}", exact=False).is_visible()

@@ -179,7 +179,8 @@ def test_a_live_result_goes_beside_its_call(tmp_path: Path) -> None:
         (waiting,) = [node for node in page.nodes if node.attrs.get("data-pending") == "c1"]
         assert "no result recorded" in waiting.text
         with client.stream("GET", f"/s/tools/events?after={version}") as stream:
-            events = (e for e in sse(stream.iter_lines()) if e.get("event") == "entry")
+            sse_events = (e for e in sse(stream.iter_lines()) if e.get("event") in ("entry", "reload"))
+            events = (e for e in sse_events if e.get("event") == "entry")
             asyncio.run(append(Message.tool_result("c1", "bash", "a.txt\nb.txt")))
             live = Page(next(events)["data"])
             # Only the result, marked for its call's place: no tool message of its own.
@@ -190,14 +191,21 @@ def test_a_live_result_goes_beside_its_call(tmp_path: Path) -> None:
             asyncio.run(append(_call("c2"), Message.tool_result("c2", "bash", "c.txt")))
             call = Page(next(events)["data"])
             assert [node for node in call.nodes if node.attrs.get("data-pending") == "c2"]
+            # Its usage adds to the turn's: the turn's heading comes again, as a reload shows it.
+            (head,) = [node for node in call.nodes if node.attrs.get("data-turn-head") == "1"]
+            assert head.text.startswith("turn 1 · 10 in · 4 out")
             result = Page(next(events)["data"])
             assert [node.text for node in result.nodes if node.attrs.get("data-result-for") == "c2"]
             # A result whose call the page does not show stands alone, as a reload shows it.
             asyncio.run(append(Message.tool_result("elsewhere", "bash", "orphan")))
             alone = Page(next(events)["data"])
             assert "result of bash elsewhere" in alone.text
+            # A compaction folds messages the page shows: the page is asked to reload.
+            compaction = asyncio.run(append(sessiondb.Compacted("They listed files.", 2)))
+            reload = next(e for e in sse_events if e.get("event") == "reload")
+            assert reload["id"] == str(compaction)
         # The reload shows what the tail showed.
-        reloaded = Page(client.get("/s/tools").text)
+        reloaded = Page(client.get(f"/s/tools?v={version + 4}").text)
         tools = reloaded.by_class("tool")
         assert "a.txt" in tools[0].text and f"result · v{version + 1}" in tools[0].text
         assert not [node for node in reloaded.nodes if node.attrs.get("data-pending")]

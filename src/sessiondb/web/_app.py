@@ -28,7 +28,7 @@ from .._errors import (
     SessionDeletedError,
     SessionNotFoundError,
 )
-from .._events import RecordedEvent, SessionDeleted
+from .._events import Compacted, RecordedEvent, SessionDeleted, Usage
 from .._store import Store, open_store
 from ..integrations._claude_keys import decode_session_id
 from ._history import timeline_at
@@ -42,7 +42,7 @@ from ._listing import (
     session_page,
 )
 from ._model import ToolCall
-from ._render import iso, render, render_entries, render_results
+from ._render import iso, render, render_entries, render_results, render_turn_head
 from ._security import LOOPBACK_HOSTS, Guard, token_problem
 from ._timeline import entries_of, pair_tools, pending_calls
 from ._tree import fork_tree
@@ -310,12 +310,14 @@ async def _no_icon(_request: Request) -> Response:
 
 
 class LiveTail:
-    """What one live tail has shown: the page it follows, then each new event as the page would place it.
+    """What one live tail has shown: the page it follows, then each new event as a reload would place it.
 
-    A reload would put a tool result beside its call; so does the tail: the calls the page
-    shows without a result are learned when the stream starts, and a result arriving for one
-    is sent as ``<div class="result" data-result-for=ID>``, which the page's script puts in
-    place of the call's "no result recorded".
+    The calls the page shows without a result, its last turn's number and usage are learned
+    when the stream starts. A result arriving for such a call is sent as
+    ``<div class="result" data-result-for=ID>``, which the page's script puts in place of
+    the call's "no result recorded"; a user message starts the next turn; a turn whose
+    usage grew gets its heading again (``data-turn-head=N``). A conversation compaction
+    moves messages the page shows into its fold: the tail asks for a reload (``event: reload``).
     """
 
     def __init__(self, session_id: str, context: dict[str, Any]) -> None:
@@ -323,6 +325,8 @@ class LiveTail:
         self.context = context
         self.seen: set[str] = set()  # integration message ids shown (LangGraph checkpoints repeat them)
         self.pending: dict[str, ToolCall] = {}
+        self.turn = 0
+        self.turn_usage = Usage()
 
     async def start(self, store: Store, after: int, page_size: int) -> None:
         """Learn what the newest page at ``after`` shows (the page this stream continues)."""
@@ -331,14 +335,28 @@ class LiveTail:
         except HistoryUnavailableError:
             return  # nothing of it is stored: the page showed no call either
         self.pending = pending_calls(timeline)
+        if timeline.turns:
+            self.turn, self.turn_usage = timeline.turns[-1].number, timeline.turns[-1].usage
 
     def event(self, recorded: RecordedEvent) -> str:
-        """One server-sent event: ``gone`` for the deletion, else ``entry`` with the new HTML."""
-        if type(recorded.event) is SessionDeleted:
+        """One server-sent event: ``gone`` for the deletion, ``reload`` for a compaction, else ``entry``."""
+        event = recorded.event
+        if type(event) is SessionDeleted:
             return _gone_event(recorded.version)
+        if type(event) is Compacted and event.rewrite_context:
+            return f"id: {recorded.version}\nevent: reload\ndata: compaction\n\n"
         late: list[ToolCall] = []
         entries = pair_tools(entries_of(recorded, self.session_id, self.seen), self.pending, late)
-        html = render_results(late, **self.context) + render_entries(entries, **self.context)
+        html = render_results(late, **self.context)
+        grown: dict[int, Usage] = {}
+        for entry in entries:
+            if entry.kind == "message" and entry.role == "user":
+                self.turn, self.turn_usage = self.turn + 1, Usage()
+            html += render_entries([entry], **self.context)
+            if entry.usage is not None:
+                self.turn_usage = self.turn_usage + entry.usage
+                grown[self.turn] = self.turn_usage
+        html += "".join(render_turn_head(number, usage, **self.context) for number, usage in grown.items())
         data = "".join(f"data: {line}\n" for line in html.splitlines() or [""])
         return f"id: {recorded.version}\nevent: entry\n{data}\n"
 

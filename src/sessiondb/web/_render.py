@@ -114,4 +114,10 @@ def render_results(calls: Any, **context: Any) -> str:
     return "".join(str(module.tool_result(call, True)) for call in calls)  # type: ignore[attr-defined]
 
 
-__all__ = ["environment", "iso", "render", "render_entries", "render_results", "stylesheet"]
+def render_turn_head(number: int, usage: Any, **context: Any) -> str:
+    """A turn's heading with the usage of its model calls (the live tail sends it again as the turn grows)."""
+    module = environment().get_template("_entries.html").make_module(vars={**context})
+    return str(module.turn_head(number, usage))  # type: ignore[attr-defined]
+
+
+__all__ = ["environment", "iso", "render", "render_entries", "render_results", "render_turn_head", "stylesheet"]
