@@ -273,9 +273,7 @@ def _link_repeated_ids(arrays: BatchArrays) -> None:
 
 def _add_deltas(arrays: BatchArrays, events: Sequence[Any]) -> None:
     """The summary change of a plain append, as numbers the database adds (compactions as a small program)."""
-    messages = tin = tout = tcc = tcr = flags = compactions = checkpoints = 0
-    items = (0, 0)  # the identity change: max(0, count + 0)
-    counted = False
+    messages = tin = tout = tcc = tcr = flags = compactions = 0
     c_after = arrays.c_after
     for event in events:
         kind = type(event)
@@ -300,14 +298,7 @@ def _add_deltas(arrays: BatchArrays, events: Sequence[Any]) -> None:
         elif kind is TitleChanged or kind is TagsChanged or kind is PinChanged:
             _add_label(arrays, event)
         elif kind is Custom and event.name in COUNTED:
-            checkpoint, floor, delta = count_change(event.name, event.data)
-            if checkpoint:
-                checkpoints += delta
-            else:
-                items = compose(items, (floor, delta))
-            counted = True
-    if counted:
-        _add_count(arrays, items, checkpoints)
+            _add_counted(arrays, event)
     arrays.a_msgs.append(messages)
     arrays.a_tin.append(tin)
     arrays.a_tout.append(tout)
@@ -342,6 +333,17 @@ def _add_count(arrays: BatchArrays, items: tuple[int, int], checkpoints: int) ->
     arrays.k_floor.append(items[0])
     arrays.k_delta.append(items[1])
     arrays.k_cp.append(checkpoints)
+
+
+def _add_counted(arrays: BatchArrays, event: Any) -> None:
+    """A counted event (``_counts.COUNTED``) of the append being laid out, composed into its one change."""
+    checkpoint, floor, delta = count_change(event.name, event.data)
+    if not arrays.k_ai or arrays.k_ai[-1] != len(arrays.sent):
+        _add_count(arrays, (0, 0), 0)  # the identity change: max(0, count + 0)
+    if checkpoint:
+        arrays.k_cp[-1] += delta
+    else:
+        arrays.k_floor[-1], arrays.k_delta[-1] = compose((arrays.k_floor[-1], arrays.k_delta[-1]), (floor, delta))
 
 
 def _add_create(arrays: BatchArrays, request: AppendRequest) -> None:
