@@ -108,13 +108,18 @@ class SessionDeletedError(SessionNotFoundError, SessionExistsError):
     history with a new one. Create a session with another id. It is both a
     ``SessionNotFoundError`` (for reads and appends) and a ``SessionExistsError``
     (for ``create_session``), so existing handlers of either still catch it.
+    ``version`` and ``deleted_at_ms``: the deletion's version and commit time, where the
+    store knows them (None otherwise), so a reader can say when the session went.
     """
 
-    def __init__(self, session_id: str) -> None:
+    def __init__(self, session_id: str, *, version: int | None = None, deleted_at_ms: int | None = None) -> None:
         self.session_id = session_id
+        self.version = version
+        self.deleted_at_ms = deleted_at_ms
         SessionDBError.__init__(
             self,
-            f"session {session_id!r} was deleted; a deleted session's id is not reused, "
+            f"session {session_id!r} was deleted{f' at v{version}' if version is not None else ''}; "
+            "a deleted session's id is not reused, "
             "so create a new session with another id",
         )
 

@@ -206,6 +206,9 @@ class Inherited(msgspec.Struct, frozen=True, gc=False):
     message_count: int = 0
     usage: Usage = msgspec.field(default_factory=Usage)
     compacted: bool = False
+    # The integrations' counts (``_counts``); 0 in forks made before they were counted.
+    item_count: int = 0
+    checkpoint_count: int = 0
 
 
 class SessionStarted(msgspec.Struct, frozen=True, gc=False, tag="session_started", tag_field="type"):

@@ -7,6 +7,7 @@ from typing import Any, Generic, TypeVar
 
 import msgspec
 
+from ._counts import COUNTED, apply_count
 from ._events import (
     Compacted,
     Custom,
@@ -70,6 +71,10 @@ class Session(msgspec.Struct, gc=False):
     title: str | None = None
     tags: tuple[str, ...] = ()  # sorted
     pinned: bool = False
+    # What the integrations keep in custom events (``_counts``): OpenAI Agents SDK live items,
+    # LangGraph checkpoints written. A session of messages has none.
+    item_count: int = 0
+    checkpoint_count: int = 0
 
 
 def continuation_message(summary: str, kept_messages: bool) -> Message:
@@ -135,7 +140,9 @@ def apply_to_session(session: Session, recorded: RecordedEvent) -> Session:
         session.tags = tuple(sorted(tags))
     elif type(event) is PinChanged:
         session.pinned = event.pinned
-    # Custom events belong to custom projections; SessionDeleted is handled by the store.
+    elif type(event) is Custom and event.name in COUNTED:
+        apply_count(session, event.name, event.data)
+    # Other custom events belong to custom projections; SessionDeleted is handled by the store.
     return session
 
 

@@ -230,7 +230,7 @@ class Store:
         if type(session_id) is str:
             info = await self.backend.info(session_id)
             if info is not None and info.deleted:
-                raise SessionDeletedError(session_id) from None
+                raise SessionDeletedError(session_id, version=info.version, deleted_at_ms=info.updated_at_ms) from None
 
     @on_store_loop
     async def create_session(
@@ -460,7 +460,7 @@ class Store:
                 info.model,
                 info.workspace_root,
                 Fork(parent, branch, version),
-                Inherited(len(state.messages), state.usage, compacted),
+                Inherited(len(state.messages), state.usage, compacted, state.item_count, state.checkpoint_count),
                 child_scope,
             )
             await self._submit(AppendRequest(child_id, (started,), timestamp_ms=started.created_at_ms, creates=True))
@@ -570,7 +570,7 @@ class Store:
             validate_session_id(session_id)  # an id no session can have gets the clearer error
             raise SessionNotFoundError(session_id)
         if info.deleted:
-            raise SessionDeletedError(session_id)
+            raise SessionDeletedError(session_id, version=info.version, deleted_at_ms=info.updated_at_ms)
         return info
 
     def _check_readable(self) -> None:

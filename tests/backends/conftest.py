@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import Any, NamedTuple
 
 import pytest
 
@@ -35,3 +37,34 @@ async def pg_schema(pg_dsn: str) -> AsyncIterator[str]:
         await conn.execute(f"drop schema if exists {schema} cascade")
     finally:
         await conn.close()
+
+
+class StoreOpener(NamedTuple):
+    """How a test opens its store, whether reopening finds the same data, and the directory (a directory store's)."""
+
+    open: Callable[[], Any]
+    durable: bool
+    directory: Path | None
+
+
+@pytest.fixture(params=["directory", "memory", "postgres"])
+def opener(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StoreOpener]:
+    """Each backend, with small segments and eager compaction passes (snapshots, retention, the index checkpoint)."""
+    import sessiondb
+    from sessiondb import CompactionSettings
+    from sessiondb._backends.postgres import PostgresBackend
+
+    settings = CompactionSettings(background=False, keep_segments=1, min_tail_events=1, min_tail_bytes=1)
+    if request.param == "directory":
+        directory = tmp_path / "s"
+        yield StoreOpener(
+            lambda: sessiondb.open_store(directory, segment_bytes=4096, compaction=settings), True, directory
+        )
+    elif request.param == "memory":
+        yield StoreOpener(lambda: sessiondb.open_store(":memory:"), False, None)
+    else:
+        dsn = request.getfixturevalue("pg_dsn")
+        schema = request.getfixturevalue("pg_schema")
+        yield StoreOpener(
+            lambda: sessiondb.open_store(PostgresBackend(dsn, schema=schema), compaction=settings), True, None
+        )

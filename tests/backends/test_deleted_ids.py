@@ -8,38 +8,22 @@ says so and what to do; the same after reopen and after a compaction pass.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 import sessiondb
 from sessiondb import (
-    CompactionSettings,
     Message,
     SessionDeletedError,
     SessionExistsError,
     SessionNotFoundError,
     Store,
 )
-from sessiondb._backends.postgres import PostgresBackend
+
+from .conftest import StoreOpener
 
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture(params=["directory", "memory", "postgres"])
-def opener(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[Callable[[], Any], bool]]:
-    """A way to open the store, and whether reopening finds the same data."""
-    settings = CompactionSettings(background=False, keep_segments=1, min_tail_events=1, min_tail_bytes=1)
-    if request.param == "directory":
-        yield (lambda: sessiondb.open_store(tmp_path / "s", segment_bytes=4096, compaction=settings)), True
-    elif request.param == "memory":
-        yield (lambda: sessiondb.open_store(":memory:")), False
-    else:
-        dsn = request.getfixturevalue("pg_dsn")
-        schema = request.getfixturevalue("pg_schema")
-        yield (lambda: sessiondb.open_store(PostgresBackend(dsn, schema=schema), compaction=settings)), True
 
 
 async def _all_refuse(store: Store, sid: str) -> None:
@@ -62,8 +46,8 @@ async def _all_refuse(store: Store, sid: str) -> None:
         await store.create_session(session_id=sid)
 
 
-async def test_a_deleted_id_has_one_rule(opener: tuple[Callable[[], Any], bool]) -> None:
-    open_, durable = opener
+async def test_a_deleted_id_has_one_rule(opener: StoreOpener) -> None:
+    open_, durable, _ = opener
     sid = f"c-{uuid.uuid4().hex[:6]}"
     async with open_() as store:
         await store.create_session(session_id=sid)
@@ -83,11 +67,11 @@ async def test_a_deleted_id_has_one_rule(opener: tuple[Callable[[], Any], bool])
             await _all_refuse(store, sid)
 
 
-async def test_a_deleted_id_in_the_openai_agents_adapter(opener: tuple[Callable[[], Any], bool]) -> None:
+async def test_a_deleted_id_in_the_openai_agents_adapter(opener: StoreOpener) -> None:
     pytest.importorskip("agents")
     from sessiondb.integrations.openai_agents import SessionDBSession
 
-    open_, _ = opener
+    open_ = opener.open
     sid = f"a-{uuid.uuid4().hex[:6]}"
     async with open_() as store:
         session = SessionDBSession(sid, store)

@@ -25,12 +25,12 @@ def test_ls_newest_first_with_fork_and_model(sample: Path) -> None:
     result = run_in_process("ls", str(sample))
     assert result.code == 0 and result.err == ""
     lines = result.out.splitlines()
-    assert lines[0].split() == ["SESSION", "UPDATED", "MESSAGES", "TOKENS", "MODEL", "FORK", "OF"]
+    assert lines[0].split() == ["SESSION", "UPDATED", "HOLDS", "TOKENS", "MODEL", "FORK", "OF"]
     assert [line.split()[0] for line in lines[1:]] == ["other", "chat-fork", "chat"]
     fork_line = lines[2]
     assert "chat@3 (try-2)" in fork_line and "claude-test" in fork_line
     chat = lines[3].split()
-    assert chat[3:6] == ["4", "275", "claude-test"]  # messages, tokens (100+20+150+5), model
+    assert chat[3:7] == ["4", "messages", "275", "claude-test"]  # holds, tokens (100+20+150+5), model
     assert "\x1b[" not in result.out  # plain when not a terminal
 
 

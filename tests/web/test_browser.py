@@ -185,3 +185,63 @@ def test_search_then_open_a_hit(page: Any, site: tuple[str, Path], tmp_path: Pat
     page.locator("table.hits a[href*='?v=']").first.click()
     page.wait_for_url(f"**/s/{_stores.OPENAI}?v=*")
     assert page.get_by_text("sunny", exact=False).first.is_visible()
+
+
+def test_live_result_sits_beside_its_call_and_deletion_is_said(page: Any, site: tuple[str, Path]) -> None:
+    """What arrives live is placed as a reload places it; the session's deletion is said with its version."""
+    import asyncio
+
+    from sessiondb import Message, Text, ToolUse, Usage, open_store
+
+    url, store = site
+
+    def append(*events: Any) -> int:
+        async def run() -> int:
+            async with open_store(store) as opened:
+                if await opened.backend.info("watched") is None:
+                    await opened.create_session(session_id="watched")
+                return await opened.append("watched", *events)
+
+        # In a thread: Playwright's sync API keeps an event loop running on this one.
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            return pool.submit(asyncio.run, run()).result()
+
+    def delete() -> None:
+        async def run() -> None:
+            async with open_store(store) as opened:
+                await opened.delete_session("watched")
+
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            pool.submit(asyncio.run, run()).result()
+
+    call = Message.assistant([Text("Listing."), ToolUse("w1", "bash", '{"cmd": "ls"}')], usage=Usage(7, 3))
+    version = append(Message.user("what is here?"), call)
+    page.goto(f"{url}s/watched")
+    page.wait_for_function("document.getElementById('live-status') !== null")
+    assert page.locator(".result.pending").count() == 1
+    append(Message.tool_result("w1", "bash", "notes.txt"))
+    page.locator(".tool .result").get_by_text("notes.txt").wait_for(timeout=15_000)
+    assert page.locator(".result.pending").count() == 0
+    tool = page.locator(".tool").filter(has_text="notes.txt")
+    assert tool.count() == 1 and tool.get_by_text("bash", exact=True).is_visible()
+    call_box = tool.locator(".call").bounding_box()
+    result_box = tool.locator(".result").bounding_box()
+    assert result_box["x"] > call_box["x"] + call_box["width"] - 1 and abs(result_box["y"] - call_box["y"]) < 5
+    assert tool.locator(".result").get_by_text(f"result · v{version + 1}").is_visible()
+    # A user message arriving live starts the next turn.
+    append(Message.user("and now?"))
+    page.get_by_text("and now?").wait_for(timeout=15_000)
+    turns = page.locator("#timeline > .turn")
+    assert [turns.nth(i).get_attribute("data-turn") for i in range(turns.count())] == ["0", "1", "2"]
+    assert turns.nth(2).get_by_text("and now?").is_visible()
+    append(Message.assistant("Still notes.txt.", usage=Usage(3, 1)))
+    page.get_by_text("turn 2 · 3 in · 1 out").wait_for(timeout=15_000)
+    assert page.get_by_text("turn 1 · 7 in · 3 out").is_visible()
+    delete()
+    page.get_by_text(f"The session was deleted at v{version + 4}").wait_for(timeout=15_000)
+    page.reload()
+    # The page's own status (410 Gone) is the one console error Chromium logs; nothing else is.
+    assert page.problems == ["console error: Failed to load resource: the server responded with a status of 410 (Gone)"]
+    page.problems.clear()
+    assert page.get_by_role("heading", name="Session deleted").is_visible()
+    assert page.get_by_text(f"Session 'watched' was deleted at v{version + 4}", exact=False).is_visible()

@@ -69,7 +69,15 @@ def test_live_tail_streams_what_another_process_appends(tmp_path: Path) -> None:
                     gone = next(events)
                     assert gone["event"] == "gone" and gone["id"] == "8"
                 # A page read after the appends returned shows them (the read-only store follows the log).
-                assert client.get("/s/live").status_code == 404  # deleted
+                # Deleted: the page, a version of it, a search in it and a new live tail all say so, naming the version.
+                for path in ("/s/live", "/s/live?v=3", "/?q=live&session=live"):
+                    deleted = client.get(path)
+                    assert deleted.status_code == 410, path
+                    assert "Session 'live' was deleted at v8" in Page(deleted.text).text, path
+                with client.stream("GET", "/s/live/events?after=2") as stream:
+                    assert stream.status_code == 200
+                    assert [(e["event"], e["id"]) for e in sse(stream.iter_lines())] == [("gone", "8")]
+                assert client.get("/s/never-was").status_code == 404
                 listing = Page(client.get("/").text)
                 assert "live" not in listing.text.split("session model")[-1].split()
         finally:

@@ -15,8 +15,10 @@ from typing import Any
 
 import msgspec
 
+from .._counts import COUNTED, apply_count
 from .._events import (
     Compacted,
+    Custom,
     Fork,
     Message,
     PinChanged,
@@ -55,6 +57,10 @@ class SessionInfo(msgspec.Struct, gc=False):
     title: str | None = None
     tags: tuple[str, ...] = ()  # sorted, each once
     pinned: bool = False
+    # What the integrations keep in custom events (``_counts``): OpenAI Agents SDK live items,
+    # LangGraph checkpoints written. Folded only from those events: the Message path is untouched.
+    item_count: int = 0
+    checkpoint_count: int = 0
 
     @property
     def usage(self) -> Usage:
@@ -133,8 +139,13 @@ def apply_to_info(info: SessionInfo, event: Any, version: int, timestamp_ms: int
             info.message_count = inherited.message_count
             info.usage = inherited.usage
             info.compacted = inherited.compacted
+            info.item_count = inherited.item_count
+            info.checkpoint_count = inherited.checkpoint_count
         if event.scope is not None:
             info.scope = event.scope
+    elif kind == "custom":
+        if event.name in COUNTED:
+            apply_count(info, event.name, event.data)
     elif kind == "session_deleted":
         info.deleted = True
     elif kind in _LABEL_KINDS:
@@ -174,6 +185,7 @@ _TAGS: dict[type, str] = {
     TitleChanged: "title",
     TagsChanged: "tags",
     PinChanged: "pin",
+    Custom: "custom",
 }
 
 

@@ -11,6 +11,7 @@ from typing import Any, TextIO
 import msgspec
 
 from .._backends._base import SessionInfo
+from .._counts import describe
 from .._events import (
     Compacted,
     Custom,
@@ -110,7 +111,7 @@ def session_rows(sessions: Sequence[SessionInfo]) -> list[list[str]]:
         [
             visible(info.session_id),  # ids and models may hold bidi controls too: shown escaped
             format_time(info.updated_at_ms),
-            format_count(info.message_count),
+            describe(info.message_count, info.item_count, info.checkpoint_count),
             format_count(info.total_tokens),
             visible(info.model or "-"),
             visible(fork_label(info) or "-"),
@@ -119,7 +120,7 @@ def session_rows(sessions: Sequence[SessionInfo]) -> list[list[str]]:
     ]
 
 
-SESSION_HEADER = ("SESSION", "UPDATED", "MESSAGES", "TOKENS", "MODEL", "FORK OF")
+SESSION_HEADER = ("SESSION", "UPDATED", "HOLDS", "TOKENS", "MODEL", "FORK OF")
 
 
 # Widest TITLE and SCOPE cells in the ls table (--json has them whole).
@@ -179,6 +180,9 @@ def info_json(info: SessionInfo) -> dict[str, Any]:
         "updated_at_ms": info.updated_at_ms,
         "version": info.version,
         "message_count": info.message_count,
+        "item_count": info.item_count,
+        "checkpoint_count": info.checkpoint_count,
+        "holds": describe(info.message_count, info.item_count, info.checkpoint_count),
         "total_tokens": info.total_tokens,
         "usage": msgspec.to_builtins(info.usage),
         "model": info.model,
@@ -239,11 +243,20 @@ def render_session(session: Session, style: Style, *, thinking: bool = False, fu
         )
     if session.prompt_history:
         out.append(f"{style.bold('prompts')}  {len(session.prompt_history)} in the prompt history")
-    out.append(f"{len(session.messages)} message(s)")
+    if session.item_count or session.checkpoint_count:
+        # An integration's session: its conversation is in custom events, which this view does not render.
+        holds = describe(len(session.messages), session.item_count, session.checkpoint_count)
+        kind = "a LangGraph thread" if session.checkpoint_count else "an OpenAI Agents SDK session"
+        out.append(f"{holds} ({kind}, kept in custom events: {_SEE_ITEMS})")
+    else:
+        out.append(f"{len(session.messages)} message(s)")
     for message in session.messages:
         out.append("")
         out.extend(render_message(message, style, thinking=thinking, full=full))
     return out
+
+
+_SEE_ITEMS = "show --raw lists them, sessiondb serve shows them as a conversation"
 
 
 def render_message(message: Message, style: Style, *, thinking: bool = False, full: bool = False) -> list[str]:

@@ -30,6 +30,7 @@ from typing import Any
 
 import msgspec
 
+from .._counts import LANGGRAPH_CHECKPOINT
 from .._errors import InvalidInputError
 from .._events import Custom, RecordedEvent
 from .._ids import MAX_SESSION_ID_BYTES
@@ -39,7 +40,7 @@ PREFIX = "lg~"
 # Every thread's session carries this scope (forks inherit it), so listing the threads reads
 # the scope's index instead of every session in the store.
 SCOPE = "langgraph"
-CHECKPOINT = "langgraph.checkpoint"
+CHECKPOINT = LANGGRAPH_CHECKPOINT  # counted in the session's summary (``_counts``)
 WRITES = "langgraph.writes"
 REMOVED = "langgraph.removed"
 PROJECTION_NAME = "langgraph.checkpoints"

@@ -29,6 +29,7 @@ from typing import Any
 
 import msgspec
 
+from .._counts import OPENAI_CLEAR, OPENAI_ITEMS, OPENAI_POP
 from .._errors import ConflictError, SessionDeletedError, SessionExistsError, SessionNotFoundError
 from .._events import Custom, Event, RecordedEvent, SessionStarted
 from .._ids import now_ms
@@ -44,9 +45,10 @@ try:  # The SDK's own check of a settings dict (unknown keys are a TypeError), i
 except ImportError:  # pragma: no cover - depends on the installed SDK
     _sdk_coerce_settings = None  # type: ignore[assignment]
 
-ITEMS = "openai_agents.items"
-POP = "openai_agents.pop"
-CLEAR = "openai_agents.clear"
+# The event names: defined with the summary that counts the live items (``_counts``).
+ITEMS = OPENAI_ITEMS
+POP = OPENAI_POP
+CLEAR = OPENAI_CLEAR
 PROJECTION_NAME = "openai_agents.items"
 # Items per event are grouped below this encoded size, far under the store's default
 # 16 MiB max_event_bytes, so one large add_items is several events in one atomic append.

@@ -28,11 +28,10 @@ from .._errors import (
     SessionDeletedError,
     SessionNotFoundError,
 )
-from .._events import Custom, RecordedEvent, SessionDeleted
+from .._events import Compacted, RecordedEvent, SessionDeleted, Usage
 from .._store import Store, open_store
 from ..integrations._claude_keys import decode_session_id
-from ..integrations._langgraph_state import SCOPE as LANGGRAPH_SCOPE
-from ._history import readable_history
+from ._history import timeline_at
 from ._listing import (
     PINNED_CHOICES,
     SEARCH_ORDERS,
@@ -42,9 +41,10 @@ from ._listing import (
     search_page,
     session_page,
 )
-from ._render import render, render_entries
+from ._model import ToolCall
+from ._render import iso, render, render_entries, render_results, render_turn_head
 from ._security import LOOPBACK_HOSTS, Guard, token_problem
-from ._timeline import build_timeline, entries_of
+from ._timeline import entries_of, pair_tools, pending_calls
 from ._tree import fork_tree
 
 # Top-level entries per session page and sessions per list page: pages stay small whatever the session's size.
@@ -59,6 +59,7 @@ class _HTTPProblem(Exception):
     def __init__(self, status: int, heading: str, message: str) -> None:
         super().__init__(message)
         self.status, self.heading, self.message = status, heading, message
+        self.deleted: SessionDeletedError | None = None  # set when the session was deleted
 
 
 def session_url(root: str) -> Callable[..., str]:
@@ -124,9 +125,12 @@ class Viewer:
         return self.store
 
     async def _info(self, session_id: str) -> Any:
+        """The session's summary, or the page every view of a missing session shows (410 deleted, 404 unknown)."""
         try:
             return await self._store().session_info(session_id)
-        except (SessionNotFoundError, SessionDeletedError, InvalidSessionIdError):
+        except SessionDeletedError as exc:
+            raise _deleted(exc) from None
+        except (SessionNotFoundError, InvalidSessionIdError):
             raise _HTTPProblem(404, "No such session", f"This store has no session {session_id!r}.") from None
 
     async def list_page(self, request: Request) -> Response:
@@ -202,20 +206,11 @@ class Viewer:
             )
         shown = info.version if version is None else version
         try:
-            history = await readable_history(store, session_id, shown)
+            timeline = await timeline_at(store, session_id, shown, page=page, page_size=self.page_size, summary=info)
         except HistoryUnavailableError:
             raise _HTTPProblem(
                 410, "No longer stored", f"Session {session_id!r} at v{shown} was removed by retention."
             ) from None
-        timeline = build_timeline(
-            session_id,
-            history.events,
-            version=shown,
-            page=page,
-            page_size=self.page_size,
-            floor=history.floor,
-            before=history.before,
-        )
         tree = fork_tree(info, await store.list_sessions())
         root = request.scope.get("root_path", "")
         live = None
@@ -247,7 +242,14 @@ class Viewer:
         last_id = request.headers.get("last-event-id", "")
         if last_id.isdigit():  # a reconnecting browser resumes after what it already has
             after = max(after, int(last_id))
-        info = await self._info(session_id)
+        try:
+            info = await self._info(session_id)
+        except _HTTPProblem as problem:
+            if problem.deleted is None:
+                raise
+            # Deleted before the stream (re)connected: say so as the stream would have, not as an error
+            # the browser would retry (or show as "interrupted").
+            return _gone_response(problem.deleted)
         if after > info.version:  # the stream would wait for versions that may never come, without saying why
             raise _HTTPProblem(
                 400,
@@ -256,12 +258,11 @@ class Viewer:
             )
         context = self._context(request)
         context["owner"] = session_id
-        seen: set[str] = set()
-        if info.scope == LANGGRAPH_SCOPE:
-            # A LangGraph checkpoint repeats every message before it: learn which the page shows.
-            async for recorded in self._store().read(session_id, up_to=min(after, info.version)):
-                if type(recorded.event) is Custom:
-                    entries_of(recorded, session_id, seen)
+        live = LiveTail(session_id, context)
+        try:
+            await live.start(self._store(), after, self.page_size)
+        except SessionDeletedError as exc:
+            return _gone_response(exc)
         subscription = self._store().subscribe(session_id, after=after)
 
         async def stream() -> AsyncIterator[str]:
@@ -271,7 +272,7 @@ class Viewer:
                     if recorded is None:
                         yield ": keepalive\n\n"  # a comment: proxies keep the stream open, a gone client is noticed
                         continue
-                    yield _sse_event(recorded, session_id, context, seen)
+                    yield live.event(recorded)
                     if type(recorded.event) is SessionDeleted:
                         return
 
@@ -308,12 +309,82 @@ async def _no_icon(_request: Request) -> Response:
     return Response(status_code=204)
 
 
-def _sse_event(recorded: RecordedEvent, session_id: str, context: dict[str, Any], seen: set[str]) -> str:
-    if type(recorded.event) is SessionDeleted:
-        return f"id: {recorded.version}\nevent: gone\ndata: deleted\n\n"
-    html = render_entries(entries_of(recorded, session_id, seen), **context)
-    data = "".join(f"data: {line}\n" for line in html.splitlines() or [""])
-    return f"id: {recorded.version}\nevent: entry\n{data}\n"
+class LiveTail:
+    """What one live tail has shown: the page it follows, then each new event as a reload would place it.
+
+    The calls the page shows without a result, its last turn's number and usage are learned
+    when the stream starts. A result arriving for such a call is sent as
+    ``<div class="result" data-result-for=ID>``, which the page's script puts in place of
+    the call's "no result recorded"; a user message starts the next turn; a turn whose
+    usage grew gets its heading again (``data-turn-head=N``). A conversation compaction
+    moves messages the page shows into its fold: the tail asks for a reload (``event: reload``).
+    """
+
+    def __init__(self, session_id: str, context: dict[str, Any]) -> None:
+        self.session_id = session_id
+        self.context = context
+        self.seen: set[str] = set()  # integration message ids shown (LangGraph checkpoints repeat them)
+        self.pending: dict[str, ToolCall] = {}
+        self.turn = 0
+        self.turn_usage = Usage()
+
+    async def start(self, store: Store, after: int, page_size: int) -> None:
+        """Learn what the newest page at ``after`` shows (the page this stream continues)."""
+        try:
+            timeline = await timeline_at(store, self.session_id, after, page_size=page_size, seen=self.seen)
+        except HistoryUnavailableError:
+            return  # nothing of it is stored: the page showed no call either
+        self.pending = pending_calls(timeline)
+        if timeline.turns:
+            self.turn, self.turn_usage = timeline.turns[-1].number, timeline.turns[-1].usage
+
+    def event(self, recorded: RecordedEvent) -> str:
+        """One server-sent event: ``gone`` for the deletion, ``reload`` for a compaction, else ``entry``."""
+        event = recorded.event
+        if type(event) is SessionDeleted:
+            return _gone_event(recorded.version)
+        if type(event) is Compacted and event.rewrite_context:
+            return f"id: {recorded.version}\nevent: reload\ndata: compaction\n\n"
+        late: list[ToolCall] = []
+        entries = pair_tools(entries_of(recorded, self.session_id, self.seen), self.pending, late)
+        html = render_results(late, **self.context)
+        grown: dict[int, Usage] = {}
+        for entry in entries:
+            if entry.kind == "message" and entry.role == "user":
+                self.turn, self.turn_usage = self.turn + 1, Usage()
+            html += render_entries([entry], **self.context)
+            if entry.usage is not None:
+                self.turn_usage = self.turn_usage + entry.usage
+                grown[self.turn] = self.turn_usage
+        html += "".join(render_turn_head(number, usage, **self.context) for number, usage in grown.items())
+        data = "".join(f"data: {line}\n" for line in html.splitlines() or [""])
+        return f"id: {recorded.version}\nevent: entry\n{data}\n"
+
+
+def _gone_event(version: int | None) -> str:
+    return f"id: {version or ''}\nevent: gone\ndata: deleted\n\n"
+
+
+def _gone_response(exc: SessionDeletedError) -> Response:
+    async def stream() -> AsyncIterator[str]:
+        yield _gone_event(exc.version)
+
+    return StreamingResponse(stream(), media_type="text/event-stream", headers={"cache-control": "no-store"})
+
+
+def _deleted(exc: SessionDeletedError) -> _HTTPProblem:
+    """The page of a deleted session: which, when, and that its history is not readable any more."""
+    when = f" at v{exc.version}" if exc.version is not None else ""
+    if exc.deleted_at_ms:
+        when += f" ({iso(exc.deleted_at_ms)})"
+    problem = _HTTPProblem(
+        410,
+        "Session deleted",
+        f"Session {exc.session_id!r} was deleted{when}. A deleted session's history is not readable "
+        "through the store (its space is freed by storage compaction), and its id is not reused.",
+    )
+    problem.deleted = exc
+    return problem
 
 
 def create_app(

@@ -10,9 +10,8 @@ import anyio
 from .._errors import InvalidInputError
 from .._store import Store
 from ._app import origin_of
-from ._history import readable_history
+from ._history import timeline_at
 from ._render import render
-from ._timeline import build_timeline
 from ._tree import fork_tree
 
 
@@ -26,8 +25,7 @@ async def render_session_html(store: Store, session_id: str, *, at_version: int 
     if at_version is not None and (type(at_version) is not int or not 0 <= at_version <= info.version):
         raise InvalidInputError(f"session {session_id!r} has versions 0..{info.version}; got {at_version!r}")
     shown = info.version if at_version is None else at_version
-    history = await readable_history(store, session_id, shown)
-    timeline = build_timeline(session_id, history.events, version=shown, floor=history.floor, before=history.before)
+    timeline = await timeline_at(store, session_id, shown, summary=info)
     return render(
         "session.html",
         root="",

@@ -9,9 +9,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .._backends._base import SessionInfo
 from .._errors import HistoryUnavailableError
 from .._events import Message, RecordedEvent
 from .._store import Store
+from ._model import Timeline
+from ._timeline import build_timeline
 
 
 @dataclass(slots=True)
@@ -56,4 +59,32 @@ async def readable_history(store: Store, session_id: str, shown: int) -> History
     return History(events, floor, before)
 
 
-__all__ = ["History", "readable_history"]
+async def timeline_at(
+    store: Store,
+    session_id: str,
+    version: int,
+    *,
+    page: int | None = None,
+    page_size: int | None = None,
+    summary: SessionInfo | None = None,
+    seen: set[str] | None = None,
+) -> Timeline:
+    """The timeline of what is still stored of ``session_id`` up to ``version`` (``build_timeline``'s options).
+
+    Raises ``HistoryUnavailableError`` as ``readable_history`` does.
+    """
+    history = await readable_history(store, session_id, version)
+    return build_timeline(
+        session_id,
+        history.events,
+        version=version,
+        page=page,
+        page_size=page_size,
+        floor=history.floor,
+        before=history.before,
+        seen=seen,
+        summary=summary,
+    )
+
+
+__all__ = ["History", "readable_history", "timeline_at"]

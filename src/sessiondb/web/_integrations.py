@@ -20,6 +20,7 @@ from ..integrations._claude_entries import SUMMARY as CLAUDE_SUMMARY
 from ..integrations.openai_agents import CLEAR as OPENAI_CLEAR
 from ..integrations.openai_agents import ITEMS as OPENAI_ITEMS
 from ..integrations.openai_agents import POP as OPENAI_POP
+from ._entry import as_json, integration_message, notice
 from ._langgraph import langgraph_entries
 from ._model import Entry, ToolCall
 
@@ -27,16 +28,12 @@ _MESSAGE_ROLES = {"user": "user", "assistant": "assistant", "system": "system", 
 _TEXT_PART_TYPES = frozenset(("input_text", "output_text", "text", "summary_text", "reasoning_text"))
 
 
-def _json(value: Any) -> str:
-    return json.dumps(value, indent=2, ensure_ascii=False, sort_keys=True, default=str)
-
-
 def _content_text(content: Any) -> str:
     """The text of a Responses message's content: a str, or its text parts (other parts named)."""
     if isinstance(content, str):
         return content
     if not isinstance(content, list):
-        return "" if content is None else _json(content)
+        return "" if content is None else as_json(content)
     parts = []
     for part in content:
         if isinstance(part, dict):
@@ -54,19 +51,10 @@ def _content_text(content: Any) -> str:
 
 def _openai_item(recorded: RecordedEvent, item: Any, owner: str) -> Entry:
     def entry(role: str, parts: list[tuple[str, object]]) -> Entry:
-        return Entry(
-            "message",
-            recorded.version,
-            recorded.session_id,
-            recorded.timestamp_ms,
-            role=role,
-            parts=parts,
-            source="openai_agents",
-            inherited=recorded.session_id != owner,
-        )
+        return integration_message(recorded, owner, "openai_agents", role, parts)
 
     if not isinstance(item, dict):
-        return _notice(recorded, owner, "openai_agents", "item", _json(item))
+        return notice(recorded, owner, "openai_agents", "item", as_json(item))
     kind = item.get("type")
     role = item.get("role")
     if isinstance(role, str) and (kind is None or kind == "message"):
@@ -78,7 +66,11 @@ def _openai_item(recorded: RecordedEvent, item: Any, owner: str) -> Entry:
     if isinstance(kind, str) and kind.endswith("_output") and isinstance(call_id, str):
         output = item.get("output")
         text = (
-            output if isinstance(output, str) else _content_text(output) if isinstance(output, list) else _json(output)
+            output
+            if isinstance(output, str)
+            else _content_text(output)
+            if isinstance(output, list)
+            else as_json(output)
         )
         return entry("tool", [("result", ToolResult(call_id, kind.removesuffix("_output"), text))])
     if isinstance(kind, str) and kind.endswith("_call") and isinstance(call_id, str):
@@ -91,34 +83,21 @@ def _openai_item(recorded: RecordedEvent, item: Any, owner: str) -> Entry:
             kept = {k: v for k, v in item.items() if k not in ("type", "id", "call_id", "status")}
             arguments = json.dumps(kept, ensure_ascii=False, default=str)
         return entry("assistant", [("call", ToolCall(call_id, str(name), arguments))])
-    return _notice(recorded, owner, "openai_agents", str(kind or "item"), _json(item))
-
-
-def _notice(recorded: RecordedEvent, owner: str, source: str, text: str, detail: str) -> Entry:
-    return Entry(
-        "notice",
-        recorded.version,
-        recorded.session_id,
-        recorded.timestamp_ms,
-        text=text,
-        detail=detail,
-        source=source,
-        inherited=recorded.session_id != owner,
-    )
+    return notice(recorded, owner, "openai_agents", str(kind or "item"), as_json(item))
 
 
 def _claude_entry(recorded: RecordedEvent, data: Any, owner: str) -> list[Entry]:
     if not isinstance(data, dict):
-        return [_notice(recorded, owner, "claude_code", "entry", _json(data))]
+        return [notice(recorded, owner, "claude_code", "entry", as_json(data))]
     kind = data.get("type")
     message = data.get("message")
     if kind in ("user", "assistant") and isinstance(message, dict):
         return []  # the Message it projects to follows in the same append
     if kind == "summary" and isinstance(data.get("summary"), str):
-        return [_notice(recorded, owner, "claude_code", "summary", data["summary"])]
+        return [notice(recorded, owner, "claude_code", "summary", data["summary"])]
     content = data.get("content")
     text = f"{kind}: {content}" if isinstance(kind, str) and isinstance(content, str) else str(kind or "entry")
-    return [_notice(recorded, owner, "claude_code", text, _json(data))]
+    return [notice(recorded, owner, "claude_code", text, as_json(data))]
 
 
 def custom_entries(recorded: RecordedEvent, event: Custom, owner: str, seen: set[str]) -> list[Entry]:
@@ -131,14 +110,14 @@ def custom_entries(recorded: RecordedEvent, event: Custom, owner: str, seen: set
     if name == OPENAI_ITEMS and isinstance(data, dict) and isinstance(data.get("items"), list):
         return [_openai_item(recorded, item, owner) for item in data["items"]]
     if name == OPENAI_POP:
-        return [_notice(recorded, owner, "openai_agents", "the last item was removed (pop_item)", "")]
+        return [notice(recorded, owner, "openai_agents", "the last item was removed (pop_item)", "")]
     if name == OPENAI_CLEAR:
-        return [_notice(recorded, owner, "openai_agents", "the session was cleared (clear_session)", "")]
+        return [notice(recorded, owner, "openai_agents", "the session was cleared (clear_session)", "")]
     if name == CLAUDE_ENTRY:
         return _claude_entry(recorded, data, owner)
     if name in (CLAUDE_SUMMARY, CLAUDE_LINE):
         return []  # the SDK's listing summary and byte-exact lines: bookkeeping, not conversation
-    return [_notice(recorded, owner, "custom", name, _json(data))]
+    return [notice(recorded, owner, "custom", name, as_json(data))]
 
 
 __all__ = ["custom_entries"]

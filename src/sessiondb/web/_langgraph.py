@@ -17,8 +17,10 @@ import msgspec
 
 from .._events import Custom, RecordedEvent, ToolResult, Usage
 from ..integrations._langgraph_state import CHECKPOINT, REMOVED, WRITES, unpack
+from . import _entry as entry
 from ._model import Entry, ToolCall
 
+_SOURCE = "langgraph"
 _ROLES = {"human": "user", "ai": "assistant", "tool": "tool", "system": "system"}
 
 
@@ -37,10 +39,6 @@ def _decode(kind: object, data: object) -> tuple[bool, Any]:
         return True, msgspec.msgpack.decode(data, ext_hook=_ext)
     except (msgspec.DecodeError, ValueError, TypeError):
         return False, None
-
-
-def _json(value: Any) -> str:
-    return json.dumps(value, indent=2, ensure_ascii=False, sort_keys=True, default=repr)
 
 
 def _is_message(value: Any) -> bool:
@@ -97,30 +95,13 @@ def _message_entry(recorded: RecordedEvent, owner: str, message: dict[str, Any])
         if isinstance(call, dict):
             arguments = json.dumps(call.get("args", {}), ensure_ascii=False, default=repr)
             parts.append(("call", ToolCall(str(call.get("id") or ""), str(call.get("name") or ""), arguments)))
-    return Entry(
-        "message",
-        recorded.version,
-        recorded.session_id,
-        recorded.timestamp_ms,
-        role=role,
-        parts=parts,
-        usage=_usage(message) if role == "assistant" else None,
-        source="langgraph",
-        inherited=recorded.session_id != owner,
+    return entry.integration_message(
+        recorded, owner, _SOURCE, role, parts, _usage(message) if role == "assistant" else None
     )
 
 
 def _notice(recorded: RecordedEvent, owner: str, text: str, detail: str = "") -> Entry:
-    return Entry(
-        "notice",
-        recorded.version,
-        recorded.session_id,
-        recorded.timestamp_ms,
-        text=text,
-        detail=detail,
-        source="langgraph",
-        inherited=recorded.session_id != owner,
-    )
+    return entry.notice(recorded, owner, _SOURCE, text, detail)
 
 
 def langgraph_entries(recorded: RecordedEvent, event: Custom, owner: str, seen: set[str]) -> list[Entry] | None:
@@ -161,7 +142,7 @@ def langgraph_entries(recorded: RecordedEvent, event: Custom, owner: str, seen: 
     step = metadata.get("step") if ok and isinstance(metadata, dict) else None
     if state:
         label = f"checkpoint, step {step}" if step is not None else "checkpoint"
-        entries.append(_notice(recorded, owner, f"{label}: {', '.join(sorted(state))}", _json(state)))
+        entries.append(_notice(recorded, owner, f"{label}: {', '.join(sorted(state))}", entry.as_json(state)))
     return entries
 
 

@@ -56,7 +56,11 @@ class Turn:
 
 @dataclass(slots=True)
 class Timeline:
-    """What the session page shows: one page of turns, the totals, and how to reach the other pages."""
+    """What the session page shows: one page of turns, the totals, and how to reach the other pages.
+
+    ``message_count`` counts the messages recorded up to ``version`` (a compaction's removed
+    ones too); ``contents`` says what the session holds then, counted as its summary counts it.
+    """
 
     session_id: str
     version: int
@@ -71,6 +75,10 @@ class Timeline:
     title: str | None = None
     tags: tuple[str, ...] = ()
     pinned: bool = False
+    # What the session holds at ``version``, as ``sessiondb ls`` and the list say it ("12 items"):
+    # the live context's messages, an OpenAI Agents session's items, a LangGraph thread's checkpoints.
+    contents: str = ""
+    live_messages: int = 0
 
 
 __all__ = ["Entry", "Timeline", "ToolCall", "Turn"]

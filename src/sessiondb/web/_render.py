@@ -16,6 +16,8 @@ from typing import Any
 import jinja2
 from markupsafe import Markup, escape
 
+from .._counts import describe
+
 _SOURCES = {
     "openai_agents": "OpenAI Agents",
     "claude_code": "Claude Code",
@@ -29,6 +31,9 @@ def _iso(ms: int) -> str:
     if not ms:
         return "-"
     return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(ms / 1000))
+
+
+iso = _iso
 
 
 def _clock(ms: int) -> str:
@@ -82,6 +87,7 @@ def environment() -> jinja2.Environment:
         tokens=_tokens,
         snippet=_snippet,
         source_label=lambda source: _SOURCES.get(source, source),
+        contents=lambda info: describe(info.message_count, info.item_count, info.checkpoint_count),
     )
     return env
 
@@ -102,4 +108,16 @@ def render_entries(entries: Any, **context: Any) -> str:
     return "".join(str(module.entry(entry)) for entry in entries)  # type: ignore[attr-defined]
 
 
-__all__ = ["environment", "render", "render_entries", "stylesheet"]
+def render_results(calls: Any, **context: Any) -> str:
+    """Results that arrived after their calls were shown, each marked with its call's id (``data-result-for``)."""
+    module = environment().get_template("_entries.html").make_module(vars={**context})
+    return "".join(str(module.tool_result(call, True)) for call in calls)  # type: ignore[attr-defined]
+
+
+def render_turn_head(number: int, usage: Any, **context: Any) -> str:
+    """A turn's heading with the usage of its model calls (the live tail sends it again as the turn grows)."""
+    module = environment().get_template("_entries.html").make_module(vars={**context})
+    return str(module.turn_head(number, usage))  # type: ignore[attr-defined]
+
+
+__all__ = ["environment", "iso", "render", "render_entries", "render_results", "render_turn_head", "stylesheet"]

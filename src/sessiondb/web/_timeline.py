@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
+from .._backends._base import SessionInfo, apply_to_info
+from .._counts import describe
 from .._events import (
     LABEL_EVENT_TYPES,
     Compacted,
@@ -28,6 +30,7 @@ from .._events import (
 )
 from .._gcpause import gc_paused
 from .._projection import is_continuation_message
+from ._entry import entry_for
 from ._integrations import custom_entries
 from ._model import Entry, Timeline, ToolCall, Turn
 
@@ -46,17 +49,8 @@ def message_entry(recorded: RecordedEvent, message: Message, owner: str, source:
             parts.append(("call", ToolCall(block.id, block.name, block.input)))
         elif type(block) is ToolResult:
             parts.append(("result", block))
-    return Entry(
-        "message",
-        recorded.version,
-        recorded.session_id,
-        recorded.timestamp_ms,
-        role="summary" if is_continuation_message(message) else message.role,
-        parts=parts,
-        usage=message.usage,
-        source=source,
-        inherited=recorded.session_id != owner,
-    )
+    role = "summary" if is_continuation_message(message) else message.role
+    return entry_for(recorded, owner, "message", role=role, parts=parts, usage=message.usage, source=source)
 
 
 def entries_of(recorded: RecordedEvent, owner: str, seen: set[str] | None = None) -> list[Entry]:
@@ -111,13 +105,22 @@ def entries_of(recorded: RecordedEvent, owner: str, seen: set[str] | None = None
     return [Entry("notice", *base, text=type(event).__name__, inherited=inherited)]
 
 
-def _pair_tools(entries: Sequence[Entry]) -> list[Entry]:
-    """Put each tool result beside its call; drop tool messages all of whose results found their call."""
-    calls: dict[str, ToolCall] = {}
+def pair_tools(
+    entries: Sequence[Entry], pending: dict[str, ToolCall] | None = None, late: list[ToolCall] | None = None
+) -> list[Entry]:
+    """Put each tool result beside its call; drop tool messages all of whose results found their call.
+
+    ``pending``: calls still waiting for a result, by id, kept across calls (the live tail
+    keeps one per stream, starting with the calls its page shows without a result); a
+    call leaves it when its result arrives. ``late``: where a result whose call came
+    from an earlier call of this function goes (the live tail sends those to the call's place).
+    """
+    calls: dict[str, ToolCall] = {} if pending is None else pending
+    new: set[str] = set()
     kept: list[Entry] = []
     for entry in entries:
         if entry.kind == "compaction":
-            entry.removed = _pair_tools(entry.removed)
+            entry.removed = pair_tools(entry.removed)
         if entry.kind != "message":
             kept.append(entry)
             continue
@@ -127,18 +130,32 @@ def _pair_tools(entries: Sequence[Entry]) -> list[Entry]:
             if kind == "call":
                 assert isinstance(value, ToolCall)
                 calls[value.id] = value
+                new.add(value.id)
             elif kind == "result":
                 assert isinstance(value, ToolResult)
-                call = calls.get(value.tool_use_id)
+                call = calls.pop(value.tool_use_id, None)
                 if call is not None and call.result is None:
                     call.result = value
                     call.result_version = entry.version
+                    if late is not None and value.tool_use_id not in new:
+                        late.append(call)
                     continue
             parts.append(part)
         if parts or not entry.parts or entry.usage is not None:
             entry.parts = parts
             kept.append(entry)
     return kept
+
+
+def pending_calls(timeline: Timeline) -> dict[str, ToolCall]:
+    """The calls a page shows without a result, by id (where a live result goes)."""
+    return {
+        value.id: value
+        for turn in timeline.turns
+        for entry in turn.entries
+        for kind, value in entry.parts
+        if kind == "call" and isinstance(value, ToolCall) and value.result is None
+    }
 
 
 # A message not yet turned into an Entry: only the entries of the page shown are built.
@@ -203,12 +220,29 @@ def _built(items: Sequence[_Item], removed_by: dict[int, list[_Item]], owner: st
     return entries
 
 
-def _turns(entries: Sequence[Entry]) -> list[Turn]:
+def _is_user(item: _Item) -> bool:
+    """Whether ``item`` starts a turn: a user's message (a continuation summary is not one)."""
+    if type(item) is RecordedEvent:
+        event = item.event
+        return type(event) is Message and event.role == "user" and not is_continuation_message(event)
+    return item.kind == "message" and item.role == "user"  # type: ignore[union-attr]
+
+
+def _turns(entries: Sequence[Entry], earlier: int) -> list[Turn]:
+    """Entries grouped in turns, numbered from 1 by the user messages they start with.
+
+    ``earlier``: the turns begun on earlier pages (the page's first entries continue the last
+    of them). What comes before the first user message (the session's start) is turn 0, not
+    counted, so the first conversation turn is turn 1 whatever the session's kind.
+    """
     turns: list[Turn] = []
     current: Turn | None = None
+    number = earlier
     for entry in entries:
-        if current is None or (entry.kind == "message" and entry.role == "user"):
-            current = Turn(len(turns) + 1, [], Usage())
+        if current is None or _is_user(entry):
+            if _is_user(entry):
+                number += 1
+            current = Turn(number, [], Usage())
             turns.append(current)
         current.entries.append(entry)
         if entry.usage is not None:
@@ -245,16 +279,25 @@ def build_timeline(
     page_size: int | None = None,
     floor: int = 0,
     before: Sequence[Message] | None = None,
+    seen: set[str] | None = None,
+    summary: SessionInfo | None = None,
 ) -> Timeline:
     """The timeline of ``events`` (a session's history up to ``version``), paged by top-level entry.
 
     ``page`` counts from 1; None means the last page. ``page_size`` None shows everything.
     A ``page`` past the last is clamped to the last. ``floor`` > 0: the events start after
     it (retention removed the rest) and ``before`` is the live context there (a snapshot's).
+    ``seen`` receives the ids of the integration messages shown (the live tail goes on from them).
+    ``summary``: the store's summary of the session; at its version, its counts are the ones shown
+    (what the session list shows, whatever retention removed), else they are folded from ``events``.
     """
     # Synchronous and cycle-free: the collector would rescan every decoded event per full pass.
     with gc_paused():
-        return _build(session_id, events, version, page, page_size, floor, before)
+        timeline = _build(session_id, events, version, page, page_size, floor, before, set() if seen is None else seen)
+    if summary is not None and summary.version == version:
+        timeline.live_messages = summary.message_count
+        timeline.contents = describe(summary.message_count, summary.item_count, summary.checkpoint_count)
+    return timeline
 
 
 def _build(
@@ -265,6 +308,7 @@ def _build(
     page_size: int | None,
     floor: int,
     before: Sequence[Message] | None,
+    seen: set[str],
 ) -> Timeline:
     items: list[_Item] = []
     if floor:
@@ -278,9 +322,13 @@ def _build(
     usage = [0, 0, 0, 0]
     messages = compactions = 0
     labels = Labels()
-    seen: set[str] = set()  # ids of integration messages already shown (LangGraph checkpoints repeat them)
+    # The summary as the backends fold it (from the live context at the floor when retention cut the history).
+    counts = SessionInfo(session_id, message_count=len(before or ()))
+    counts.compacted = bool(before) and is_continuation_message(before[0])  # type: ignore[index]
+    # ``seen``: ids of integration messages already shown (LangGraph checkpoints repeat them).
     for recorded in events:
         event = recorded.event
+        apply_to_info(counts, event, recorded.version, recorded.timestamp_ms)
         if type(event) in LABEL_EVENT_TYPES and recorded.session_id == session_id:
             labels.apply(event)  # a fork starts without its parent's labels (docs/labels.md)
         if type(event) is Message:
@@ -298,15 +346,17 @@ def _build(
     top, removed_by = _fold_compactions(items)
     total = len(top)
     if page_size is None or total <= page_size:
-        pages, number, shown = 1, 1, top
+        pages, number, shown, start = 1, 1, top, 0
     else:
         pages = -(-total // page_size)
         number = pages if page is None else max(1, min(page, pages))
-        shown = top[(number - 1) * page_size : number * page_size]
+        start = (number - 1) * page_size
+        shown = top[start : start + page_size]
+    earlier = sum(1 for item in top[:start] if _is_user(item))
     return Timeline(
         session_id,
         version,
-        _turns(_pair_tools(_built(shown, removed_by, session_id))),
+        _turns(pair_tools(_built(shown, removed_by, session_id)), earlier),
         Usage(*usage),
         messages,
         compactions,
@@ -316,6 +366,8 @@ def _build(
         labels.title,
         tuple(sorted(labels.tags)),
         labels.pinned,
+        describe(counts.message_count, counts.item_count, counts.checkpoint_count),
+        counts.message_count,
     )
 
 
@@ -327,5 +379,7 @@ __all__ = [
     "Turn",
     "build_timeline",
     "entries_of",
+    "pair_tools",
+    "pending_calls",
     "message_entry",
 ]

@@ -25,7 +25,9 @@ from ._segments import Segment, SegmentSet
 from ._snapshot_files import FileDamage, SnapshotFiles
 
 CHECKPOINT_NAME = "CHECKPOINT"
-CHECKPOINT_FORMAT = 1
+# 2: session summaries count the integrations' items and checkpoints (``_counts``). A format-1
+# checkpoint's summaries lack those counts, so it is ignored: the open rescans the log once.
+CHECKPOINT_FORMAT = 2
 
 
 class CheckpointHeader(msgspec.Struct, gc=False):

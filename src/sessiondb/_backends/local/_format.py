@@ -119,6 +119,10 @@ class EventView(msgspec.Struct, gc=False):
     added: list[_Tag] | None = None
     removed: list[_Tag] | None = None
     pinned: bool = True
+    # A custom event's name and its data, kept raw (not decoded): read only for the few
+    # events the summary counts (``_counts.COUNTED``), whose data may be anything.
+    name: str | None = None
+    data: msgspec.Raw = msgspec.field(default_factory=msgspec.Raw)  # (msgspec takes no Raw | None)
 
 
 class IndexRecord(msgspec.Struct, gc=False):

@@ -63,7 +63,7 @@ _KEEP_OUTCOMES_SECONDS = 600.0
 _SESSION_COLUMNS = (
     "session_id, created_at_ms, updated_at_ms, version, message_count, input_tokens, output_tokens, "
     "cache_creation_input_tokens, cache_read_input_tokens, model, workspace_root, parent_session_id, "
-    "branch_name, base, deleted, compacted, scope, title, tags, pinned"
+    "branch_name, base, deleted, compacted, scope, title, tags, pinned, item_count, checkpoint_count"
 )
 # The SQL of each listing order's key (strings compare by code point: COLLATE "C").
 _ORDER_KEYS = {
@@ -79,7 +79,7 @@ def _info_from_row(row: Any) -> SessionInfo:
     return SessionInfo(
         row[0], row[1], row[2], row[3], row[4], row[5], row[6], row[7], row[8], row[9], row[10],
         Fork(parent, row[12], row[13]) if parent is not None else None,
-        row[14], row[15], row[16], row[17], tuple(row[18]), row[19],
+        row[14], row[15], row[16], row[17], tuple(row[18]), row[19], row[20], row[21],
     )  # fmt: skip
 
 

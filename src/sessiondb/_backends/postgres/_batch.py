@@ -12,8 +12,9 @@ from typing import Any
 
 import msgspec
 
+from ..._counts import CLEARED, COUNTED, compose, count_change
 from ..._errors import ConflictError, EventTooLargeError, InvalidInputError, SessionExistsError, SessionNotFoundError
-from ..._events import Compacted, Message, PinChanged, SessionDeleted, SessionStarted, TagsChanged, TitleChanged
+from ..._events import Compacted, Custom, Message, PinChanged, SessionDeleted, SessionStarted, TagsChanged, TitleChanged
 from .._base import AppendRequest, SessionInfo, apply_to_info
 from ._schema import (
     CONFLICT,
@@ -47,7 +48,8 @@ COLUMNS: tuple[tuple[str, str], ...] = (
     ("a_ws", "text[]"), ("a_parent", "text[]"), ("a_branch", "text[]"), ("e_ai", "integer[]"),
     ("e_k", "integer[]"), ("e_id", "text[]"), ("e_payload", "bytea[]"), ("a_first", "integer[]"),
     ("e_carrier", "integer[]"), ("a_scope", "text[]"), ("l_ai", "integer[]"), ("l_op", "integer[]"),
-    ("l_arg", "text[]"), ("l_fold", "text[]"),
+    ("l_arg", "text[]"), ("l_fold", "text[]"), ("k_ai", "integer[]"), ("k_floor", "bigint[]"),
+    ("k_delta", "bigint[]"), ("k_cp", "integer[]"),
 )  # fmt: skip
 _COLUMNS = tuple(name for name, _ in COLUMNS)
 _LITERAL = frozenset(name for name, sql_type in COLUMNS if sql_type in ("integer[]", "bigint[]"))
@@ -111,6 +113,12 @@ class BatchArrays:
     l_op: list[int]
     l_arg: list[str | None]
     l_fold: list[str | None]  # a set title's str.casefold() (the title filter's form)
+    # Count changes (rare: _counts.COUNTED events), one per append that has any: the append (1-based),
+    # the item count's floor and delta (count = max(floor, count + delta)), the checkpoints added.
+    k_ai: list[int]
+    k_floor: list[int]
+    k_delta: list[int]
+    k_cp: list[int]
 
     def __init__(self) -> None:
         self.sent = []
@@ -289,6 +297,8 @@ def _add_deltas(arrays: BatchArrays, events: Sequence[Any]) -> None:
             flags |= _FLAG_DELETED
         elif kind is TitleChanged or kind is TagsChanged or kind is PinChanged:
             _add_label(arrays, event)
+        elif kind is Custom and event.name in COUNTED:
+            _add_counted(arrays, event)
     arrays.a_msgs.append(messages)
     arrays.a_tin.append(tin)
     arrays.a_tout.append(tout)
@@ -317,6 +327,25 @@ def _add_label(arrays: BatchArrays, event: Any) -> None:
         arrays.l_fold.append(arg.casefold() if op == LABEL_SET_TITLE and arg is not None else None)
 
 
+def _add_count(arrays: BatchArrays, items: tuple[int, int], checkpoints: int) -> None:
+    """The count change of the append being laid out (the last sent), applied by the database after its row."""
+    arrays.k_ai.append(len(arrays.sent))
+    arrays.k_floor.append(items[0])
+    arrays.k_delta.append(items[1])
+    arrays.k_cp.append(checkpoints)
+
+
+def _add_counted(arrays: BatchArrays, event: Any) -> None:
+    """A counted event (``_counts.COUNTED``) of the append being laid out, composed into its one change."""
+    checkpoint, floor, delta = count_change(event.name, event.data)
+    if not arrays.k_ai or arrays.k_ai[-1] != len(arrays.sent):
+        _add_count(arrays, (0, 0), 0)  # the identity change: max(0, count + 0)
+    if checkpoint:
+        arrays.k_cp[-1] += delta
+    else:
+        arrays.k_floor[-1], arrays.k_delta[-1] = compose((arrays.k_floor[-1], arrays.k_delta[-1]), (floor, delta))
+
+
 def _add_create(arrays: BatchArrays, request: AppendRequest) -> None:
     """A create starts from nothing, so its whole summary is computed here."""
     started = request.events[0]
@@ -342,6 +371,8 @@ def _add_create(arrays: BatchArrays, request: AppendRequest) -> None:
     arrays.a_tcr.append(info.cache_read_input_tokens)
     arrays.a_flags.append((_FLAG_DELETED if info.deleted else 0) | (_FLAG_COMPACTED if info.compacted else 0))
     arrays.a_ncomp.append(0)
+    if info.item_count or info.checkpoint_count:  # the row starts at 0: set both (a fork's inherited part too)
+        _add_count(arrays, (info.item_count, CLEARED), info.checkpoint_count)
 
 
 def apply_outcomes(arrays: BatchArrays, codes: Sequence[int], versions: Sequence[int], base: int) -> int:

@@ -21,9 +21,10 @@ from __future__ import annotations
 
 import re
 
+from ..._counts import LANGGRAPH_CHECKPOINT, OPENAI_CLEAR, OPENAI_ITEMS, OPENAI_POP
 from ..._errors import InvalidInputError
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 POSITION_SHIFT = 24
 # xid << 24 must stay below 2**63.
 MAX_XID = 2 ** (63 - POSITION_SHIFT) - 1
@@ -170,28 +171,85 @@ def _version_5(s: str) -> list[str]:
     return [_DROP_APPEND_BATCH.format(s=s), _append_batch_function(s)]
 
 
-MIGRATIONS = {1: _version_1, 2: _version_2, 3: _version_3, 4: _version_4, 5: _version_5}
+def _version_6(s: str) -> list[str]:
+    """The integrations' counts (``_counts``): two columns, filled from the stored events; append_batch keeps them."""
+    return [
+        f"""
+        alter table {s}.sessions
+            add column item_count integer not null default 0,
+            add column checkpoint_count integer not null default 0
+        """,
+        _DROP_APPEND_BATCH.format(s=s),
+        _apply_counts_function(s),
+        _append_batch_function(s),
+        # Sessions written before: fold their counted events in order (once, at the upgrade). A fork made
+        # before keeps 0 for what it inherited (its start event holds no count), as on a directory store.
+        f"""
+        do $fill$ declare r record; begin
+            for r in
+                select e.session_id, x.j ->> 'name' as name, x.j -> 'data' -> 'items' as items
+                  from {s}.events as e
+                 cross join lateral (select convert_from(e.payload, 'UTF8')::jsonb as j) as x
+                 where position(convert_to('"type":"custom"', 'UTF8') in e.payload) > 0
+                   and x.j ->> 'type' = 'custom'
+                   and x.j ->> 'name' in ('{OPENAI_ITEMS}', '{OPENAI_POP}', '{OPENAI_CLEAR}', '{LANGGRAPH_CHECKPOINT}')
+                 order by e.session_id, e.version
+            loop
+                update {s}.sessions set
+                    item_count = case r.name
+                        when '{OPENAI_ITEMS}' then item_count
+                             + (case when jsonb_typeof(r.items) = 'array' then jsonb_array_length(r.items) else 0 end)
+                        when '{OPENAI_POP}' then greatest(0, item_count - 1)
+                        when '{OPENAI_CLEAR}' then 0
+                        else item_count end,
+                    checkpoint_count = checkpoint_count
+                        + (case when r.name = '{LANGGRAPH_CHECKPOINT}' then 1 else 0 end)
+                 where session_id = r.session_id;
+            end loop;
+        end $fill$
+        """,
+    ]
+
+
+MIGRATIONS = {1: _version_1, 2: _version_2, 3: _version_3, 4: _version_4, 5: _version_5, 6: _version_6}
 
 # Label operations of append_batch's l_op array (one per title set, tag added or removed, pin).
 LABEL_SET_TITLE, LABEL_CLEAR_TITLE, LABEL_ADD_TAG, LABEL_REMOVE_TAG, LABEL_PIN, LABEL_UNPIN = 1, 2, 3, 4, 5, 6
 
 
-def _apply_labels_function(s: str) -> str:
-    # Label events are rare: applied one operation at a time, in batch order, to admitted appends only,
-    # so several appends to one session in one batch fold exactly as the log replays them.
-    # title_folded is the title's str.casefold(), computed by the client, so that the title filter
-    # (a substring of the folded title) means exactly what it means on the directory store.
+def _in_batch_order(s: str, name: str, arguments: str, index: str, assignments: str) -> str:
+    """A function applying rare per-append operations one at a time, in batch order, to admitted appends only.
+
+    Run after the batch's session rows are written (a create's too), so several appends to one
+    session in one batch fold exactly as the log replays them. ``index`` names the argument
+    holding each operation's append (1-based); ``assignments`` is the SET list, one row per operation.
+    """
     return f"""
-    create function {s}.apply_labels(
-        a_sess text[], codes integer[], l_ai integer[], l_op integer[], l_arg text[], l_fold text[])
+    create function {s}.{name}(a_sess text[], codes integer[], {arguments})
     returns void language plpgsql as $fn$
     declare
         j integer;
     begin
-        for j in 1 .. coalesce(cardinality(l_ai), 0) loop
-            continue when codes[l_ai[j]] <> 0;
+        for j in 1 .. coalesce(cardinality({index}), 0) loop
+            continue when codes[{index}[j]] <> 0;
             update {s}.sessions as t set
-                title = case l_op[j] when {LABEL_SET_TITLE} then l_arg[j] when {LABEL_CLEAR_TITLE} then null
+                {assignments}
+             where t.session_id = a_sess[{index}[j]];
+        end loop;
+    end
+    $fn$
+    """
+
+
+def _apply_labels_function(s: str) -> str:
+    # title_folded is the title's str.casefold(), computed by the client, so that the title filter
+    # (a substring of the folded title) means exactly what it means on the directory store.
+    return _in_batch_order(
+        s,
+        "apply_labels",
+        "l_ai integer[], l_op integer[], l_arg text[], l_fold text[]",
+        "l_ai",
+        f"""title = case l_op[j] when {LABEL_SET_TITLE} then l_arg[j] when {LABEL_CLEAR_TITLE} then null
                         else t.title end,
                 title_folded = case l_op[j] when {LABEL_SET_TITLE} then l_fold[j] when {LABEL_CLEAR_TITLE} then null
                                else t.title_folded end,
@@ -200,12 +258,21 @@ def _apply_labels_function(s: str) -> str:
                                                        unnest(array_append(t.tags, l_arg[j])) as u(x) order by 1)
                        when {LABEL_REMOVE_TAG} then array_remove(t.tags, l_arg[j])
                        else t.tags end,
-                pinned = case l_op[j] when {LABEL_PIN} then true when {LABEL_UNPIN} then false else t.pinned end
-             where t.session_id = a_sess[l_ai[j]];
-        end loop;
-    end
-    $fn$
-    """
+                pinned = case l_op[j] when {LABEL_PIN} then true when {LABEL_UNPIN} then false else t.pinned end""",
+    )
+
+
+def _apply_counts_function(s: str) -> str:
+    # Counted custom events (``_counts``): one change per append that has any, count =
+    # greatest(floor, count + delta), which composes over one append's events.
+    return _in_batch_order(
+        s,
+        "apply_counts",
+        "k_ai integer[], k_floor bigint[], k_delta bigint[], k_cp integer[]",
+        "k_ai",
+        """item_count = greatest(k_floor[j], t.item_count + k_delta[j]),
+                checkpoint_count = t.checkpoint_count + k_cp[j]""",
+    )
 
 
 # Outcome codes of append_batch, per append.
@@ -234,6 +301,7 @@ def _append_batch_function(s: str) -> str:
         a_base integer[], a_created bigint[], a_model text[], a_ws text[], a_parent text[], a_branch text[],
         e_ai integer[], e_k integer[], e_id text[], e_payload bytea[], a_first integer[], e_carrier integer[],
         a_scope text[], l_ai integer[], l_op integer[], l_arg text[], l_fold text[],
+        k_ai integer[], k_floor bigint[], k_delta bigint[], k_cp integer[],
         out codes integer[], out versions integer[], out base bigint, out listened boolean)
     language plpgsql
     -- Plan each statement once per connection: re-planning them for every call (custom
@@ -322,6 +390,9 @@ def _append_batch_function(s: str) -> str:
              where u.kind = 0 and u.code = 0 and t.session_id = u.sid;
             if cardinality(l_ai) > 0 then
                 perform {s}.apply_labels(a_sess, codes, l_ai, l_op, l_arg, l_fold);
+            end if;
+            if cardinality(k_ai) > 0 then
+                perform {s}.apply_counts(a_sess, codes, k_ai, k_floor, k_delta, k_cp);
             end if;
             listened := not pg_try_advisory_xact_lock({_LISTENER_KEY_SQL});
             insert into {s}.batches (token, codes, versions, base) values (p_token, codes, versions, base);
@@ -480,6 +551,9 @@ def _append_batch_function(s: str) -> str:
 
         if cardinality(l_ai) > 0 then
             perform {s}.apply_labels(a_sess, codes, l_ai, l_op, l_arg, l_fold);
+        end if;
+        if cardinality(k_ai) > 0 then
+            perform {s}.apply_counts(a_sess, codes, k_ai, k_floor, k_delta, k_cp);
         end if;
 
         listened := not pg_try_advisory_xact_lock({_LISTENER_KEY_SQL});
