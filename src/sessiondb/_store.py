@@ -277,8 +277,9 @@ class Store:
 
         Durable on return. With ``expected_version`` the append fails with
         ``ConflictError`` unless the session is at exactly that version. With
-        ``event_ids`` (one per event) a retried append is recognised and not
-        stored twice: the call returns the version the first attempt produced.
+        ``event_ids`` (one per event, ``None`` for none, no id twice) a retried
+        append is recognised and not stored twice: the call returns the version
+        the first attempt produced.
         """
         home = self._home
         if home.loop is not _running_loop():
@@ -299,17 +300,12 @@ class Store:
         if expected_version is not None and (type(expected_version) is not int or expected_version < 0):
             raise InvalidInputError(f"expected_version must be a non-negative int, got {expected_version!r}")
         if event_ids is not None:
-            event_ids = list(event_ids)
-            if len(event_ids) != len(events) or not all(i is None or isinstance(i, str) for i in event_ids):
-                raise InvalidInputError("event_ids must hold one str (or None) per event")
+            event_ids = _checked_event_ids(session_id, event_ids, len(events))
         if timestamp_ms is not None and (type(timestamp_ms) is not int or not 0 <= timestamp_ms < 2**63):
             # Stored unchecked, a str or float would be acknowledged and then fail to decode on open.
             raise InvalidInputError(f"timestamp_ms must be an int in 0..2**63-1 (milliseconds), got {timestamp_ms!r}")
         if type(session_id) is not str:
             validate_session_id(session_id)
-        if event_ids is not None:
-            for index, event_id in enumerate(event_ids):
-                check_text(session_id, f"event_ids[{index}]", event_id, limit=MAX_EVENT_ID_CHARS)
         request = AppendRequest(
             session_id,
             events,
@@ -402,11 +398,7 @@ class Store:
         _check_values(session_id, events)
         ids: list[str | None] | None = None
         if event_ids is not None:
-            ids = [None, *event_ids]
-            if len(ids) != len(events) + 1 or not all(i is None or isinstance(i, str) for i in ids):
-                raise InvalidInputError("event_ids must hold one str (or None) per event")
-            for index, event_id in enumerate(event_ids):
-                check_text(session_id, f"event_ids[{index}]", event_id, limit=MAX_EVENT_ID_CHARS)
+            ids = [None, *_checked_event_ids(session_id, event_ids, len(events), "import")]
         request = AppendRequest(session_id, (started, *events), timestamp_ms=timestamp_ms, creates=True, event_ids=ids)
         return (await self._submit(request)).version
 
@@ -1021,6 +1013,41 @@ def _check_message(message: Message) -> None:
         else:
             return
     message.__post_init__()  # the full check, which raises with the precise reason
+
+
+def _checked_event_ids(session_id: str, event_ids: object, count: int, call: str = "append()") -> list[str | None]:
+    """``event_ids`` as a list: one str (or None) per event, each a storable text, none repeated.
+
+    A repeated id would be stored on two events, and every later append carrying it would
+    be taken for a retry of the first and write nothing: refused, naming the id.
+    """
+    ids: list[Any] | None = None
+    if not isinstance(event_ids, (str, bytes)):  # list("ab") would be two ids
+        with contextlib.suppress(TypeError):
+            ids = list(event_ids)  # type: ignore[call-overload]
+    if ids is None or len(ids) != count or not all(i is None or isinstance(i, str) for i in ids):
+        raise InvalidInputError(
+            f"{call} to session {session_id!r}: event_ids must hold one str (or None) per event "
+            f"({count} event(s)), got {_short_repr(event_ids)}; nothing was written"
+        )
+    first: dict[str, int] = {}
+    for index, event_id in enumerate(ids):
+        check_text(session_id, f"event_ids[{index}]", event_id, limit=MAX_EVENT_ID_CHARS)
+        if event_id is None:
+            continue
+        earlier = first.setdefault(event_id, index)
+        if earlier != index:
+            raise InvalidInputError(
+                f"{call} to session {session_id!r}: event id {event_id!r} is given twice (event_ids[{earlier}] "
+                f"and event_ids[{index}]); an event id names one event of the session, so give each event its "
+                "own id (or None); nothing was written"
+            )
+    return ids
+
+
+def _short_repr(value: object, limit: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _check_tag_arguments(session_id: str, tags: tuple[object, ...]) -> list[str]:

@@ -172,6 +172,29 @@ class BackendConformance(LabelConformance):
         assert first == second == 2
         assert [e.event_id async for e in store.read(sid)] == [None, "same"]
 
+    async def test_an_event_id_repeated_in_one_append_is_refused(self, store: Store) -> None:
+        sid = await store.create_session()
+        with pytest.raises(InvalidInputError, match=r"event id 'same' is given twice") as caught:
+            await store.append(sid, Message.user("x"), Message.user("y"), event_ids=["same", "same"])
+        assert repr(sid) in str(caught.value)
+        with pytest.raises(InvalidInputError, match="one str"):
+            await store.append(sid, Message.user("x"), Message.user("y"), event_ids="ab")  # type: ignore[arg-type]
+        assert (await store.session_info(sid)).version == 1  # nothing written
+        # The id is still free: the next append that carries it is stored, not taken for a retry.
+        assert await store.append(sid, Message.user("z"), event_ids=["same"]) == 2
+        assert [(e.event_id, getattr(e.event, "text", None)) async for e in store.read(sid, after=1)] == [("same", "z")]
+        # None may repeat: it is no id.
+        assert await store.append(sid, Message.user("a"), Message.user("b"), event_ids=[None, None]) == 4
+
+    async def test_an_event_id_repeated_in_one_import_is_refused(self, store: Store) -> None:
+        started = SessionStarted(1)
+        events = [Message.user("x"), Message.user("y")]
+        with pytest.raises(InvalidInputError, match=r"'imported'.*event id 'same' is given twice"):
+            await store._import_session("imported", started, events, timestamp_ms=1, event_ids=["same", "same"])
+        with pytest.raises(SessionNotFoundError):
+            await store.session_info("imported")  # nothing half-created
+        assert await store._import_session("imported", started, events, timestamp_ms=1, event_ids=["a", "b"]) == 3
+
     async def test_event_ids_are_per_session(self, store: Store) -> None:
         a = await store.create_session()
         b = await store.create_session()
