@@ -293,10 +293,13 @@ class Store:
         if len(events) == 1 and self._redact is None and type(events[0]) is Message and plain_message(events[0]):
             pass  # the common case, checked in one pass (every block a block type, every str ASCII)
         else:
-            self._check_events(session_id, events)
+            compacts = self._check_events(session_id, events)
             if self._redact is not None:
                 events = self._redacted(session_id, events)
+                compacts = any(type(event) is Compacted for event in events)
             _check_values(session_id, events)
+            if compacts:
+                await self._check_compactions(session_id, events)
         if expected_version is not None and (type(expected_version) is not int or expected_version < 0):
             raise InvalidInputError(f"expected_version must be a non-negative int, got {expected_version!r}")
         if event_ids is not None:
@@ -339,8 +342,9 @@ class Store:
             session_id, *events, expected_version=expected_version, event_ids=event_ids, timestamp_ms=timestamp_ms
         )
 
-    def _check_events(self, session_id: str, events: tuple[Event, ...]) -> None:
-        """The event count and types (values are ``_check_values``'s)."""
+    def _check_events(self, session_id: str, events: tuple[Event, ...]) -> bool:
+        """The event count and types (values are ``_check_values``'s); whether a ``Compacted`` is among them."""
+        compacts = False
         if not events:
             raise InvalidInputError("append() needs at least one event")
         if len(events) > self._max_events_per_append:
@@ -351,8 +355,38 @@ class Store:
         for event in events:
             if type(event) is Message:
                 _check_message(event)
+            elif type(event) is Compacted:
+                compacts = True
             elif not isinstance(event, _USER_EVENT_TYPES):
                 raise InvalidInputError(_wrong_event_message(session_id, event))
+        return compacts
+
+    async def _check_compactions(self, session_id: str, events: Sequence[Event], live: int | None = None) -> None:
+        """Refuse a ``Compacted`` that removes more live messages than the session has before it.
+
+        Folded, it would silently empty the live context down to its summary. ``live``: the
+        live messages before ``events`` (default: the session's, from its summary; an unknown
+        or deleted session is left to the append, which refuses it with the usual error). A
+        compaction committed by someone else between this check and the append may shrink
+        the context first: the fold then keeps the summary alone, as it does for old logs.
+        """
+        if live is None:
+            info = await self.backend.info(session_id)
+            if info is None or info.deleted:
+                return
+            live = info.message_count - (1 if info.compacted else 0)  # an earlier summary is not removable
+        for index, event in enumerate(events):
+            if type(event) is Message:
+                live += 1
+            elif type(event) is Compacted and event.rewrite_context:
+                if event.removed_message_count > live:
+                    where = f" before events[{index}]" if len(events) > 1 else ""
+                    raise InvalidInputError(
+                        f"session {session_id!r} has {live} live message(s){where} (an earlier compaction's "
+                        f"summary not counted), so a compaction cannot remove {event.removed_message_count}; "
+                        "give at most that many (load(session_id).messages is the live context); nothing was written"
+                    )
+                live -= event.removed_message_count
 
     def _redacted(self, session_id: str, events: tuple[Event, ...]) -> tuple[Event, ...]:
         """The events as the redaction hook rewrote them (checked: a hook must return an event)."""
@@ -396,6 +430,10 @@ class Store:
         branch = started.fork.branch_name if started.fork is not None else None
         _check_metadata(session_id, started.model, started.workspace_root, branch)
         _check_values(session_id, events)
+        if any(type(event) is Compacted for event in events):
+            inherited = started.inherited
+            live = inherited.message_count - (1 if inherited.compacted else 0) if inherited is not None else 0
+            await self._check_compactions(session_id, events, max(live, 0))
         ids: list[str | None] | None = None
         if event_ids is not None:
             ids = [None, *_checked_event_ids(session_id, event_ids, len(events), "import")]
@@ -416,7 +454,8 @@ class Store:
         the summary itself, and you only record the outcome, as the reference records it.
         To have sessiondb choose the cut (keeping the last ``keep_last`` messages, never
         separating a tool call from its result) and build a local summary if you give
-        none, call ``compact_conversation`` instead.
+        none, call ``compact_conversation`` instead. ``InvalidInputError`` (nothing written)
+        if ``removed_message_count`` exceeds the live messages (an earlier summary not counted).
         """
         return await self.append(session_id, Compacted(summary, removed_message_count))
 
