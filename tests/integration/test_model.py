@@ -122,7 +122,8 @@ async def _run(ops: list[tuple[Any, ...]], opener: Any) -> None:
                     session.history.append(PromptRecorded(f"prompt {len(session.history)}", 0))
                 elif kind == "compact":
                     live_messages = _replay(sid, session.history).messages
-                    removable = len(live_messages) - (1 if live_messages and is_continuation_message(live_messages[0]) else 0)
+                    summary = 1 if live_messages and is_continuation_message(live_messages[0]) else 0
+                    removable = len(live_messages) - summary
                     if op[2] > removable:  # more than the live context: refused, nothing written
                         with pytest.raises(sessiondb.InvalidInputError, match=f"has {removable} live message"):
                             await store.record_compaction(sid, summary="too many", removed_message_count=op[2])

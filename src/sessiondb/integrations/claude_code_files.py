@@ -206,5 +206,3 @@ async def export_claude_code_transcript(store: Store, key: dict[str, str], path:
     data = "".join(line + "\n" for line in lines).encode("utf-8")
     await anyio.to_thread.run_sync(write_private_file, Path(path), data)  # 0600, as the store's files
     return len(lines)
-
-
