@@ -723,7 +723,9 @@ class Store:
 
         Query syntax: plain words (every one must match, in any order, case and
         diacritics ignored), ``"a quoted phrase"`` (words in a row) and ``prefix*``;
-        punctuation only separates words. Searched: message text, thinking, tool calls
+        punctuation only separates words. Chinese, Japanese and Korean characters are
+        each a word, so ``测试`` finds the two in a row inside "这是一个测试" (Thai and other
+        scripts without spaces are not split). Searched: message text, thinking, tool calls
         (name and JSON input) and results (tool name and output), prompts, compaction
         summaries, the string values of Custom events, and each session's current title
         and tags; deleted sessions are left out. Filters (AND): ``scope`` (the session's),
