@@ -43,8 +43,8 @@ BAD_KEYS = [
     ({"project_key": "p", "session_id": "s", "subpath": "a\\b"}, "must be relative"),
     ({"project_key": "p", "session_id": "s" * 300}, "session_id takes 300 bytes .*room for 213: use a shorter key"),
     (
-        {"project_key": "p", "session_id": "s", "subpath": "a/" + "é" * 100},
-        "session_id and subpath take 406 bytes .*room for 212",  # é is 2 bytes, / is %2F
+        {"project_key": "p", "session_id": "s", "subpath": "a/" + "é" * 110},
+        "session_id and subpath take 225 bytes .*room for 212",  # é is 2 bytes, / is %2F
     ),
 ]
 
