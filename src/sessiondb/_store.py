@@ -702,10 +702,46 @@ class Store:
             parent = await self.backend.info(fork.parent_session_id)
             if parent is None:
                 raise SessionNotFoundError(fork.parent_session_id, f"the parent of fork {info.session_id!r}")
-            events = await self._events(parent, after, min(up_to, base))
+            try:
+                events = await self._events(parent, after, min(up_to, base))
+            except HistoryUnavailableError as exc:
+                # Said of the fork that was read: its versions, not the parent's (maybe deleted) ones.
+                raise await self._fork_history_unavailable(info, parent, after + 1, exc) from exc
         if up_to > base:
             events += await self.backend.read_session(info.session_id, max(after, base), up_to)
         return events
+
+    async def _fork_history_unavailable(
+        self, info: SessionInfo, parent: SessionInfo, wanted: int, exc: HistoryUnavailableError
+    ) -> HistoryUnavailableError:
+        """The error for a read of fork ``info`` that needs shared history retention removed from an ancestor.
+
+        A fork's versions up to its fork point are its ancestors' versions, numbered the same,
+        so the oldest one still stored (``exc.first_available``) is the fork's too.
+        """
+        assert info.fork is not None
+        sid, base = info.session_id, info.fork.parent_version
+        if parent.deleted:
+            why = f"{parent.session_id!r} was deleted and a compaction purged its history"
+        else:
+            why = f"retention removed {exc.session_id or parent.session_id!r}'s old versions"
+        first = exc.first_available if exc.first_available is not None and exc.first_available <= base else base + 1
+        if first == base + 1:
+            try:  # the fork's own part may be covered by its snapshot and gone as well
+                await self.backend.read_session(sid, base, base + 1)
+            except HistoryUnavailableError as own:
+                first = own.first_available if own.first_available is not None else info.version + 1
+        if first <= info.version:
+            readable = f"versions {first}..{info.version} of {sid!r} are readable (read(after={first - 1}))"
+        else:
+            readable = f"no version of {sid!r} is stored any more"
+        return HistoryUnavailableError(
+            f"history of session {sid!r} from version {wanted} is no longer stored: its versions 1..{base} are "
+            f"the history it shares with its parent {parent.session_id!r} (a fork at version {base}), and {why}; "
+            f"{readable}; load({sid!r}) gives its latest state",
+            session_id=sid,
+            first_available=first,
+        )
 
     @on_store_loop
     async def search(

@@ -157,11 +157,11 @@ def encode_key(key: object, *, allow_subpath: bool = True) -> str:
     # Room for a generation suffix, so a key that fits keeps fitting after deletes.
     if len(encoded.encode()) + 6 > MAX_SESSION_ID_BYTES:
         # Said in the key's terms: the bytes its session_id (and subpath) take, and the room this project leaves.
-        parts = "session_id and subpath take" if subpath is not None else "session_id takes"
+        what = "session_id and subpath take" if subpath is not None else "session_id takes"
         used = len(encoded.encode()) - len(head.encode()) - (1 if subpath is not None else 0)
         room = MAX_SESSION_ID_BYTES - 6 - len(head.encode()) - (1 if subpath is not None else 0)
         raise InvalidSessionIdError(
-            f"{describe_key(key)}: its {parts} {used} bytes (UTF-8, with % ~ / \\ written as 3 bytes each); "
+            f"{describe_key(key)}: its {what} {used} bytes (UTF-8, with % ~ / \\ written as 3 bytes each); "
             f"with this project key there is room for {room}: use a shorter key; nothing was written"
         )
     validate_session_id(encoded)
