@@ -1,6 +1,10 @@
 """Search across sessions: query latency over a large store, and what the index costs each append.
 
-Run: ``python -m benchmarks.bench_search [--events N] [--appends N] [--rounds N] [--dir DIR] [--json FILE]``
+Run: ``python -m benchmarks.bench_search [--events N] [--appends N] [--rounds N] [--dir DIR] [--json FILE]
+[--script latin|cjk]``
+
+``--script cjk`` writes the same corpus in Han characters without spaces between words (as Chinese
+and Japanese are written), where every character is a word of the index (docs/search.md).
 
 Sections (one run, side by side):
 
@@ -40,26 +44,32 @@ NO_COMPACTION = CompactionSettings(background=False)
 _SYLLABLES = ["ka", "lo", "mi", "ne", "ru", "ta", "vo", "si", "de", "pa", "go", "fu", "zi", "be", "xo", "ly"]
 
 
-def vocabulary(size: int, rng: random.Random) -> list[str]:
+# 3,000 Han characters for --script cjk (a common Chinese text uses about that many).
+_HAN = [chr(code) for code in range(0x4E00, 0x4E00 + 3_000)]
+
+
+def vocabulary(size: int, rng: random.Random, script: str = "latin") -> list[str]:
+    syllables, longest = (_HAN, 3) if script == "cjk" else (_SYLLABLES, 4)
     words: set[str] = set()
     while len(words) < size:
-        words.add("".join(rng.choice(_SYLLABLES) for _ in range(rng.randint(2, 4))))
+        words.add("".join(rng.choice(syllables) for _ in range(rng.randint(2, longest))))
     return sorted(words, key=lambda w: (len(w), w))
 
 
 class Corpus:
     """Conversation-like text: words drawn by Zipf's law (P(rank k) ~ 1/k, as in English) from a fixed vocabulary."""
 
-    def __init__(self, seed: int = 7, size: int = 30_000) -> None:
+    def __init__(self, seed: int = 7, size: int = 30_000, script: str = "latin") -> None:
         self.rng = random.Random(seed)
-        self.words = vocabulary(size, self.rng)
+        self.words = vocabulary(size, self.rng, script)
         self.cumulative = list(itertools.accumulate(1 / rank for rank in range(1, size + 1)))
+        self.space = "" if script == "cjk" else " "  # CJK text runs its words together
 
     def word(self) -> str:
         return self.words[bisect.bisect(self.cumulative, self.rng.random() * self.cumulative[-1])]
 
     def text(self, low: int, high: int) -> str:
-        return " ".join(self.word() for _ in range(self.rng.randint(low, high)))
+        return self.space.join(self.word() for _ in range(self.rng.randint(low, high)))
 
     def event(self, i: int) -> Any:
         kind = i % 10
@@ -205,11 +215,12 @@ async def main() -> None:
     parser.add_argument("--dir", help="where to build the stores (default: a temporary directory)")
     parser.add_argument("--json", help="also write the results to this file")
     parser.add_argument("--only", choices=["queries", "append"], help="one section only")
+    parser.add_argument("--script", choices=["latin", "cjk"], default="latin", help="the corpus's writing (latin)")
     args = parser.parse_args()
     root = Path(args.dir) if args.dir else Path(tempfile.mkdtemp(prefix="sessiondb-bench-search-"))
     root.mkdir(parents=True, exist_ok=True)
-    corpus = Corpus()
-    results: dict[str, Any] = {"machine": {"cpus": os.cpu_count()}}
+    corpus = Corpus(script=args.script)
+    results: dict[str, Any] = {"machine": {"cpus": os.cpu_count()}, "script": args.script}
     try:
         if args.only != "append":
             store = root / "large"
@@ -219,7 +230,7 @@ async def main() -> None:
             results["queries"] = await queries(store, corpus, args.queries)
             print(json.dumps({"queries": results["queries"]}, indent=2), flush=True)
         if args.only != "queries":
-            results["append"] = await appends(root, args.appends, args.rounds, Corpus(seed=3))
+            results["append"] = await appends(root, args.appends, args.rounds, Corpus(seed=3, script=args.script))
             print(json.dumps({"append": results["append"]}, indent=2), flush=True)
     finally:
         if not args.dir:

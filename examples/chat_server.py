@@ -12,6 +12,9 @@ PostgreSQL URL. Each worker process opens the store in the app's lifespan (never
 forked after a store was opened must not use it). ``POST /sessions/{id}/turns`` records the user's message and
 the assistant's reply as ONE atomic append, keyed by ``turn_id`` so a retried request is not stored twice, and
 answers 200 only once the turn is durable. The "assistant" here echoes; a real one would call a model first.
+Every sessiondb error a route meets is answered as JSON ``{"error": message, "kind": class name}`` with the
+status ``ERROR_STATUS`` gives it: 400 for a refused id or text, 404 unknown, 410 deleted (by any process), 503
+when the store cannot serve now.
 
 Several worker processes may share one store directory (each is one of several writers, taking a lock per
 batch) on one host; PostgreSQL serves workers on any number of hosts.
@@ -63,25 +66,52 @@ async def record_turn(request: Request) -> JSONResponse:
     events = (Message.user(text), Message.assistant([Text(reply_to(text))]))
     ids = [f"{turn_id}/user", f"{turn_id}/assistant"]
     try:
-        try:
-            version = await store.append(session_id, *events, event_ids=ids)
-        except sessiondb.SessionNotFoundError:
-            with contextlib.suppress(sessiondb.SessionExistsError):  # another request created it first
-                await store.create_session(session_id=session_id)
-            version = await store.append(session_id, *events, event_ids=ids)
-    except sessiondb.InvalidInputError as exc:
-        return JSONResponse({"error": str(exc)}, status_code=400)
+        version = await store.append(session_id, *events, event_ids=ids)
+    except sessiondb.SessionDeletedError:
+        raise  # deleted (by any process): its id is never reused, so not created again; 410 below
+    except sessiondb.SessionNotFoundError:
+        with contextlib.suppress(sessiondb.SessionExistsError):  # another request created it first
+            await store.create_session(session_id=session_id)
+        version = await store.append(session_id, *events, event_ids=ids)
     return JSONResponse({"version": version, "reply": reply_to(text)})
 
 
 async def show_session(request: Request) -> JSONResponse:
     store: sessiondb.Store = request.app.state.store
-    try:
-        session = await store.load(request.path_params["session_id"])
-    except sessiondb.SessionNotFoundError as exc:
-        return JSONResponse({"error": str(exc)}, status_code=404)
+    session = await store.load(request.path_params["session_id"])
     messages = [{"role": message.role, "text": message.text} for message in session.messages]
     return JSONResponse({"version": session.version, "messages": messages})
+
+
+# The answer to each sessiondb error a route lets through (the most specific class listed wins): what the
+# client sent is the problem (4xx), or the store cannot serve now (503, retry later). Always JSON.
+ERROR_STATUS: dict[type[sessiondb.SessionDBError], int] = {
+    sessiondb.InvalidInputError: 400,  # a bad session id (InvalidSessionIdError), text the store refuses ...
+    sessiondb.EventTooLargeError: 413,
+    sessiondb.SessionNotFoundError: 404,
+    sessiondb.SessionDeletedError: 410,  # deleted, by this process or another: gone for good
+    sessiondb.ConflictError: 409,
+    sessiondb.HistoryUnavailableError: 410,
+    sessiondb.StoreClosedError: 503,  # shutting down
+    sessiondb.StoreBrokenError: 503,  # a failed write: an operator reopens the store (restarts the worker)
+    sessiondb.BackendUnavailableError: 503,
+    sessiondb.ResourceExhaustedError: 503,
+    sessiondb.SessionDBError: 500,  # anything else (corruption ...) is the server's problem, said in JSON too
+}
+
+
+def error_status(kind: type[sessiondb.SessionDBError]) -> int:
+    for base in kind.__mro__:
+        if base in ERROR_STATUS:
+            return ERROR_STATUS[base]  # type: ignore[index]
+    return 500  # pragma: no cover - SessionDBError is in the table
+
+
+async def sessiondb_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, sessiondb.SessionDBError)
+    status = error_status(type(exc))
+    headers = {"Retry-After": "1"} if status == 503 else None
+    return JSONResponse({"error": str(exc), "kind": type(exc).__name__}, status_code=status, headers=headers)
 
 
 async def health(request: Request) -> JSONResponse:
@@ -96,6 +126,7 @@ app = Starlette(
         Route("/health", health),
     ],
     lifespan=lifespan,
+    exception_handlers={sessiondb.SessionDBError: sessiondb_error},
 )
 
 

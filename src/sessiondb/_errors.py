@@ -128,7 +128,16 @@ class SessionDeletedError(SessionNotFoundError, SessionExistsError):
 
 
 class HistoryUnavailableError(SessionDBError):
-    """The requested history was removed by retention."""
+    """The requested history was removed by retention.
+
+    ``session_id`` and ``first_available`` (the oldest version of it still stored) say
+    where, when the backend knows.
+    """
+
+    def __init__(self, message: str, *, session_id: str | None = None, first_available: int | None = None) -> None:
+        super().__init__(message)
+        self.session_id = session_id
+        self.first_available = first_available
 
 
 class StoreClosedError(SessionDBError):

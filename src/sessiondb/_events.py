@@ -30,9 +30,23 @@ def _require_optional_str(owner: str, field: str, value: object) -> None:
         raise InvalidInputError(f"{owner}.{field} must be a str or None, got {type(value).__name__}")
 
 
-def _require_count(owner: str, field: str, value: object, limit: int = _I64_MAX) -> None:
+def _require_count(owner: str, field: str, value: object, limit: int = _I64_MAX, why: str = "") -> None:
     if type(value) is not int or not 0 <= value <= limit:
-        raise InvalidInputError(f"{owner}.{field} must be an int in 0..{limit}, got {value!r}")
+        raise InvalidInputError(f"{owner}.{field} must be an int in {count_range(limit)}, got {value!r}{why}")
+
+
+def count_range(limit: int) -> str:
+    """``0..limit`` as the messages say it: ``0..2**32-1 (4294967295)`` for a limit of that form."""
+    bits = (limit + 1).bit_length() - 1
+    return f"0..2**{bits}-1 ({limit})" if limit + 1 == 1 << bits else f"0..{limit}"
+
+
+# Both limits, said the same way by both errors: a Message's usage is one model call's (u32 per field, as the
+# reference format stores it), so that a session's total of 2**31 such calls still fits a Usage (int64).
+_USAGE_LIMITS = (
+    "; token counts are 0..2**32-1 per field for one model call (Message.usage, as in the reference format) "
+    "and 0..2**63-1 for a Usage on its own (a session's total)"
+)
 
 
 # ---------------------------------------------------------------- content blocks
@@ -92,7 +106,8 @@ _BLOCK_TYPES = (Text, Thinking, ToolUse, ToolResult)
 
 
 class Usage(msgspec.Struct, frozen=True, gc=False):
-    """Token usage: of one model call (in a Message: u32 per field) or a session's total (int64); ``+`` adds two."""
+    """Token usage: of one model call (in a Message: at most 2**32-1 per field) or a session's total (at most
+    2**63-1 per field); ``+`` adds two."""
 
     input_tokens: int = 0
     output_tokens: int = 0
@@ -118,7 +133,7 @@ class Usage(msgspec.Struct, frozen=True, gc=False):
             and 0 <= d <= _I64_MAX
         ):
             for field in self.__struct_fields__:
-                _require_count("Usage", field, getattr(self, field))
+                _require_count("Usage", field, getattr(self, field), why=_USAGE_LIMITS)
 
     @property
     def total_tokens(self) -> int:
@@ -166,7 +181,7 @@ class Message(msgspec.Struct, frozen=True, gc=False, tag="message", tag_field="t
                 or usage.cache_read_input_tokens > _U32_MAX
             ):
                 for field in Usage.__struct_fields__:
-                    _require_count("Message.usage", field, getattr(usage, field), _U32_MAX)
+                    _require_count("Message.usage", field, getattr(usage, field), _U32_MAX, _USAGE_LIMITS)
 
     @classmethod
     def user(cls, text: str) -> Message:

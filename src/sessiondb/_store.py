@@ -273,8 +273,9 @@ class Store:
 
         Durable on return. With ``expected_version`` the append fails with
         ``ConflictError`` unless the session is at exactly that version. With
-        ``event_ids`` (one per event) a retried append is recognised and not
-        stored twice: the call returns the version the first attempt produced.
+        ``event_ids`` (one per event, ``None`` for none, no id twice) a retried
+        append is recognised and not stored twice: the call returns the version
+        the first attempt produced.
         """
         home = self._home
         if home.loop is not _running_loop():
@@ -288,10 +289,13 @@ class Store:
         if len(events) == 1 and self._redact is None and type(events[0]) is Message and plain_message(events[0]):
             pass  # the common case, checked in one pass (every block a block type, every str ASCII)
         else:
-            self._check_events(session_id, events)
+            compacts = self._check_events(session_id, events)
             if self._redact is not None:
                 events = self._redacted(session_id, events)
+                compacts = any(type(event) is Compacted for event in events)
             _check_values(session_id, events)
+            if compacts:
+                await self._check_compactions(session_id, events)
         if expected_version is not None or event_ids is not None or timestamp_ms is not None:
             event_ids = _checked_append_options(session_id, events, expected_version, event_ids, timestamp_ms)
         elif type(session_id) is not str:
@@ -329,8 +333,9 @@ class Store:
             session_id, *events, expected_version=expected_version, event_ids=event_ids, timestamp_ms=timestamp_ms
         )
 
-    def _check_events(self, session_id: str, events: tuple[Event, ...]) -> None:
-        """The event count and types (values are ``_check_values``'s)."""
+    def _check_events(self, session_id: str, events: tuple[Event, ...]) -> bool:
+        """The event count and types (values are ``_check_values``'s); whether a ``Compacted`` is among them."""
+        compacts = False
         if not events:
             raise InvalidInputError("append() needs at least one event")
         if len(events) > self._max_events_per_append:
@@ -341,8 +346,38 @@ class Store:
         for event in events:
             if type(event) is Message:
                 _check_message(event)
+            elif type(event) is Compacted:
+                compacts = True
             elif not isinstance(event, _USER_EVENT_TYPES):
                 raise InvalidInputError(_wrong_event_message(session_id, event))
+        return compacts
+
+    async def _check_compactions(self, session_id: str, events: Sequence[Event], live: int | None = None) -> None:
+        """Refuse a ``Compacted`` that removes more live messages than the session has before it.
+
+        Folded, it would silently empty the live context down to its summary. ``live``: the
+        live messages before ``events`` (default: the session's, from its summary; an unknown
+        or deleted session is left to the append, which refuses it with the usual error). A
+        compaction committed by someone else between this check and the append may shrink
+        the context first: the fold then keeps the summary alone, as it does for old logs.
+        """
+        if live is None:
+            info = await self.backend.info(session_id)
+            if info is None or info.deleted:
+                return
+            live = info.message_count - (1 if info.compacted else 0)  # an earlier summary is not removable
+        for index, event in enumerate(events):
+            if type(event) is Message:
+                live += 1
+            elif type(event) is Compacted and event.rewrite_context:
+                if event.removed_message_count > live:
+                    where = f" before events[{index}]" if len(events) > 1 else ""
+                    raise InvalidInputError(
+                        f"session {session_id!r} has {live} live message(s){where} (an earlier compaction's "
+                        f"summary not counted), so a compaction cannot remove {event.removed_message_count}; "
+                        "give at most that many (load(session_id).messages is the live context); nothing was written"
+                    )
+                live -= event.removed_message_count
 
     def _redacted(self, session_id: str, events: tuple[Event, ...]) -> tuple[Event, ...]:
         """The events as the redaction hook rewrote them (checked: a hook must return an event)."""
@@ -386,13 +421,13 @@ class Store:
         branch = started.fork.branch_name if started.fork is not None else None
         _check_metadata(session_id, started.model, started.workspace_root, branch)
         _check_values(session_id, events)
+        if any(type(event) is Compacted for event in events):
+            inherited = started.inherited
+            live = inherited.message_count - (1 if inherited.compacted else 0) if inherited is not None else 0
+            await self._check_compactions(session_id, events, max(live, 0))
         ids: list[str | None] | None = None
         if event_ids is not None:
-            ids = [None, *event_ids]
-            if len(ids) != len(events) + 1 or not all(i is None or isinstance(i, str) for i in ids):
-                raise InvalidInputError("event_ids must hold one str (or None) per event")
-            for index, event_id in enumerate(event_ids):
-                check_text(session_id, f"event_ids[{index}]", event_id, limit=MAX_EVENT_ID_CHARS)
+            ids = [None, *_checked_event_ids(session_id, event_ids, len(events), "import")]
         request = AppendRequest(session_id, (started, *events), timestamp_ms=timestamp_ms, creates=True, event_ids=ids)
         return (await self._submit(request)).version
 
@@ -410,7 +445,8 @@ class Store:
         the summary itself, and you only record the outcome, as the reference records it.
         To have sessiondb choose the cut (keeping the last ``keep_last`` messages, never
         separating a tool call from its result) and build a local summary if you give
-        none, call ``compact_conversation`` instead.
+        none, call ``compact_conversation`` instead. ``InvalidInputError`` (nothing written)
+        if ``removed_message_count`` exceeds the live messages (an earlier summary not counted).
         """
         return await self.append(session_id, Compacted(summary, removed_message_count))
 
@@ -657,10 +693,46 @@ class Store:
             parent = await self.backend.info(fork.parent_session_id)
             if parent is None:
                 raise SessionNotFoundError(fork.parent_session_id, f"the parent of fork {info.session_id!r}")
-            events = await self._events(parent, after, min(up_to, base))
+            try:
+                events = await self._events(parent, after, min(up_to, base))
+            except HistoryUnavailableError as exc:
+                # Said of the fork that was read: its versions, not the parent's (maybe deleted) ones.
+                raise await self._fork_history_unavailable(info, parent, after + 1, exc) from exc
         if up_to > base:
             events += await self.backend.read_session(info.session_id, max(after, base), up_to)
         return events
+
+    async def _fork_history_unavailable(
+        self, info: SessionInfo, parent: SessionInfo, wanted: int, exc: HistoryUnavailableError
+    ) -> HistoryUnavailableError:
+        """The error for a read of fork ``info`` that needs shared history retention removed from an ancestor.
+
+        A fork's versions up to its fork point are its ancestors' versions, numbered the same,
+        so the oldest one still stored (``exc.first_available``) is the fork's too.
+        """
+        assert info.fork is not None
+        sid, base = info.session_id, info.fork.parent_version
+        if parent.deleted:
+            why = f"{parent.session_id!r} was deleted and a compaction purged its history"
+        else:
+            why = f"retention removed {exc.session_id or parent.session_id!r}'s old versions"
+        first = exc.first_available if exc.first_available is not None and exc.first_available <= base else base + 1
+        if first == base + 1:
+            try:  # the fork's own part may be covered by its snapshot and gone as well
+                await self.backend.read_session(sid, base, base + 1)
+            except HistoryUnavailableError as own:
+                first = own.first_available if own.first_available is not None else info.version + 1
+        if first <= info.version:
+            readable = f"versions {first}..{info.version} of {sid!r} are readable (read(after={first - 1}))"
+        else:
+            readable = f"no version of {sid!r} is stored any more"
+        return HistoryUnavailableError(
+            f"history of session {sid!r} from version {wanted} is no longer stored: its versions 1..{base} are "
+            f"the history it shares with its parent {parent.session_id!r} (a fork at version {base}), and {why}; "
+            f"{readable}; load({sid!r}) gives its latest state",
+            session_id=sid,
+            first_available=first,
+        )
 
     @on_store_loop
     async def search(
@@ -678,7 +750,9 @@ class Store:
 
         Query syntax: plain words (every one must match, in any order, case and
         diacritics ignored), ``"a quoted phrase"`` (words in a row) and ``prefix*``;
-        punctuation only separates words. Searched: message text, thinking, tool calls
+        punctuation only separates words. Chinese, Japanese and Korean characters are
+        each a word, so ``测试`` finds the two in a row inside "这是一个测试" (Thai and other
+        scripts without spaces are not split). Searched: message text, thinking, tool calls
         (name and JSON input) and results (tool name and output), prompts, compaction
         summaries, the string values of Custom events, and each session's current title
         and tags; deleted sessions are left out. Filters (AND): ``scope`` (the session's),
@@ -1009,6 +1083,41 @@ def _check_message(message: Message) -> None:
     message.__post_init__()  # the full check, which raises with the precise reason
 
 
+def _checked_event_ids(session_id: str, event_ids: object, count: int, call: str = "append()") -> list[str | None]:
+    """``event_ids`` as a list: one str (or None) per event, each a storable text, none repeated.
+
+    A repeated id would be stored on two events, and every later append carrying it would
+    be taken for a retry of the first and write nothing: refused, naming the id.
+    """
+    ids: list[Any] | None = None
+    if not isinstance(event_ids, (str, bytes)):  # list("ab") would be two ids
+        with contextlib.suppress(TypeError):
+            ids = list(event_ids)  # type: ignore[call-overload]
+    if ids is None or len(ids) != count or not all(i is None or isinstance(i, str) for i in ids):
+        raise InvalidInputError(
+            f"{call} to session {session_id!r}: event_ids must hold one str (or None) per event "
+            f"({count} event(s)), got {_short_repr(event_ids)}; nothing was written"
+        )
+    first: dict[str, int] = {}
+    for index, event_id in enumerate(ids):
+        check_text(session_id, f"event_ids[{index}]", event_id, limit=MAX_EVENT_ID_CHARS)
+        if event_id is None:
+            continue
+        earlier = first.setdefault(event_id, index)
+        if earlier != index:
+            raise InvalidInputError(
+                f"{call} to session {session_id!r}: event id {event_id!r} is given twice (event_ids[{earlier}] "
+                f"and event_ids[{index}]); an event id names one event of the session, so give each event its "
+                "own id (or None); nothing was written"
+            )
+    return ids
+
+
+def _short_repr(value: object, limit: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 def _check_tag_arguments(session_id: str, tags: tuple[object, ...]) -> list[str]:
     """The tags of an add_tags/remove_tags call, checked and each once (``InvalidInputError`` naming the session)."""
     if not tags:
@@ -1064,19 +1173,12 @@ def _checked_append_options(
     """
     if expected_version is not None and (type(expected_version) is not int or expected_version < 0):
         raise InvalidInputError(f"expected_version must be a non-negative int, got {expected_version!r}")
-    ids = None
-    if event_ids is not None:
-        ids = list(event_ids)
-        if len(ids) != len(events) or not all(i is None or isinstance(i, str) for i in ids):
-            raise InvalidInputError("event_ids must hold one str (or None) per event")
+    ids = None if event_ids is None else _checked_event_ids(session_id, event_ids, len(events))
     if timestamp_ms is not None and (type(timestamp_ms) is not int or not 0 <= timestamp_ms < 2**63):
         # Stored unchecked, a str or float would be acknowledged and then fail to decode on open.
         raise InvalidInputError(f"timestamp_ms must be an int in 0..2**63-1 (milliseconds), got {timestamp_ms!r}")
     if type(session_id) is not str:
         validate_session_id(session_id)
-    if ids is not None:
-        for index, event_id in enumerate(ids):
-            check_text(session_id, f"event_ids[{index}]", event_id, limit=MAX_EVENT_ID_CHARS)
     return ids
 
 

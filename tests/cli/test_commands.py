@@ -34,6 +34,52 @@ def test_ls_newest_first_with_fork_and_model(sample: Path) -> None:
     assert "\x1b[" not in result.out  # plain when not a terminal
 
 
+def test_ls_aligns_wide_characters_and_cuts_long_ids(tmp_path: Path) -> None:
+    """Columns line up on screen (a CJK character or an emoji takes two columns) and a 224-byte id is cut with
+    an ellipsis in the middle, in the table only (``--json`` has it whole)."""
+    path = tmp_path / "store"
+    long_id = "cc~-home-me-app~" + "a" * 200 + "-end-1234"  # 225 bytes: one too many, then cut to fit
+    long_id = long_id[:224]
+
+    async def build() -> None:
+        async with sessiondb.open_store(path) as store:
+            await store.create_session(session_id="plain", model="m")
+            await store.create_session(session_id="日本語のセッション", model="模型")
+            await store.create_session(session_id="party-🎉-❤️-done", model="m")
+            await store.create_session(session_id=long_id)
+            await store.fork(long_id, session_id="child", branch_name="ветка-分支")
+
+    asyncio.run(build())
+    from sessiondb.cli._render import display_width
+
+    result = run_in_process("ls", str(path), "--sort", "created", "--asc")
+    assert result.code == 0, result.err
+    lines = result.out.splitlines()
+    assert len(lines) == 6
+    # Where the UPDATED column starts, in terminal columns: the same on every line.
+    starts = {display_width(line[: line.index("UPDATED" if n == 0 else "20")]) for n, line in enumerate(lines)}
+    assert len(starts) == 1, result.out
+    models = {
+        display_width(line[: line.index("MODEL" if n == 0 else line.split()[-2])]) for n, line in enumerate(lines[:4])
+    }
+    assert len(models) == 1, result.out
+    assert long_id not in result.out and "…" in lines[4] and lines[4].startswith("cc~-home-me-app~aaa")
+    assert "-end-1234"[: len(long_id) - 216] in lines[4]  # the end of the id is kept too
+    assert "…" in lines[5] and "ветка-分支" in lines[5]  # the fork's parent, cut the same way
+    assert max(display_width(line) for line in lines) < 160
+    rows = json.loads(run_in_process("ls", str(path), "--json").out)
+    assert long_id in {row["session_id"] for row in rows}
+
+
+def test_display_width_and_cuts() -> None:
+    from sessiondb.cli._render import cut, display_width
+
+    assert [display_width(text) for text in ("abc", "测试", "🎉", "❤️", "e\u0301", "a\u200db")] == [3, 4, 2, 2, 1, 2]
+    assert cut("测试测试测试", 7) == "测试测…" and display_width(cut("测试测试测试", 7)) == 7
+    assert cut("abcdefghij", 7, middle=True) == "abc…hij"
+    assert cut("short", 7, middle=True) == "short"
+
+
 def test_ls_json_and_limit(sample: Path) -> None:
     rows = json.loads(run_in_process("ls", str(sample), "--json").out)
     assert [row["session_id"] for row in rows] == ["other", "chat-fork", "chat"]

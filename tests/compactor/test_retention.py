@@ -287,3 +287,31 @@ async def test_purge_removes_every_covered_segment_now(tmp_path: Path) -> None:
         assert await _states(store) == before
         with pytest.raises(sessiondb.InvalidInputError, match="purge"):
             await store.compact(purge="yes")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("target", ["directory", "memory"])
+async def test_a_fork_whose_parent_was_deleted_and_purged_says_what_of_it_is_readable(
+    tmp_path: Path, target: str
+) -> None:
+    """The error names the fork that was read, says its parent was deleted and purged, and gives the fork's
+    versions that can still be read (not a "read from version N" of the deleted parent)."""
+    path: str | Path = tmp_path / "s" if target == "directory" else ":memory:"
+    async with sessiondb.open_store(path, compaction=_settings()) as store:
+        await store.create_session(session_id="parent")
+        for n in range(6):
+            await store.append("parent", Message.user(f"p{n}"))
+        await store.fork("parent", at_version=4, session_id="child")  # child: 1..4 shared, 5 its start
+        await store.append("child", Message.user("c1"))  # 6
+        await store.delete_session("parent")
+        await store.compact(purge=True)  # the parent's history goes, and the child's 5..6 (its snapshot covers them)
+        await store.append("child", Message.user("c2"))  # 7, after the purge
+        for read in (lambda: store.read("child"), lambda: store.read("child", after=2)):
+            with pytest.raises(HistoryUnavailableError) as caught:
+                [e async for e in read()]
+            message = str(caught.value)
+            assert "session 'child'" in message and "its parent 'parent' (a fork at version 4)" in message
+            assert "'parent' was deleted and a compaction purged its history" in message
+            assert "versions 7..7 of 'child' are readable (read(after=6))" in message
+            assert "read from version" not in message and caught.value.first_available == 7
+        assert [e.version async for e in store.read("child", after=6)] == [7]
+        assert [m.text for m in (await store.load("child")).messages] == ["p0", "p1", "p2", "c1", "c2"]

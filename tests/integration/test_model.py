@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 import sessiondb
 from sessiondb import Compacted, Event, Fork, Message, PromptRecorded, RecordedEvent, Usage
 from sessiondb._backends._memory import MemoryFileSystem
-from sessiondb._projection import replay_session
+from sessiondb._projection import is_continuation_message, replay_session
 
 
 @dataclass
@@ -121,6 +121,13 @@ async def _run(ops: list[tuple[Any, ...]], opener: Any) -> None:
                     await store.record_prompt(sid, f"prompt {len(session.history)}")
                     session.history.append(PromptRecorded(f"prompt {len(session.history)}", 0))
                 elif kind == "compact":
+                    live_messages = _replay(sid, session.history).messages
+                    summary = 1 if live_messages and is_continuation_message(live_messages[0]) else 0
+                    removable = len(live_messages) - summary
+                    if op[2] > removable:  # more than the live context: refused, nothing written
+                        with pytest.raises(sessiondb.InvalidInputError, match=f"has {removable} live message"):
+                            await store.record_compaction(sid, summary="too many", removed_message_count=op[2])
+                        continue
                     await store.record_compaction(
                         sid, summary=f"sum {len(session.history)}", removed_message_count=op[2]
                     )

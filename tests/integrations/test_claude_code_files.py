@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import stat
 import uuid
 from pathlib import Path
 from typing import Any
@@ -60,6 +61,7 @@ async def test_a_tree_imports_and_exports_byte_for_byte(tmp_path: Path) -> None:
         assert sid is not None and len((await store.load(sid)).messages) == 6
         await export_claude_code_transcript(store, key, tmp_path / "out.jsonl")
         assert (tmp_path / "out.jsonl").read_bytes() == main_file.read_bytes()
+        assert stat.S_IMODE((tmp_path / "out.jsonl").stat().st_mode) == 0o600  # a transcript is private
         await export_claude_code_transcript(store, {**key, "subpath": "subagents/agent-abc"}, tmp_path / "a.jsonl")
         assert (tmp_path / "a.jsonl").read_bytes() == agent_file.read_bytes()
         # Importing again: the transcripts are there already.

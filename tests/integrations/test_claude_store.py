@@ -41,7 +41,11 @@ BAD_KEYS = [
     ({"project_key": "p", "session_id": "s", "subpath": "subagents/../../x"}, "'..' segment"),
     ({"project_key": "p", "session_id": "s", "subpath": "/etc/passwd"}, "must be relative"),
     ({"project_key": "p", "session_id": "s", "subpath": "a\\b"}, "must be relative"),
-    ({"project_key": "p", "session_id": "s" * 300}, "use a shorter key"),
+    ({"project_key": "p", "session_id": "s" * 300}, "session_id takes 300 bytes .*room for 213: use a shorter key"),
+    (
+        {"project_key": "p", "session_id": "s", "subpath": "a/" + "é" * 110},
+        "session_id and subpath take 225 bytes .*room for 212",  # é is 2 bytes, / is %2F
+    ),
 ]
 
 

@@ -34,6 +34,16 @@ def test_a_thread_id_too_long_is_refused_with_its_name() -> None:
         thread_session_id("x" * 300)
 
 
+def test_the_thread_id_limit_is_said_in_the_thread_ids_terms() -> None:
+    """docs/langgraph.md: up to 215 bytes once escaped; the error counts the thread id, not the session id."""
+    assert thread_session_id("a" * 215) == "lg~" + "a" * 215
+    with pytest.raises(sessiondb.InvalidInputError) as caught:
+        thread_session_id("a" * 216)
+    assert "is 216 bytes once escaped; a thread id may have at most 215" in str(caught.value)
+    with pytest.raises(sessiondb.InvalidInputError, match="is 240 bytes once escaped"):
+        thread_session_id("é" * 40)  # 2 UTF-8 bytes each, %XX each
+
+
 async def _put(saver: SessionDBSaver, thread_id: str, **metadata: Any) -> dict[str, Any]:
     stored = await saver.aput(generate_config(thread_id), generate_checkpoint(), generate_metadata(**metadata), {})
     return dict(stored)

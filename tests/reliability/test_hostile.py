@@ -87,7 +87,7 @@ hostile_event = st.one_of(
     st.builds(lambda t: Message.assistant([Text(t), ToolUse("id", "bash", t)]), hostile_text),
     st.builds(lambda t: Message.tool_result("id", "bash", t), hostile_text),
     st.builds(lambda t: PromptRecorded(t, 1), hostile_text),
-    st.builds(lambda t: Compacted(t, 1), hostile_text),
+    st.builds(lambda t: Compacted(t, 0), hostile_text),  # the victim has no messages to remove
     st.builds(Custom, hostile_text, hostile_data),
 )
 

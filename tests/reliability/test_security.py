@@ -7,6 +7,7 @@ import os
 import stat
 from pathlib import Path
 
+import anyio
 import pytest
 
 import sessiondb
@@ -125,6 +126,47 @@ async def test_repair_output_is_private(tmp_path: Path) -> None:
     assert _mode(Path(report.saved_to)) == 0o700
     for file in Path(report.saved_to).iterdir():
         assert _mode(file) == 0o600
+
+
+async def test_every_export_is_private(tmp_path: Path) -> None:
+    """Exports hold what the agent saw, as the store does: files 0600 and the directories made for them 0700,
+    whatever the umask, and a world-readable file they replace comes back private."""
+    from sessiondb.cli import main
+
+    path = tmp_path / "store"
+    async with sessiondb.open_store(path) as store:
+        sid = await store.create_session(session_id="chat")
+        await store.append(sid, Message.user("secret transcript"))
+    old = os.umask(0)
+    try:
+        replaced = tmp_path / "replaced.jsonl"
+        replaced.write_text("old\n")
+        os.chmod(replaced, 0o644)
+        async with sessiondb.open_store(path) as store:
+            written = [
+                await sessiondb.export_claw_session(store, sid, replaced),
+                await sessiondb.export_claw_session(store, sid, str(tmp_path / "new" / "deeper") + "/"),
+                *await sessiondb.export_claw_sessions(store, tmp_path / "all"),
+            ]
+        for argv in (["chat", str(tmp_path / "cli.jsonl")], ["--all", str(tmp_path / "cli-all")]):
+            assert await anyio.to_thread.run_sync(main, ["export", str(path), *argv]) == 0  # its own event loop
+        written += [tmp_path / "cli.jsonl", tmp_path / "cli-all" / "chat.jsonl"]
+        try:
+            from sessiondb.web import export_session_html
+        except ImportError:  # the web extra is not installed
+            pass
+        else:
+            async with sessiondb.open_store(path) as store:
+                await export_session_html(store, sid, tmp_path / "page.html")
+            written.append(tmp_path / "page.html")
+    finally:
+        os.umask(old)
+    assert replaced.read_text() != "old\n"
+    for file in written:
+        assert _mode(Path(file)) == 0o600, file
+    for directory in (tmp_path / "new", tmp_path / "new" / "deeper", tmp_path / "all", tmp_path / "cli-all"):
+        assert _mode(directory) == 0o700, directory
+    assert not [p for p in tmp_path.rglob("*") if ".tmp" in p.name]
 
 
 async def test_redaction_is_off_by_default(tmp_path: Path) -> None:

@@ -213,3 +213,46 @@ async def test_titles_and_tags_are_found_and_filter_by_scope_and_tag(opened: ses
     await store.delete_session(b)
     assert await _hits(store, "birds") == []
     assert await _hits(store, "pelican", scope="proj-2") == []
+
+
+@pytest.fixture(params=["directory", "memory", pytest.param("postgres", marks=pytest.mark.postgres)])
+async def any_store(request: pytest.FixtureRequest, tmp_path: object) -> AsyncIterator[sessiondb.Store]:
+    targets = {"directory": f"{tmp_path}/store", "memory": ":memory:"}
+    target = targets[request.param] if request.param in targets else request.getfixturevalue("pg_url")
+    async with sessiondb.open_store(target) as store:
+        yield store
+
+
+async def test_cjk_words_are_found_inside_a_sentence(any_store: sessiondb.Store) -> None:
+    """Chinese, Japanese and Korean run words together: each character is a word, a query's run of them a phrase."""
+    store = any_store
+    sid = await store.create_session(session_id="cjk")
+    await store.append(sid, Message.user("这是一个测试"))  # 2
+    await store.append(sid, Message.user("テストです"))  # 3
+    await store.append(sid, Message.user("테스트입니다"))  # 4
+    await store.append(sid, Message.user("用Python写的程序, café"))  # 5
+    await store.set_title(sid, "关于测试的会话")  # 6
+    assert await _hits(store, "测试", order="newest") == [("cjk", 6, "title"), ("cjk", 2, "message")]
+    assert await _hits(store, "テスト") == [("cjk", 3, "message")]
+    assert await _hits(store, "테스트") == [("cjk", 4, "message")]
+    assert await _hits(store, "python") == await _hits(store, "Python写") == [("cjk", 5, "message")]
+    assert await _hits(store, "程序 cafe") == [("cjk", 5, "message")]
+    assert await _hits(store, "一个 测试") == [("cjk", 2, "message")]  # two terms, anywhere
+    assert await _hits(store, '"这是 测试"') == []  # a phrase: in a row, and 一个 lies between
+    assert await _hits(store, "试测") == []  # the characters in that order
+    assert await _hits(store, "ストで") == [("cjk", 3, "message")]
+    (hit,) = (await store.search("测试", session_id=sid, tag=None, order="newest", limit=1)).hits
+    assert [hit.snippet[start:end] for start, end in hit.highlights] == ["测试"]
+    assert "\x1f" not in hit.snippet
+    (hit,) = (await store.search("ストで")).hits
+    assert (hit.snippet, [hit.snippet[start:end] for start, end in hit.highlights]) == ("テストです", ["ストで"])
+
+
+async def test_a_unit_separator_in_text_stays_a_separator(any_store: sessiondb.Store) -> None:
+    """SQLite's index marks CJK word edges with U+001F; the same character in the text is no mark of ours."""
+    store = any_store
+    sid = await store.create_session()
+    await store.append(sid, Message.user("alpha\x1fbeta 测\x1f试"))
+    (hit,) = (await store.search("beta")).hits
+    assert hit.snippet in ("alpha beta 测 试", "alpha\x1fbeta 测\x1f试")
+    assert await _hits(store, "alpha beta") == await _hits(store, "测试") == [(sid, 2, "message")]

@@ -276,3 +276,36 @@ async def test_a_sidecar_damaged_while_another_store_has_it_open_is_not_deleted_
         await first.append("s0", Message.user("alpha again"))
         assert await _found(first, "alpha") == await _expected(first, "alpha")
     await _assert_search_is_right(tmp_path)
+
+
+async def test_an_index_of_an_older_format_is_rebuilt(tmp_path: Path) -> None:
+    """Format 1 kept a run of CJK characters as one word: such an index is emptied and rebuilt, not trusted."""
+    async with sessiondb.open_store(tmp_path) as store:
+        await store.create_session(session_id="s")
+        await store.append("s", Message.user("这是一个测试"))
+        assert [hit.version for hit in (await store.search("测试")).hits] == [2]
+    conn = sqlite3.connect(tmp_path / "search.sqlite")
+    conn.execute("update meta set value = '1' where key = 'format'")
+    conn.execute("update fts set text = replace(text, char(31), '')")  # the text as format 1 indexed it
+    conn.commit()
+    conn.close()
+    async with sessiondb.open_store(tmp_path) as store:
+        assert [hit.version for hit in (await store.search("测试")).hits] == [2]
+
+
+@pytest.mark.postgres
+async def test_a_postgres_index_of_an_older_format_is_rebuilt(pg_url: str) -> None:
+    asyncpg = pytest.importorskip("asyncpg")
+    async with sessiondb.open_store(pg_url) as store:
+        await store.create_session(session_id="s")
+        await store.append("s", Message.user("这是一个测试"))
+        assert [hit.version for hit in (await store.search("测试")).hits] == [2]
+    dsn, schema = pg_url.split("?schema=")
+    conn = await asyncpg.connect(dsn)
+    try:  # the words as format 1 found them: a run of CJK characters is one
+        await conn.execute(f"update {schema}.search_state set format = 1")
+        await conn.execute(f"update {schema}.search_docs set tsv = array_to_tsvector(array['这是一个测试'])")
+    finally:
+        await conn.close()
+    async with sessiondb.open_store(pg_url) as store:
+        assert [hit.version for hit in (await store.search("测试")).hits] == [2]

@@ -76,6 +76,13 @@ custom = st.builds(Custom, text, json_value)
 
 # What append() accepts.
 user_event = st.one_of(message, message, prompt, compacted, custom)
+# What a store takes after any history: a compaction that rewrites the live context may remove no more messages
+# than are live (checked at append), so here it removes none; a metadata-only one (importers') any count.
+storable_compacted = st.one_of(
+    st.builds(Compacted, text, st.just(0), st.just(True), st.none() | st.integers(0, 2**32 - 1)),
+    st.builds(Compacted, text, big_count, st.just(False), st.none() | st.integers(0, 2**32 - 1)),
+)
+storable_event = st.one_of(message, message, prompt, storable_compacted, custom)
 
 fork = st.builds(Fork, text, st.none() | text, big_count)
 inherited = st.builds(Inherited, big_count, usage, st.booleans())

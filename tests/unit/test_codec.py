@@ -29,7 +29,7 @@ from sessiondb import (
 )
 from sessiondb._projection import replay_session
 
-from ._strategies import AWKWARD, any_event, block, user_event
+from ._strategies import AWKWARD, any_event, block, storable_event, user_event
 
 pytestmark = pytest.mark.anyio
 FAST = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -157,7 +157,7 @@ def _check(recorded: list[RecordedEvent], sid: str, events: list[Event]) -> None
 
 
 @STORE
-@given(st.lists(user_event, min_size=1, max_size=8), st.lists(st.booleans(), max_size=8))
+@given(st.lists(storable_event, min_size=1, max_size=8), st.lists(st.booleans(), max_size=8))
 async def test_memory_store_round_trip(events: list[Event], split: list[bool]) -> None:
     async with sessiondb.open_store(":memory:") as store:
         sid = await store.create_session(model="\u2028m\x7f", workspace_root="/\U0001f600")
@@ -169,7 +169,7 @@ async def test_memory_store_round_trip(events: list[Event], split: list[bool]) -
 
 
 @STORE
-@given(st.lists(user_event, min_size=1, max_size=8), st.lists(st.booleans(), max_size=8))
+@given(st.lists(storable_event, min_size=1, max_size=8), st.lists(st.booleans(), max_size=8))
 async def test_directory_store_round_trip_after_reopen(events: list[Event], split: list[bool]) -> None:
     with tempfile.TemporaryDirectory() as directory:
         path = Path(directory) / "store"

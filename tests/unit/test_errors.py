@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -181,12 +182,17 @@ async def test_invalid_events_fail_when_built() -> None:
 def test_token_counts_have_bounds() -> None:
     """One model call's usage is u32 per field (the reference format); any Usage fits in int64."""
     u32 = 2**32 - 1
-    with pytest.raises(InvalidInputError, match=r"Usage\.output_tokens must be an int in 0\.\.9223372036854775807"):
+    # Both errors give both ranges in the same words: a Usage that builds may still be too large for a Message.
+    both = r"token counts are 0\.\.2\*\*32-1 per field for one model call .* and 0\.\.2\*\*63-1 for a Usage on its own"
+    with pytest.raises(InvalidInputError, match=r"Usage\.output_tokens must be an int in 0\.\.2\*\*63-1 ") as caught:
         sessiondb.Usage(0, 2**70)
+    assert re.search(both, str(caught.value))
     with pytest.raises(
-        InvalidInputError, match=r"Message\.usage\.cache_read_input_tokens must be an int in 0\.\.4294967295"
-    ):
+        InvalidInputError,
+        match=r"Message\.usage\.cache_read_input_tokens must be an int in 0\.\.2\*\*32-1 \(4294967295\)",
+    ) as caught:
         Message("assistant", [Text("x")], usage=sessiondb.Usage(cache_read_input_tokens=u32 + 1))
+    assert re.search(both, str(caught.value))
     Message("assistant", [Text("x")], usage=sessiondb.Usage(u32, u32, u32, u32))  # the largest is fine
     assert sessiondb.Usage(2**62).input_tokens == 2**62  # a session total may pass u32
 

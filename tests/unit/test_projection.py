@@ -201,10 +201,12 @@ async def test_compaction_of_everything_leaves_only_the_summary() -> None:
     async with sessiondb.open_store(":memory:") as store:
         sid = await store.create_session()
         await store.append(sid, Message.user("a"), Message.assistant("b"))
-        await store.record_compaction(sid, summary="all of it", removed_message_count=99)
+        with pytest.raises(sessiondb.InvalidInputError, match="has 2 live message"):
+            await store.record_compaction(sid, summary="more than there is", removed_message_count=99)
+        await store.record_compaction(sid, summary="all of it", removed_message_count=2)
         session = await store.load(sid)
         assert len(session.messages) == 1 and _is_summary(session.messages[0], "all of it")
-        assert session.compaction == CompactionInfo(1, 99, "all of it")
+        assert session.compaction == CompactionInfo(1, 2, "all of it")
         assert (await store.session_info(sid)).message_count == 1
         # Compacting an empty-but-summarised context again keeps exactly one summary.
         await store.record_compaction(sid, summary="again", removed_message_count=0)

@@ -12,7 +12,6 @@ then created with ONE atomic append, so nothing is ever half-imported.
 
 from __future__ import annotations
 
-import itertools
 import os
 import re
 from collections.abc import Iterable, Sequence
@@ -25,15 +24,15 @@ import anyio
 
 from .._backends._base import SessionInfo
 from .._errors import ExportError, InvalidInputError, SessionDBError, SessionDeletedError, SessionExistsError
+from .._files import make_private_directories, write_private_file
 from .._handoff import on_store_loop
-from .._ids import EXPORT_SUFFIX, now_ms, validate_session_id
+from .._ids import EXPORT_SUFFIX, validate_session_id
 from .._paths import names_directory, not_a_directory, user_path
 from .._store import Store
 from ._claw import ClawFile, SkippedLine, parse_claw_file, render_claw_session
 
 _ROTATED = re.compile(r"^(?P<stem>.+)\.rot-(?P<millis>\d+)\.jsonl$")
 _TEMP = re.compile(r"\.tmp-\d+-\d+$")
-_temp_counter = itertools.count()
 # Sessions submitted at once: they share the writer's batches (one fsync for many files).
 _IMPORT_CONCURRENCY = 64
 
@@ -266,45 +265,12 @@ def claw_sessions_directory(workspace: str | os.PathLike[str]) -> Path:
 
 
 def write_file_atomically(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path``: temp file, fsync, rename over, fsync the directory."""
-    directory = path.parent
-    _make_directories(directory)
-    # Fixed width (TEMP_SUFFIX_BYTES), so the longest valid session id still fits NAME_MAX.
-    temp = directory / f"{path.name}.tmp-{now_ms():013d}-{next(_temp_counter) % 1_000_000:06d}"
-    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
-    try:
-        try:
-            view = memoryview(data)
-            while view:
-                written = os.write(fd, view)
-                view = view[written:]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.rename(temp, path)
-    except BaseException:
-        temp.unlink(missing_ok=True)
-        raise
-    _fsync_directory(directory)
+    """Write ``data`` to ``path`` (mode 0600: a transcript holds what the agent saw), creating its directory (0700).
 
-
-def _make_directories(directory: Path) -> None:
-    missing: list[Path] = []
-    current = directory
-    while not current.exists():
-        missing.append(current)
-        current = current.parent
-    for created in reversed(missing):
-        created.mkdir(exist_ok=True)
-        _fsync_directory(created.parent)
-
-
-def _fsync_directory(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    Temp file, fsync, rename over, fsync the directory (``_files.write_private_file``).
+    """
+    make_private_directories(path.parent)
+    write_private_file(path, data)
 
 
 async def export_claw_session(
@@ -355,7 +321,7 @@ async def export_claw_sessions(
     """
     target = Path(user_path(directory, what="an export directory"))
     try:
-        await anyio.to_thread.run_sync(_make_directories, target)
+        await anyio.to_thread.run_sync(make_private_directories, target)
     except (FileExistsError, NotADirectoryError):
         raise InvalidInputError(not_a_directory(str(target), "a directory to export into")) from None
     if not target.is_dir():

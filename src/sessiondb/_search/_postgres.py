@@ -27,7 +27,8 @@ from ._model import Cursor, SearchHit
 from ._sqlite import fingerprint
 from ._text import COLUMN_KINDS, Document, Filters, Query, lexemes, plan_chunk, snippet, tags_document
 
-FORMAT = 1
+# 2: CJK characters are words of their own (``_text.word_spans``); the tables of format 1 are dropped and refilled.
+FORMAT = 2
 _MAX_POSITION = 16_383
 _MAX_POSITIONS_PER_WORD = 256
 _MAX_WORD_BYTES = 2_046

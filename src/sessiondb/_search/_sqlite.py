@@ -31,11 +31,23 @@ import msgspec
 from .._errors import SessionDBError
 from .._events import RecordedEvent
 from ._model import Cursor, SearchHit
-from ._text import COLUMN_KINDS, END_MARK, START_MARK, Document, Filters, Query, parse_marked, plan_chunk, tags_document
+from ._text import (
+    COLUMN_KINDS,
+    END_MARK,
+    START_MARK,
+    Document,
+    Filters,
+    Query,
+    fts_text,
+    parse_marked,
+    plan_chunk,
+    tags_document,
+)
 
 SIDECAR_NAME = "search.sqlite"
 LOCK_NAME = "search.lock"
-FORMAT = 1
+# 2: CJK characters are words of their own (``_text.fts_text``); an index of format 1 is emptied and rebuilt.
+FORMAT = 2
 _BUSY_TIMEOUT_MS = 60_000
 _SNIPPET_WORDS = 24
 # SQLite primary result codes that mean the file itself is damaged.
@@ -313,7 +325,7 @@ def _insert(conn: sqlite3.Connection, documents: list[Document]) -> None:
     )
     conn.executemany(
         "insert into fts (rowid, text, thinking, tool_use, tool_result) values (?, ?, ?, ?, ?)",
-        [(d.position, *d.columns) for d in documents],
+        [(d.position, *map(fts_text, d.columns)) for d in documents],
     )
 
 

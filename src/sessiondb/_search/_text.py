@@ -5,6 +5,16 @@ words), compared without case and without diacritics: SQLite's ``unicode61``
 tokenizer with ``remove_diacritics 2`` does this for the directory store, and the
 same rules applied here (``lexemes``) feed PostgreSQL, whose own parser would
 otherwise keep ``foo.bar`` or ``a-b`` as one word.
+
+Chinese, Japanese and Korean are written without spaces between words, so a run of
+their characters would be one "word" and a word inside a sentence never found. Each
+such character (Han, kana, Hangul, Bopomofo: ``CJK``) is therefore a word of its own,
+compared as it is, and a query's run of them is a phrase: ``测试`` finds "这是一个测试"
+as "测 试" in a row (what Lucene's CJK unigrams do, without a dictionary). For SQLite,
+``fts_text`` puts ``SEPARATOR`` (a control character ``unicode61`` splits on) between a
+CJK character and a letter or digit next to it; ``parse_marked`` takes it out of
+snippets again. Scripts without spaces that are not CJK (Thai, Lao, Khmer, Burmese)
+keep the one-run-one-word rule.
 """
 
 from __future__ import annotations
@@ -44,6 +54,18 @@ START_MARK = "\x02"
 END_MARK = "\x03"
 _MARKS = str.maketrans({START_MARK: " ", END_MARK: " "})
 _WORD = re.compile(r"[^\W_]+")
+# Han (unified, extensions, compatibility, iteration marks), kana (with halfwidth), Hangul, Bopomofo.
+_CJK_CLASS = (
+    "\u1100-\u11ff\u3005-\u3007\u3021-\u3029\u3031-\u3035\u3038-\u303c\u3040-\u30ff\u3100-\u312f"
+    "\u3130-\u318f\u31a0-\u31bf\u31f0-\u31ff\u3400-\u4dbf\u4e00-\u9fff\ua960-\ua97f\uac00-\ud7ff"
+    "\uf900-\ufaff\uff66-\uff9f\U00020000-\U0003ffff"
+)
+CJK = re.compile(f"[{_CJK_CLASS}]")
+# A CJK character alone, or a run of other letters and digits.
+_WORD_CJK = re.compile(f"[{_CJK_CLASS}]|(?:(?![{_CJK_CLASS}])[^\\W_])+")
+# Where a CJK character meets a letter or digit: SQLite gets a separator there.
+_CJK_JOINT = re.compile(f"(?<=[{_CJK_CLASS}])(?=[^\\W_])|(?<=[^\\W_])(?=[{_CJK_CLASS}])")
+SEPARATOR = "\x1f"
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,13 +145,30 @@ def normalize(word: str) -> str:
 
 
 def word_spans(text: str) -> list[tuple[int, int, str]]:
-    """(start, end, normalized word) of every word of ``text``."""
+    """(start, end, normalized word) of every word of ``text``; a CJK character is a word, kept as it is."""
     spans = []
-    for match in _WORD.finditer(text):
-        word = normalize(match.group())
+    if text.isascii() or CJK.search(text) is None:
+        for match in _WORD.finditer(text):
+            word = normalize(match.group())
+            if word:
+                spans.append((match.start(), match.end(), word))
+        return spans
+    for match in _WORD_CJK.finditer(text):
+        word = match.group()
+        if len(word) > 1 or CJK.match(word) is None:
+            word = normalize(word)
         if word:
             spans.append((match.start(), match.end(), word))
     return spans
+
+
+def fts_text(text: str) -> str:
+    """``text`` as SQLite's FTS5 table gets it: each CJK character a token of its own (see the module's doc)."""
+    if text.isascii():
+        return text
+    if SEPARATOR in text:
+        text = text.replace(SEPARATOR, " ")  # so that every SEPARATOR in a snippet is one of ours
+    return _CJK_JOINT.sub(SEPARATOR, text) if CJK.search(text) is not None else text
 
 
 def lexemes(text: str) -> list[str]:
@@ -271,14 +310,19 @@ def snippet(text: str, query: Query, words: int = 24) -> tuple[str, tuple[tuple[
     end = spans[end_word][1] if end_word < len(spans) - 1 else len(text)
     plain = _ellipsis(text, begin, end)
     shift = begin - (1 if begin > 0 else 0)
-    marks = sorted(
+    marks: list[tuple[int, int]] = []
+    for mark in sorted(
         {
             (spans[i][0] - shift, spans[i][1] - shift)
             for start, last in found
             if start >= begin_word and last <= end_word
             for i in range(start, last + 1)
         }
-    )
+    ):
+        if marks and mark[0] <= marks[-1][1]:  # CJK characters in a row: one highlight, as SQLite gives
+            marks[-1] = (marks[-1][0], max(marks[-1][1], mark[1]))
+        else:
+            marks.append(mark)
     return plain, tuple(marks), len(found)
 
 
@@ -292,7 +336,7 @@ def parse_marked(marked: str) -> tuple[str, tuple[tuple[int, int], ...]]:
     marks: list[tuple[int, int]] = []
     size = 0
     start = -1
-    for piece in re.split(f"([{START_MARK}{END_MARK}])", marked):
+    for piece in re.split(f"([{START_MARK}{END_MARK}])", marked.replace(SEPARATOR, "")):
         if piece == START_MARK:
             start = size
         elif piece == END_MARK:

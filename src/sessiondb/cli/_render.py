@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime
 import os
 import shutil
+import unicodedata
 from collections.abc import Callable, Sequence
 from typing import Any, TextIO
 
@@ -95,13 +96,60 @@ def fork_label(info: SessionInfo | Session) -> str:
     return f"{label} ({fork.branch_name})" if fork.branch_name else label
 
 
+def display_width(text: str) -> int:
+    """The terminal columns ``text`` takes: East Asian wide and fullwidth characters (CJK, most emoji) 2,
+    combining marks, format characters (zero-width joiner …) and variation selectors 0, others 1; an
+    emoji presentation selector (U+FE0F) widens the symbol before it to 2, as terminals draw it."""
+    if text.isascii():
+        return len(text)
+    width = 0
+    previous = 1
+    for char in text:
+        if char == "\ufe0f":
+            width += 1 if previous == 1 else 0  # ❤ + U+FE0F is drawn as a wide emoji
+            previous = 2
+            continue
+        if unicodedata.combining(char) or unicodedata.category(char) in ("Mn", "Me", "Cf", "Cc"):
+            continue
+        previous = 2 if unicodedata.east_asian_width(char) in ("W", "F") else 1
+        width += previous
+    return width
+
+
+def cut(text: str, width: int, *, middle: bool = False) -> str:
+    """``text`` within ``width`` terminal columns, ``…`` where it was cut: at the end, or in the ``middle``
+    (for ids, whose start and end both tell them apart: ``cc~-home-me-app~4f1c…e8a1``)."""
+    if display_width(text) <= width:
+        return text
+    if not middle:
+        return _fit(text, width - 1) + "…"
+    tail = _fit(text[::-1], (width - 1) // 2)[::-1]
+    return _fit(text, width - 1 - display_width(tail)) + "…" + tail
+
+
+def _fit(text: str, width: int) -> str:
+    """The longest start of ``text`` that fits ``width`` columns."""
+    taken = 0
+    for end, char in enumerate(text):
+        taken += display_width(char)
+        if taken > width:
+            return text[:end]
+    return text
+
+
+def pad(text: str, width: int, *, right: bool = False) -> str:
+    """``text`` padded with spaces to ``width`` terminal columns (``right``: aligned right)."""
+    fill = " " * max(0, width - display_width(text))
+    return fill + text if right else text + fill
+
+
 def table(rows: Sequence[Sequence[str]], header: Sequence[str], style: Style, right: set[int]) -> list[str]:
-    """Columns padded to their widest cell; numbers (``right``) aligned right."""
-    widths = [max(len(header[i]), *(len(row[i]) for row in rows)) for i in range(len(header))]
+    """Columns padded to their widest cell, in terminal columns (wide characters count 2); numbers (``right``)
+    aligned right."""
+    widths = [max(display_width(header[i]), *(display_width(row[i]) for row in rows)) for i in range(len(header))]
 
     def line(cells: Sequence[str]) -> str:
-        parts = [cell.rjust(widths[i]) if i in right else cell.ljust(widths[i]) for i, cell in enumerate(cells)]
-        return "  ".join(parts).rstrip()
+        return "  ".join(pad(cell, widths[i], right=i in right) for i, cell in enumerate(cells)).rstrip()
 
     return [style.bold(line(header)), *(line(row) for row in rows)]
 
@@ -109,23 +157,35 @@ def table(rows: Sequence[Sequence[str]], header: Sequence[str], style: Style, ri
 def session_rows(sessions: Sequence[SessionInfo]) -> list[list[str]]:
     return [
         [
-            visible(info.session_id),  # ids and models may hold bidi controls too: shown escaped
+            cell(info.session_id, SESSION_CELL_WIDTH, middle=True),  # ids may hold bidi controls too: escaped
             format_time(info.updated_at_ms),
             describe(info.message_count, info.item_count, info.checkpoint_count),
             format_count(info.total_tokens),
-            visible(info.model or "-"),
-            visible(fork_label(info) or "-"),
+            cell(info.model or "-", MODEL_CELL_WIDTH),
+            fork_cell(info),
         ]
         for info in sessions
     ]
 
 
+def fork_cell(info: SessionInfo) -> str:
+    fork = info.fork
+    if fork is None:
+        return "-"
+    label = f"{cell(fork.parent_session_id, SESSION_CELL_WIDTH, middle=True)}@{fork.parent_version}"
+    return f"{label} ({cell(fork.branch_name, BRANCH_CELL_WIDTH)})" if fork.branch_name else label
+
+
 SESSION_HEADER = ("SESSION", "UPDATED", "HOLDS", "TOKENS", "MODEL", "FORK OF")
 
 
-# Widest TITLE and SCOPE cells in the ls table (--json has them whole).
+# Widest cells of the ls table, in terminal columns (--json has every value whole). An id is cut in the middle.
+SESSION_CELL_WIDTH = 48
+MODEL_CELL_WIDTH = 40
+BRANCH_CELL_WIDTH = 24
 TITLE_CELL_CHARS = 60
 SCOPE_CELL_CHARS = 40
+TAGS_CELL_WIDTH = 40
 
 
 def visible(text: str) -> str:
@@ -136,10 +196,9 @@ def visible(text: str) -> str:
     return BIDI_CONTROLS.sub(lambda match: f"\\u{ord(match.group()):04x}", text)
 
 
-def cell(text: str, width: int) -> str:
-    """A table cell: bidi controls escaped, cut to ``width`` characters with '…'."""
-    text = visible(text)
-    return text if len(text) <= width else text[: width - 1] + "…"
+def cell(text: str, width: int, *, middle: bool = False) -> str:
+    """A table cell: bidi controls escaped, cut to ``width`` terminal columns with '…' (see ``cut``)."""
+    return cut(visible(text), width, middle=middle)
 
 
 def label_columns(
@@ -154,7 +213,7 @@ def label_columns(
                 + (cell(info.title, TITLE_CELL_CHARS) if info.title else ("-" if not info.pinned else ""))
             ),
         ),
-        ("TAGS", lambda info: " ".join(info.tags) or "-"),
+        ("TAGS", lambda info: cell(" ".join(info.tags), TAGS_CELL_WIDTH) if info.tags else "-"),
         ("SCOPE", lambda info: cell(info.scope, SCOPE_CELL_CHARS) if info.scope else "-"),
     )
     wanted = (

@@ -150,14 +150,19 @@ def encode_key(key: object, *, allow_subpath: bool = True) -> str:
             if cached is not None:
                 return cached
     project_key, session_id, subpath = check_key(key, allow_subpath=allow_subpath)
-    encoded = PREFIX + project_part(project_key) + "~" + _escape(session_id)
+    head = PREFIX + project_part(project_key) + "~"
+    encoded = head + _escape(session_id)
     if subpath is not None:
         encoded += "~" + _escape(subpath)
     # Room for a generation suffix, so a key that fits keeps fitting after deletes.
     if len(encoded.encode()) + 6 > MAX_SESSION_ID_BYTES:
+        # Said in the key's terms: the bytes its session_id (and subpath) take, and the room this project leaves.
+        what = "session_id and subpath take" if subpath is not None else "session_id takes"
+        used = len(encoded.encode()) - len(head.encode()) - (1 if subpath is not None else 0)
+        room = MAX_SESSION_ID_BYTES - 6 - len(head.encode()) - (1 if subpath is not None else 0)
         raise InvalidSessionIdError(
-            f"{describe_key(key)} encodes to a {len(encoded)}-character session id; sessiondb's limit is "
-            f"{MAX_SESSION_ID_BYTES} bytes (with 6 kept for generations): use a shorter key; nothing was written"
+            f"{describe_key(key)}: its {what} {used} bytes (UTF-8, with % ~ / \\ written as 3 bytes each); "
+            f"with this project key there is room for {room}: use a shorter key; nothing was written"
         )
     validate_session_id(encoded)
     if len(_encoded) >= _ENCODED_KEPT:

@@ -37,6 +37,8 @@ from .._ids import MAX_SESSION_ID_BYTES
 from .._projection import Projection
 
 PREFIX = "lg~"
+# What of the session id limit is the thread's: the prefix and a generation suffix (``~~9999``) take the rest.
+MAX_THREAD_ID_BYTES = MAX_SESSION_ID_BYTES - len(PREFIX) - 6
 # Every thread's session carries this scope (forks inherit it), so listing the threads reads
 # the scope's index instead of every session in the store.
 SCOPE = "langgraph"
@@ -71,13 +73,14 @@ def thread_session_id(thread_id: object) -> str:
     if type(thread_id) is not str or not thread_id:
         raise InvalidInputError(f"a LangGraph thread_id must be a non-empty str, got {thread_id!r}")
     escaped = _UNSAFE.sub(lambda match: "".join(f"%{byte:02X}" for byte in match.group().encode()), thread_id)
-    session_id = PREFIX + escaped
-    if len(session_id) + 6 > MAX_SESSION_ID_BYTES:  # 6 bytes kept for a generation suffix
+    if len(escaped) > MAX_THREAD_ID_BYTES:  # escaped is ASCII: characters are bytes
+        shown = repr(thread_id) if len(thread_id) <= 40 else repr(thread_id[:40]) + "…"
         raise InvalidInputError(
-            f"thread_id {thread_id[:40]!r}... is {len(session_id)} bytes once escaped; sessiondb keeps a thread "
-            f"in a session whose id has at most {MAX_SESSION_ID_BYTES - 6} bytes: use a shorter thread_id"
+            f"thread_id {shown} is {len(escaped)} bytes once escaped; a thread id may have at most "
+            f"{MAX_THREAD_ID_BYTES} (A-Z a-z 0-9 . _ - take 1 byte each; any other character 3 per UTF-8 byte, "
+            "as %XX): use a shorter thread_id"
         )
-    return session_id
+    return PREFIX + escaped
 
 
 def generation_id(base: str, generation: int) -> str:

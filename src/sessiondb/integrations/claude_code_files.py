@@ -28,6 +28,7 @@ from typing import Any
 import anyio
 
 from .._errors import ImportFormatError, InvalidInputError, SessionNotFoundError
+from .._files import write_private_file
 from .._store import Store
 from ._claude_entries import check_entry, decode_entry
 from ._claude_keys import encode_key
@@ -203,19 +204,5 @@ async def export_claude_code_transcript(store: Store, key: dict[str, str], path:
     fold = await adapter._fold(session_id)
     lines = [fold.lines.get(index) or _render(decode_entry(raw)) for index, raw in enumerate(fold.entries)]
     data = "".join(line + "\n" for line in lines).encode("utf-8")
-    await anyio.to_thread.run_sync(_write_durably, Path(path), data)
+    await anyio.to_thread.run_sync(write_private_file, Path(path), data)  # 0600, as the store's files
     return len(lines)
-
-
-def _write_durably(path: Path, data: bytes) -> None:
-    temporary = path.with_name(f".{path.name}.tmp")
-    with open(os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as file:
-        file.write(data)
-        file.flush()
-        os.fsync(file.fileno())
-    os.replace(temporary, path)
-    directory = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(directory)
-    finally:
-        os.close(directory)

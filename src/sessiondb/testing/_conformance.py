@@ -30,7 +30,7 @@ from .._errors import (
     SessionExistsError,
     SessionNotFoundError,
 )
-from .._events import Custom, Message, RecordedEvent, SessionStarted, ToolUse, Usage
+from .._events import Compacted, Custom, Message, RecordedEvent, SessionStarted, ToolUse, Usage
 from .._store import Store, open_store
 from ._label_conformance import LabelConformance
 
@@ -172,6 +172,29 @@ class BackendConformance(LabelConformance):
         assert first == second == 2
         assert [e.event_id async for e in store.read(sid)] == [None, "same"]
 
+    async def test_an_event_id_repeated_in_one_append_is_refused(self, store: Store) -> None:
+        sid = await store.create_session()
+        with pytest.raises(InvalidInputError, match=r"event id 'same' is given twice") as caught:
+            await store.append(sid, Message.user("x"), Message.user("y"), event_ids=["same", "same"])
+        assert repr(sid) in str(caught.value)
+        with pytest.raises(InvalidInputError, match="one str"):
+            await store.append(sid, Message.user("x"), Message.user("y"), event_ids="ab")  # type: ignore[arg-type]
+        assert (await store.session_info(sid)).version == 1  # nothing written
+        # The id is still free: the next append that carries it is stored, not taken for a retry.
+        assert await store.append(sid, Message.user("z"), event_ids=["same"]) == 2
+        assert [(e.event_id, getattr(e.event, "text", None)) async for e in store.read(sid, after=1)] == [("same", "z")]
+        # None may repeat: it is no id.
+        assert await store.append(sid, Message.user("a"), Message.user("b"), event_ids=[None, None]) == 4
+
+    async def test_an_event_id_repeated_in_one_import_is_refused(self, store: Store) -> None:
+        started = SessionStarted(1)
+        events = [Message.user("x"), Message.user("y")]
+        with pytest.raises(InvalidInputError, match=r"'imported'.*event id 'same' is given twice"):
+            await store._import_session("imported", started, events, timestamp_ms=1, event_ids=["same", "same"])
+        with pytest.raises(SessionNotFoundError):
+            await store.session_info("imported")  # nothing half-created
+        assert await store._import_session("imported", started, events, timestamp_ms=1, event_ids=["a", "b"]) == 3
+
     async def test_event_ids_are_per_session(self, store: Store) -> None:
         a = await store.create_session()
         b = await store.create_session()
@@ -251,6 +274,31 @@ class BackendConformance(LabelConformance):
         assert len((await store.load(sid, at_version=7)).messages) == 6
 
     # ------------------------------------------------------------------ delete and list
+
+    async def test_a_compaction_of_more_messages_than_the_live_context_is_refused(self, store: Store) -> None:
+        sid = await store.create_session()
+        await store.append(sid, Message.user("a"), Message.user("b"), Message.user("c"))
+        with pytest.raises(InvalidInputError, match=r"has 3 live message\(s\).*cannot remove 1000000") as caught:
+            await store.record_compaction(sid, summary="s", removed_message_count=10**6)
+        assert repr(sid) in str(caught.value)
+        with pytest.raises(InvalidInputError, match=r"has 4 live message\(s\) before events\[1\].*cannot remove 5"):
+            await store.append(sid, Message.user("d"), Compacted("s", 5))
+        assert (await store.session_info(sid)).version == 4  # nothing written
+        assert [m.text for m in (await store.load(sid)).messages] == ["a", "b", "c"]
+        assert await store.record_compaction(sid, summary="all", removed_message_count=3) == 5
+        # Only the summary is live now, and a summary is not a removable message.
+        with pytest.raises(InvalidInputError, match="has 0 live"):
+            await store.record_compaction(sid, summary="more", removed_message_count=1)
+        # A fork counts the live messages it inherited.
+        child = await store.fork(sid, at_version=4)
+        with pytest.raises(InvalidInputError, match="has 3 live"):
+            await store.record_compaction(child, summary="c", removed_message_count=4)
+        assert await store.record_compaction(child, summary="c", removed_message_count=3) == 6
+        # Versions past the head are refused as well, naming the ones that exist.
+        with pytest.raises(InvalidInputError, match=r"versions 0\.\.5"):
+            await store.fork(sid, at_version=6)
+        with pytest.raises(InvalidInputError, match=r"versions 0\.\.5"):
+            await store.load(sid, at_version=6)
 
     async def test_delete_hides_the_session(self, store: Store) -> None:
         keep = await store.create_session()

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 
 import anyio
 
 from .._errors import InvalidInputError
+from .._files import write_private_file
 from .._store import Store
 from ._app import origin_of
 from ._history import timeline_at
@@ -49,35 +49,13 @@ async def render_session_html(store: Store, session_id: str, *, at_version: int 
     )
 
 
-def _write_durably(path: str, data: bytes) -> None:
-    """Temp file, fsync, rename over ``path``, fsync the directory: a reader sees the old file or the new one."""
-    directory = os.path.dirname(os.path.abspath(path))
-    temporary = os.path.join(directory, f".{os.path.basename(path)}.{os.getpid()}.tmp")
-    try:
-        # 0600 like the store's own files: a transcript holds what the agent saw.
-        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with open(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temporary)
-        raise
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 async def export_session_html(
     store: Store, session_id: str, path: str | os.PathLike[str], *, at_version: int | None = None
 ) -> int:
     """Write the session's page to ``path`` (replaced atomically); return the bytes written."""
     data = (await render_session_html(store, session_id, at_version=at_version)).encode("utf-8")
-    await anyio.to_thread.run_sync(_write_durably, os.fspath(path), data)
+    # 0600 like the store's own files: a transcript holds what the agent saw.
+    await anyio.to_thread.run_sync(write_private_file, os.fspath(path), data)
     return len(data)
 
 

@@ -265,13 +265,17 @@ class Index:
         floor = self.floors.get(session_id)
         wanted = stream.base + first_index + 1
         if floor is not None and wanted < floor:
-            raise HistoryUnavailableError(unavailable(session_id, wanted, floor))
+            raise HistoryUnavailableError(
+                unavailable(session_id, wanted, floor), session_id=session_id, first_available=floor
+            )
         if first_index < len(stream.locations) and segments.segments:
             number = stream.locations[first_index] >> OFFSET_BITS
             if number in segments.removed or number < segments.segments[0].number:
                 first_kept = segments.first_live_number()
                 available = stream.base + bisect_left(stream.locations, first_kept << OFFSET_BITS) + 1
-                raise HistoryUnavailableError(unavailable(session_id, wanted, available))
+                raise HistoryUnavailableError(
+                    unavailable(session_id, wanted, available), session_id=session_id, first_available=available
+                )
 
 
 def unavailable(session_id: str, wanted: int, available: int) -> str:
