@@ -16,8 +16,6 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
-import anyio
-
 from ._backends._base import Backend, SessionInfo, apply_to_info
 from ._backends._snapshot_payload import (
     SnapshotFormatError,
@@ -29,6 +27,7 @@ from ._backends._snapshot_payload import (
 from ._errors import HistoryUnavailableError, SessionNotFoundError, StoreBrokenError
 from ._gcpause import gc_paused
 from ._projection import Projection, Session, replay_session
+from ._threads import run_to_completion
 
 if TYPE_CHECKING:
     from ._events import RecordedEvent
@@ -267,7 +266,7 @@ class Compactor:
                 events = await store._events(info, payload.version if payload is not None else 0, version)
         except HistoryUnavailableError:
             return False  # no snapshot and no log to rebuild from: nothing better can be written
-        built = await anyio.to_thread.run_sync(_build_snapshot, session_id, version, base, events, projections)
+        built = await run_to_completion(_build_snapshot, session_id, version, base, events, projections)
         if built is None:
             return False
         data, holds = built

@@ -65,6 +65,7 @@ from ._paths import user_path
 from ._projection import Projection, Session, is_continuation_message, replay_session
 from ._search import SearchPage, SearchService
 from ._subscriptions import DEFAULT_BUFFER_EVENTS, Subscription, subscribe_every_session, subscribe_session
+from ._threads import run_to_completion
 from ._values import MAX_EVENT_ID_CHARS, MAX_METADATA_CHARS, check_event, check_text, plain_message
 from ._writer import Writer
 
@@ -852,7 +853,7 @@ class Store:
         self._projections = {key: value for key, value in self._projections.items() if key != name}
         for key in [key for key in self._projection_cache if key[0] == name]:
             del self._projection_cache[key]
-        return await anyio.to_thread.run_sync(self.backend.forget_projection, name)
+        return await run_to_completion(self.backend.forget_projection, name)
 
     def recorded_projections(self) -> frozenset[str]:
         """The snapshotted projections recorded in this store (by any process); see ``register_projection``."""

@@ -25,10 +25,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import anyio
-
 from .._errors import ImportFormatError, InvalidInputError, SessionNotFoundError
 from .._store import Store
+from .._threads import run_to_completion
 from ._claude_entries import check_entry, decode_entry
 from ._claude_keys import encode_key
 from .claude_agent_sdk import SessionDBSessionStore
@@ -168,14 +167,14 @@ async def import_claude_code_files(
     """
     adapter = SessionDBSessionStore(store)
     report = ClaudeCodeImportReport()
-    files = await anyio.to_thread.run_sync(_files, paths)
+    files = await run_to_completion(_files, paths)
     for path in files:
         key = key_for_path(path)
         if key is None:
             report.skipped_files.append((str(path), "not <project>/<session>.jsonl nor a subagents/ transcript"))
             continue
         base = encode_key(key)
-        entries, kept = await anyio.to_thread.run_sync(_parse, path, key, skip_bad_lines, report)
+        entries, kept = await run_to_completion(_parse, path, key, skip_bad_lines, report)
         if await adapter.session_id_for(key) is not None:  # type: ignore[arg-type]
             if skip_existing:
                 report.skipped_files.append((str(path), "its transcript is already in the store"))
@@ -203,7 +202,7 @@ async def export_claude_code_transcript(store: Store, key: dict[str, str], path:
     fold = await adapter._fold(session_id)
     lines = [fold.lines.get(index) or _render(decode_entry(raw)) for index, raw in enumerate(fold.entries)]
     data = "".join(line + "\n" for line in lines).encode("utf-8")
-    await anyio.to_thread.run_sync(_write_durably, Path(path), data)
+    await run_to_completion(_write_durably, Path(path), data)
     return len(lines)
 
 

@@ -5,10 +5,9 @@ from __future__ import annotations
 import contextlib
 import os
 
-import anyio
-
 from .._errors import InvalidInputError
 from .._store import Store
+from .._threads import run_to_completion
 from ._app import origin_of
 from ._history import readable_history
 from ._render import render
@@ -79,7 +78,7 @@ async def export_session_html(
 ) -> int:
     """Write the session's page to ``path`` (replaced atomically); return the bytes written."""
     data = (await render_session_html(store, session_id, at_version=at_version)).encode("utf-8")
-    await anyio.to_thread.run_sync(_write_durably, os.fspath(path), data)
+    await run_to_completion(_write_durably, os.fspath(path), data)
     return len(data)
 
 

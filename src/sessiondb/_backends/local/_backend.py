@@ -40,6 +40,7 @@ from ..._errors import (
 from ..._events import RecordedEvent
 from ..._gcpause import gc_paused
 from ..._paths import missing_directories, not_a_directory, user_path
+from ..._threads import run_to_completion
 from .._base import AppendRequest, Backend, SessionInfo
 from .._fs import FileSystem
 from .._listing import SessionQuery, SortKey, select_sessions
@@ -120,7 +121,11 @@ class LocalBackend(Backend):
 
     async def open(self) -> None:
         try:
-            await anyio.to_thread.run_sync(self._open_sync)
+            try:
+                await run_to_completion(self._open_sync)
+            except asyncio.CancelledError:
+                self._release()  # it opened before the cancellation could stop it: let go of locks and descriptors
+                raise
         except OSError as exc:
             # An I/O error while recovering is reported like one while writing (a
             # full disk as DiskFullError naming the path), not as a bare OSError.
@@ -252,10 +257,11 @@ class LocalBackend(Backend):
         # and the one await that remains, the write's, is shielded by _commit_locked itself.
         await turn.acquire()
         try:
-            if not self.locks.try_write():
-                with anyio.CancelScope(shield=True):  # a lock taken in a thread must never be left behind
-                    await anyio.to_thread.run_sync(self.locks.wait_write)
             try:
+                if not self.locks.try_write():
+                    # A lock taken in a thread must never be left behind: run_to_completion returns (or
+                    # raises a cancellation) only after the thread did, and the finally releases it.
+                    await run_to_completion(self.locks.wait_write)
                 await self._commit_locked(batch)
             finally:
                 self.locks.release_write()
@@ -266,10 +272,9 @@ class LocalBackend(Backend):
     async def _write_lock(self) -> AsyncIterator[None]:
         """Hold ``WRITE.lock``: this process's writer and its retention take turns first (one descriptor)."""
         async with self._write_turn:
-            with anyio.CancelScope(shield=True):  # a lock taken in a thread must never be left behind
-                if not self.locks.try_write():
-                    await anyio.to_thread.run_sync(self.locks.wait_write)
             try:
+                if not self.locks.try_write():  # a lock taken in a thread is released below, cancelled or not
+                    await run_to_completion(self.locks.wait_write)
                 yield
             finally:
                 self.locks.release_write()
@@ -393,7 +398,7 @@ class LocalBackend(Backend):
         """After ``HistoryUnavailableError``: learn other processes' snapshots and removals; True if any."""
         if self._closed:
             return False
-        return await anyio.to_thread.run_sync(self._resync_directory)
+        return await run_to_completion(self._resync_directory)
 
     async def begin_maintenance(self) -> bool:
         """Take the compaction lock for a pass (False when another process holds it) and look around first."""
@@ -401,7 +406,7 @@ class LocalBackend(Backend):
             return False
         try:
             await self._refresh()
-            await anyio.to_thread.run_sync(self._resync_and_refresh_records)
+            await run_to_completion(self._resync_and_refresh_records)
         except BaseException:
             self.locks.release_compact()
             raise
@@ -535,7 +540,9 @@ class LocalBackend(Backend):
                 active = self.segments.active
                 if active.first_position < self.index.next_position:  # it holds a record
                     try:
-                        await anyio.to_thread.run_sync(self.segments.roll, self.index.next_position)
+                        await run_to_completion(self.segments.roll, self.index.next_position)
+                    except asyncio.CancelledError:
+                        raise  # the roll did not start, or finished: the store is as sound as before
                     except BaseException as exc:
                         self._broken = _broken_error(exc, active.path)
                         raise self._broken from exc
