@@ -36,6 +36,7 @@ from ._errors import (
     StoreForkedError,
     StoreLockedError,
     StoreLoopError,
+    StoreNotStartedError,
 )
 from ._events import (
     Block,
@@ -125,6 +126,7 @@ __all__ = [
     "StoreForkedError",
     "StoreLockedError",
     "StoreLoopError",
+    "StoreNotStartedError",
     "Subscription",
     "TagsChanged",
     "Text",

@@ -13,7 +13,8 @@
     │   └── SessionDeletedError    the id belonged to a deleted session (also a SessionNotFoundError)
     ├── HistoryUnavailableError    load(at_version=...) of history that retention removed
     ├── StoreClosedError           the store was closed
-    │   └── StoreForkedError       used in a process forked after the store was opened
+    │   ├── StoreForkedError       used in a process forked after the store was opened
+    │   └── StoreNotStartedError   opened but not started (also a StoreLoopError)
     ├── StoreLoopError             the store's event loop cannot take a call from another thread or loop
     ├── StoreBrokenError           a write or fsync failed; reopen the store
     │   └── DiskFullError          the failure was ENOSPC
@@ -139,6 +140,15 @@ class StoreLoopError(SessionDBError):
 
     Raised at once, or after the loop failed to take the call in time; the message
     says whether the call may have taken effect.
+    """
+
+
+class StoreNotStartedError(StoreClosedError, StoreLoopError):
+    """The store was opened with ``open_store`` but not started: ``async with store`` or ``await store.start()``.
+
+    Nothing was done. Both a ``StoreClosedError`` (the store cannot serve the call) and a
+    ``StoreLoopError`` (it has no event loop yet, whichever thread calls), so handlers of
+    either still catch it.
     """
 
 

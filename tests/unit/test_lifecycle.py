@@ -6,13 +6,14 @@ import asyncio
 import subprocess
 import sys
 import textwrap
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import anyio
 import pytest
 
 import sessiondb
-from sessiondb import Message, StoreClosedError, StoreLockedError
+from sessiondb import Message, StoreClosedError, StoreLockedError, StoreNotStartedError
 from sessiondb._backends.local import repair_store
 
 pytestmark = pytest.mark.anyio
@@ -51,17 +52,72 @@ async def test_close_twice_and_use_after_close(tmp_path: Path, target: str) -> N
             await call  # type: ignore[misc]
 
 
-async def test_use_before_start() -> None:
-    store = sessiondb.open_store(":memory:")
-    with pytest.raises(StoreClosedError):
-        await store.create_session()
-    with pytest.raises(StoreClosedError):
-        await store.list_sessions()
+def _every_call(store: sessiondb.Store, sid: str) -> dict[str, Callable[[], Awaitable[object]]]:
+    """Every public coroutine of the store (and the iteration of read and the subscriptions)."""
+
+    async def iterate(iterator: AsyncIterator[object]) -> None:
+        async for _ in iterator:
+            break
+
+    return {
+        "create_session": lambda: store.create_session(),
+        "append": lambda: store.append(sid, Message.user("x")),
+        "record_prompt": lambda: store.record_prompt(sid, "p"),
+        "record_compaction": lambda: store.record_compaction(sid, summary="s", removed_message_count=1),
+        "fork": lambda: store.fork(sid),
+        "delete_session": lambda: store.delete_session(sid),
+        "set_title": lambda: store.set_title(sid, "t"),
+        "add_tags": lambda: store.add_tags(sid, "t"),
+        "remove_tags": lambda: store.remove_tags(sid, "t"),
+        "set_pinned": lambda: store.set_pinned(sid),
+        "session_info": lambda: store.session_info(sid),
+        "list_sessions": lambda: store.list_sessions(),
+        "page_sessions": lambda: store.page_sessions(),
+        "search": lambda: store.search("x"),
+        "read": lambda: iterate(store.read(sid)),
+        "read_all": lambda: store.read_all(),
+        "subscribe": lambda: iterate(store.subscribe(sid)),
+        "subscribe_all": lambda: iterate(store.subscribe_all()),
+        "load": lambda: store.load(sid),
+        "forget_projection": lambda: store.forget_projection("p"),
+        "compact": lambda: store.compact(),
+        "compact_conversation": lambda: store.compact_conversation(sid),
+        "compaction_due": lambda: store.compaction_due(sid),
+    }
+
+
+@pytest.mark.parametrize("target", ["memory", "directory"])
+async def test_every_call_before_start_says_not_started(tmp_path: Path, target: str) -> None:
+    store = sessiondb.open_store(":memory:" if target == "memory" else tmp_path / "s")
+    for name, call in _every_call(store, "sid").items():
+        with pytest.raises(StoreNotStartedError, match=r"not started: use `async with store:`.*await store.start\(\)"):
+            await call()
+        assert not store.closed, name
+    with pytest.raises(StoreNotStartedError):
+        store.recorded_projections()
+    assert issubclass(StoreNotStartedError, StoreClosedError)  # handlers of either kind still catch it
+    assert issubclass(StoreNotStartedError, sessiondb.StoreLoopError)
     await store.start()
     try:
         assert await store.create_session(session_id="ok") == "ok"
     finally:
         await store.aclose()
+
+
+async def test_a_store_starts_once_and_not_after_close(tmp_path: Path) -> None:
+    store = sessiondb.open_store(tmp_path / "s")
+    async with store:
+        with pytest.raises(sessiondb.SessionDBError, match="already started"):
+            await store.start()
+        assert await store.create_session(session_id="a") == "a"
+    with pytest.raises(StoreClosedError, match="closed; open it again") as caught:
+        await store.start()
+    assert not isinstance(caught.value, StoreNotStartedError)
+    for call in _every_call(store, "a").values():
+        with pytest.raises(StoreClosedError, match="closed; open it again"):
+            await call()
+    report = repair_store(tmp_path / "s")  # nothing holds the directory: the second start opened nothing
+    assert report is not None
 
 
 async def test_appends_pending_at_close_are_committed(tmp_path: Path) -> None:
