@@ -199,6 +199,13 @@ class Store:
         forked after the store was opened it only marks this copy closed and drops
         its descriptors (``Backend.abandon``): the files, locks and connections are
         the parent's, and nothing is unlocked or closed on its behalf.
+
+        When the event loop the store was started on is closed (``store =
+        asyncio.run(opener())``, then ``asyncio.run(store.aclose())``), it closes
+        the store from here: the search index, locks and descriptors are released
+        (``Backend.release_orphaned``) and the store is marked closed. Its tasks
+        ended with that loop, so nothing pending can be acknowledged any more;
+        whatever was durable stays.
         """
         if self._home.forked:
             self._closed = True
@@ -206,7 +213,21 @@ class Store:
             # description fork shares): drop them without unlocking, or the parent's write lock goes too.
             self.backend.abandon()
             return
+        home = self._home.loop
+        if home is not None and home.is_closed():
+            self._close_orphaned()
+            return
         await self._aclose()
+
+    def _close_orphaned(self) -> None:
+        """``aclose`` of a store whose event loop is closed: release what it holds, on this thread."""
+        self._closed = True
+        # asyncio.run ended every task of that loop before closing it, and each waited for its worker
+        # thread (run_to_completion): no thread uses the index or the descriptors any more.
+        try:
+            self._search.close_orphaned()
+        finally:
+            self.backend.release_orphaned()
 
     @on_store_loop
     async def _aclose(self) -> None:

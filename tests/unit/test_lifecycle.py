@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import subprocess
 import sys
 import textwrap
@@ -290,3 +292,44 @@ async def test_appenders_blocked_at_close_get_store_closed_error(tmp_path: Path)
     async with sessiondb.open_store(tmp_path / "s") as again:
         stored = [e.version async for e in again.read(sid, after=1)]
     assert stored == sorted(versions)  # acknowledged ones are there; refused ones are not
+
+
+def _descriptors_into(directory: Path) -> list[str]:
+    found = []
+    for name in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):
+            target = os.readlink(f"/proc/self/fd/{name}")
+            if target.startswith(str(directory)):
+                found.append(target)
+    return found
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="counts descriptors in /proc")
+def test_aclose_after_the_stores_loop_closed_releases_everything(tmp_path: Path) -> None:
+    """``store = asyncio.run(opener())`` then ``asyncio.run(store.aclose())``: closed, nothing held, data kept."""
+    path = tmp_path / "store"
+
+    async def opener() -> sessiondb.Store:
+        store = sessiondb.open_store(path)
+        await store.start()
+        await store.create_session(session_id="s")
+        await store.append("s", Message.user("durable"))
+        await store.search("durable")  # the search index (its connection and lock) is open too
+        return store
+
+    store = asyncio.run(opener())
+    assert _descriptors_into(path)
+    asyncio.run(store.aclose())
+    assert store.closed
+    assert _descriptors_into(path) == []
+    asyncio.run(store.aclose())  # idempotent
+    result = subprocess.run(
+        [sys.executable, "-m", "sessiondb", "repair", str(path)], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stderr
+
+    async def reopen() -> int:
+        async with sessiondb.open_store(path) as again:
+            return (await again.session_info("s")).version
+
+    assert asyncio.run(reopen()) == 2

@@ -223,6 +223,12 @@ class LocalBackend(Backend):
         self.segments.release()
         self.locks.close()
 
+    def release_orphaned(self) -> None:
+        """The loop this store served is closed (``Store.aclose`` from another loop): unlock and close now."""
+        if not self._closed:
+            self._closed = True  # no checkpoint: the next open scans what follows the last one
+            self._release()
+
     def abandon(self) -> None:
         """In a child made by ``fork()``: drop every descriptor without unlocking (the locks are the parent's)."""
         self._closed = True

@@ -14,6 +14,7 @@ arrays and the schema live in their own modules.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import uuid
 import zlib
@@ -271,6 +272,26 @@ class PostgresBackend(Backend):
             try:
                 await asyncio.wait_for(pool.close(), 5)
             except BaseException:
+                pool.terminate()
+
+    def release_orphaned(self) -> None:
+        """The loop the connections belong to is closed: drop them (the server ends their sessions when they close).
+
+        Their transports cannot be closed without that loop (asyncpg's ``terminate`` needs it);
+        dropping the last reference closes each socket.
+        """
+        if self._closed:
+            return
+        self._closed = True
+        for conn in (self._listener, self._writer):
+            if conn is not None:
+                with contextlib.suppress(Exception):
+                    conn.terminate()
+        self._listener = self._writer = None
+        self._notify_task = self._prune_task = None
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            with contextlib.suppress(Exception):
                 pool.terminate()
 
     # ------------------------------------------------------------------ writing
