@@ -37,6 +37,7 @@ from ._errors import (
     StoreLockedError,
     StoreLoopError,
     StoreNotStartedError,
+    StorePermissionError,
 )
 from ._events import (
     Block,
@@ -127,6 +128,7 @@ __all__ = [
     "StoreLockedError",
     "StoreLoopError",
     "StoreNotStartedError",
+    "StorePermissionError",
     "Subscription",
     "TagsChanged",
     "Text",

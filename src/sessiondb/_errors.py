@@ -19,6 +19,7 @@
     ├── StoreBrokenError           a write or fsync failed; reopen the store
     │   └── DiskFullError          the failure was ENOSPC
     ├── StoreLockedError           another process owns the store directory
+    ├── StorePermissionError       this user may not open the store's files so (also a PermissionError)
     ├── ResourceExhaustedError     the system refused a resource (open files, memory)
     ├── CorruptionError            a file failed its checksum or could not be decoded
     ├── SchemaVersionError         the store was written by a newer sessiondb
@@ -176,6 +177,23 @@ def refused_because_broken(cause: BaseException) -> StoreBrokenError:
 
 class StoreLockedError(SessionDBError):
     """Another process has the store directory open for writing."""
+
+
+class StorePermissionError(SessionDBError, PermissionError):
+    """The system refused this user access to a store's file or directory (EACCES, EPERM, EROFS).
+
+    Nothing was opened or changed. For a store another user owns, or on a read-only
+    file system: ``open_store(path, read_only=True)`` reads it (if its modes let this
+    user read); writing needs its owner, or modes that let this user write. ``filename``
+    is the path the system refused.
+    """
+
+    def __init__(self, message: str, filename: str) -> None:
+        super().__init__(message)
+        self.filename = filename
+
+    def __str__(self) -> str:  # OSError's would prefix an errno
+        return str(self.args[0])
 
 
 class ResourceExhaustedError(SessionDBError):

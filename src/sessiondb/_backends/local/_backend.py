@@ -36,6 +36,7 @@ from ..._errors import (
     SessionNotFoundError,
     StoreBrokenError,
     StoreLockedError,
+    StorePermissionError,
 )
 from ..._events import RecordedEvent
 from ..._gcpause import gc_paused
@@ -129,12 +130,14 @@ class LocalBackend(Backend):
         except OSError as exc:
             # An I/O error while recovering is reported like one while writing (a
             # full disk as DiskFullError naming the path), not as a bare OSError.
-            raise _open_error(exc, self.path) from exc
+            raise _open_error(exc, self.path, self.read_only) from exc
 
     def _open_sync(self) -> None:
         fs = self.fs
         if self.read_only:
             if not os.path.isdir(self.path):
+                with contextlib.suppress(FileNotFoundError, NotADirectoryError):
+                    os.stat(self.path)  # a directory this user may not look into: StorePermissionError, not "no store"
                 if os.path.lexists(self.path):
                     raise InvalidInputError(not_a_directory(self.path))
                 raise SessionDBError(f"no store at {self.path}: the directory does not exist")
@@ -595,8 +598,29 @@ def _is_store_file(name: str) -> bool:
     )
 
 
-def _open_error(exc: OSError, path: str) -> StoreBrokenError | ResourceExhaustedError:
+def _open_error(
+    exc: OSError, path: str, read_only: bool = False
+) -> StoreBrokenError | ResourceExhaustedError | StorePermissionError:
     where = exc.filename if isinstance(exc.filename, str) else path
+    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        if read_only:
+            advice = "run as the store's owner, or have it opened with modes that let this user read"
+            return StorePermissionError(
+                f"cannot read store {path}: {where} refused this user ({exc.strerror}); {advice} "
+                "(open_store(..., file_mode=0o640, dir_mode=0o750) and a shared group)",
+                where,
+            )
+        if not os.path.isdir(path):
+            return StorePermissionError(
+                f"cannot create store {path}: {where} refused this user ({exc.strerror}); "
+                "choose a directory this user may write",
+                where,
+            )
+        return StorePermissionError(
+            f"cannot open store {path} for writing: {where} refused this user ({exc.strerror}); "
+            "open it with read_only=True to read it, or run as the store's owner to change it",
+            where,
+        )
     if exc.errno in RESOURCE_ERRNOS:
         return resource_error(exc, f"opening store {path} (at {where})")
     if exc.errno == errno.ENOSPC:
