@@ -1056,6 +1056,8 @@ class Store:
         """
         if summary is not None and (type(summary) is not str or not summary.strip()):
             raise InvalidInputError("summary must be a non-empty str (or None for a locally built one)")
+        if type(move_boundary) is not bool:
+            raise InvalidInputError(f"move_boundary must be True or False, got {move_boundary!r}")
         attempts = 3 if summary is None else 1
         while True:
             attempts -= 1
@@ -1072,6 +1074,8 @@ class Store:
     @on_store_loop
     async def compaction_due(self, session_id: str, policy: TokenThresholdPolicy | None = None) -> bool:
         """Whether the live context's recorded input tokens reached the policy's threshold (100,000)."""
+        if policy is not None and not isinstance(policy, TokenThresholdPolicy):
+            raise InvalidInputError(f"policy must be a TokenThresholdPolicy (or None), got {type(policy).__name__}")
         return (policy or TokenThresholdPolicy()).due(await self.load(session_id))
 
 

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 import sessiondb
-from sessiondb import CompactionSettings, InvalidInputError
+from sessiondb import CompactionSettings, InvalidInputError, Message
 
 pytestmark = pytest.mark.anyio
 
@@ -73,3 +73,31 @@ async def test_open_store_refuses_a_wrong_argument_before_anything_opens(
 def test_store_takes_a_backend() -> None:
     with pytest.raises(InvalidInputError, match="takes a Backend"):
         sessiondb.Store("dir")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"pool_size": "3"}, r"pool_size=\.\.\.\) must be a positive int"),
+        ({"pool_size": 0}, r"pool_size=\.\.\.\) must be a positive int"),
+        ({"connect_timeout": None}, r"connect_timeout=\.\.\.\) must be a number of seconds"),
+        ({"poll_interval": float("nan")}, r"poll_interval=\.\.\.\) must be a number of seconds"),
+        ({"notify": "yes"}, r"notify=\.\.\.\) must be True or False"),
+        ({"read_only": 0}, r"read_only=\.\.\.\) must be True or False"),
+    ],
+)
+def test_postgres_backend_refuses_a_wrong_option(options: dict[str, Any], message: str) -> None:
+    with pytest.raises(InvalidInputError, match=message):
+        sessiondb.PostgresBackend("postgresql://user@host/db", **options)
+
+
+async def test_conversation_options_are_checked() -> None:
+    with pytest.raises(InvalidInputError, match="threshold"):
+        sessiondb.TokenThresholdPolicy(threshold="100")  # type: ignore[arg-type]
+    async with sessiondb.open_store(":memory:") as store:
+        sid = await store.create_session()
+        await store.append(sid, Message.user("a"))
+        with pytest.raises(InvalidInputError, match="move_boundary must be True or False"):
+            await store.compact_conversation(sid, move_boundary="no")  # type: ignore[arg-type]
+        with pytest.raises(InvalidInputError, match="policy must be a TokenThresholdPolicy"):
+            await store.compaction_due(sid, policy=5)  # type: ignore[arg-type]

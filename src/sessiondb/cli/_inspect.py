@@ -134,7 +134,7 @@ async def cmd_tail(args: argparse.Namespace, out: _Output) -> int:
             return 0
     out.stdout.flush()
     while True:
-        events = await anyio.to_thread.run_sync(follower.poll)
+        events = await run_to_completion(follower.poll)
         for event in events:
             if (args.session is None or event.session_id == args.session) and emit(event):
                 return 0
