@@ -15,6 +15,7 @@ from .._backends.local._snapshot_files import SNAPSHOT_PREFIX, SNAPSHOT_SUFFIX
 from .._events import RecordedEvent, SessionDeleted
 from .._labels import MAX_TITLE_CHARS
 from .._store import open_store
+from .._threads import run_to_completion
 from ._context import (
     CommandError,
     _existing_store,

@@ -813,7 +813,7 @@ def _check_options(
         ("reconnect_timeout", reconnect_timeout),
         ("poll_interval", poll_interval),
     ):
-        if type(value) not in (int, float) or not 0 < value < float("inf"):
+        if type(value) not in (int, float) or not 0 < value < float("inf"):  # type: ignore[operator]
             raise InvalidInputError(f"PostgresBackend({name}=...) must be a number of seconds > 0, got {value!r}")
     for name, value in (("notify", notify), ("read_only", read_only)):
         if type(value) is not bool:
