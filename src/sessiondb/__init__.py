@@ -36,6 +36,8 @@ from ._errors import (
     StoreForkedError,
     StoreLockedError,
     StoreLoopError,
+    StoreNotStartedError,
+    StorePermissionError,
 )
 from ._events import (
     Block,
@@ -125,6 +127,8 @@ __all__ = [
     "StoreForkedError",
     "StoreLockedError",
     "StoreLoopError",
+    "StoreNotStartedError",
+    "StorePermissionError",
     "Subscription",
     "TagsChanged",
     "Text",

@@ -12,11 +12,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
-
-import anyio
 
 from ._backends._base import Backend, SessionInfo, apply_to_info
 from ._backends._snapshot_payload import (
@@ -26,9 +25,10 @@ from ._backends._snapshot_payload import (
     decode_snapshot,
     encode_snapshot,
 )
-from ._errors import HistoryUnavailableError, SessionNotFoundError, StoreBrokenError
+from ._errors import HistoryUnavailableError, InvalidInputError, SessionNotFoundError, StoreBrokenError
 from ._gcpause import gc_paused
 from ._projection import Projection, Session, replay_session
+from ._threads import run_to_completion
 
 if TYPE_CHECKING:
     from ._events import RecordedEvent
@@ -80,12 +80,36 @@ class CompactionSettings:
     pause_seconds: float = 0.0  # sleep between steps, to slow a pass down
 
     def __post_init__(self) -> None:
-        if self.min_tail_events < 1 or self.min_tail_bytes < 1 or self.state_ratio < 0:
-            raise ValueError("min_tail_events and min_tail_bytes must be >= 1 and state_ratio >= 0")
-        if self.keep_segments is not None and self.keep_segments < 0:
-            raise ValueError("keep_segments must be >= 0 (or None to keep every segment)")
-        if self.interval_seconds <= 0 or self.snapshots_per_step < 1 or self.pause_seconds < 0:
-            raise ValueError("interval_seconds must be > 0, snapshots_per_step >= 1, pause_seconds >= 0")
+        """Every field's type and range, checked here (``InvalidInputError``), not first in a background pass."""
+        for name in ("background", "checkpoint"):
+            _check_setting(name, getattr(self, name), type(getattr(self, name)) is bool, "True or False")
+        for name in ("min_tail_events", "min_tail_bytes", "snapshots_per_step"):
+            value = getattr(self, name)
+            _check_setting(name, value, type(value) is int and value >= 1, "an int >= 1")
+        keep = self.keep_segments
+        _check_setting(
+            "keep_segments", keep, keep is None or (type(keep) is int and keep >= 0), "an int >= 0, or None to keep all"
+        )
+        _check_setting("interval_seconds", self.interval_seconds, _seconds(self.interval_seconds, 0.0), "a number > 0")
+        for name in ("state_ratio", "pause_seconds"):
+            value = getattr(self, name)
+            _check_setting(name, value, _seconds(value, None), "a number >= 0")
+        age = self.keep_seconds
+        _check_setting(
+            "keep_seconds", age, age is None or _seconds(age, None), "a number >= 0, or None for no age rule"
+        )
+
+
+def _seconds(value: object, above: float | None) -> bool:
+    """A finite int or float (not a bool) that is > ``above``, or >= 0 when ``above`` is None."""
+    if type(value) not in (int, float) or not math.isfinite(value):  # type: ignore[arg-type]
+        return False
+    return value > above if above is not None else value >= 0  # type: ignore[operator]
+
+
+def _check_setting(name: str, value: object, ok: bool, wanted: str) -> None:
+    if not ok:
+        raise InvalidInputError(f"CompactionSettings({name}=...) must be {wanted}, got {value!r}")
 
 
 _NO_RETENTION = 1 << 62
@@ -267,7 +291,7 @@ class Compactor:
                 events = await store._events(info, payload.version if payload is not None else 0, version)
         except HistoryUnavailableError:
             return False  # no snapshot and no log to rebuild from: nothing better can be written
-        built = await anyio.to_thread.run_sync(_build_snapshot, session_id, version, base, events, projections)
+        built = await run_to_completion(_build_snapshot, session_id, version, base, events, projections)
         if built is None:
             return False
         data, holds = built

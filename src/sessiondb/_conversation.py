@@ -236,6 +236,10 @@ class TokenThresholdPolicy:
 
     threshold: int = DEFAULT_TOKEN_THRESHOLD
 
+    def __post_init__(self) -> None:
+        if type(self.threshold) is not int or self.threshold < 0:
+            raise InvalidInputError(f"TokenThresholdPolicy(threshold=...) must be an int >= 0, got {self.threshold!r}")
+
     def live_input_tokens(self, session: Session) -> int:
         return sum(m.usage.input_tokens for m in session.messages if m.usage is not None)
 

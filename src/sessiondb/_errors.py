@@ -13,11 +13,13 @@
     │   └── SessionDeletedError    the id belonged to a deleted session (also a SessionNotFoundError)
     ├── HistoryUnavailableError    load(at_version=...) of history that retention removed
     ├── StoreClosedError           the store was closed
-    │   └── StoreForkedError       used in a process forked after the store was opened
+    │   ├── StoreForkedError       used in a process forked after the store was opened
+    │   └── StoreNotStartedError   opened but not started (also a StoreLoopError)
     ├── StoreLoopError             the store's event loop cannot take a call from another thread or loop
     ├── StoreBrokenError           a write or fsync failed; reopen the store
     │   └── DiskFullError          the failure was ENOSPC
     ├── StoreLockedError           another process owns the store directory
+    ├── StorePermissionError       this user may not open the store's files so (also a PermissionError)
     ├── ResourceExhaustedError     the system refused a resource (open files, memory)
     ├── CorruptionError            a file failed its checksum or could not be decoded
     ├── SchemaVersionError         the store was written by a newer sessiondb
@@ -156,6 +158,15 @@ class StoreLoopError(SessionDBError):
     """
 
 
+class StoreNotStartedError(StoreClosedError, StoreLoopError):
+    """The store was opened with ``open_store`` but not started: ``async with store`` or ``await store.start()``.
+
+    Nothing was done. Both a ``StoreClosedError`` (the store cannot serve the call) and a
+    ``StoreLoopError`` (it has no event loop yet, whichever thread calls), so handlers of
+    either still catch it.
+    """
+
+
 class StoreBrokenError(SessionDBError):
     """A write or fsync failed; the store refuses writes until it is reopened.
 
@@ -180,6 +191,23 @@ def refused_because_broken(cause: BaseException) -> StoreBrokenError:
 
 class StoreLockedError(SessionDBError):
     """Another process has the store directory open for writing."""
+
+
+class StorePermissionError(SessionDBError, PermissionError):
+    """The system refused this user access to a store's file or directory (EACCES, EPERM, EROFS).
+
+    Nothing was opened or changed. For a store another user owns, or on a read-only
+    file system: ``open_store(path, read_only=True)`` reads it (if its modes let this
+    user read); writing needs its owner, or modes that let this user write. ``filename``
+    is the path the system refused.
+    """
+
+    def __init__(self, message: str, filename: str) -> None:
+        super().__init__(message)
+        self.filename = filename
+
+    def __str__(self) -> str:  # OSError's would prefix an errno
+        return str(self.args[0])
 
 
 class ResourceExhaustedError(SessionDBError):

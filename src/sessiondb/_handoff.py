@@ -41,7 +41,7 @@ import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar
 
-from ._errors import StoreForkedError, StoreLoopError
+from ._errors import StoreForkedError, StoreLoopError, StoreNotStartedError
 
 _running_loop = asyncio.get_running_loop  # the hot path's one lookup, bound once
 
@@ -139,7 +139,7 @@ class StoreLoop:
         self.check_not_forked()
         loop = self.loop
         if loop is None:
-            raise StoreLoopError(
+            raise StoreNotStartedError(
                 "the store is not started: use `async with sessiondb.open_store(...) as store:`, or "
                 "`await store.start()` on the loop that will serve it, before calling it from another thread"
             )

@@ -32,10 +32,12 @@ from ._errors import (
     ConflictError,
     HistoryUnavailableError,
     InvalidInputError,
+    SessionDBError,
     SessionDeletedError,
     SessionExistsError,
     SessionNotFoundError,
     StoreClosedError,
+    StoreNotStartedError,
     refused_because_broken,
 )
 from ._events import (
@@ -65,6 +67,7 @@ from ._paths import user_path
 from ._projection import Projection, Session, is_continuation_message, replay_session
 from ._search import SearchPage, SearchService
 from ._subscriptions import DEFAULT_BUFFER_EVENTS, Subscription, subscribe_every_session, subscribe_session
+from ._threads import run_to_completion
 from ._values import MAX_EVENT_ID_CHARS, MAX_METADATA_CHARS, check_event, check_text, plain_message
 from ._writer import Writer
 
@@ -82,6 +85,7 @@ _running_loop = asyncio.get_running_loop
 _time_ns = time.time_ns
 # A label change re-reads and decides again when another append lands between its read and its write.
 _LABEL_ATTEMPTS = 1_000
+_CLOSED = "the store is closed; open it again with sessiondb.open_store()"
 _RESYNC_ATTEMPTS = 16
 _USER_EVENT_TYPES = (Message, PromptRecorded, Compacted, Custom)
 _BLOCK_TYPES = frozenset((Text, Thinking, ToolUse, ToolResult))
@@ -123,6 +127,15 @@ class Store:
             _require_positive_option(name, value)
         if type(projection_cache_size) is not int or projection_cache_size < 0:
             raise InvalidInputError(f"projection_cache_size must be an int >= 0, got {projection_cache_size!r}")
+        if not isinstance(backend, Backend):
+            raise InvalidInputError(f"Store() takes a Backend (open_store() makes one), got {type(backend).__name__}")
+        if redact is not None and not callable(redact):
+            raise InvalidInputError(f"redact must be a function Event -> Event (or None), got {type(redact).__name__}")
+        if compaction is not None and not isinstance(compaction, CompactionSettings):
+            raise InvalidInputError(
+                "compaction must be a sessiondb.CompactionSettings (e.g. CompactionSettings(keep_segments=1)) "
+                f"or None, got {type(compaction).__name__}"
+            )
         self.backend = backend
         self._compactor = Compactor(self, compaction if compaction is not None else CompactionSettings())
         self._max_events_per_append = max_events_per_append
@@ -137,6 +150,7 @@ class Store:
         self._search = SearchService(backend)
         self._batch_listeners.append(self._search.after_batch)  # wakes the background indexer, nothing more
         self._open = False
+        self._starting = False
         self._closed = False
         self._fully_closed = asyncio.Event()
         self._writer_task: asyncio.Task[None] | None = None
@@ -145,14 +159,35 @@ class Store:
     # ------------------------------------------------------------------ lifecycle
 
     async def start(self) -> None:
-        """Open the backend (recovering it) and start the writer task, on the running loop (the store's home)."""
-        self._home.bind()
-        await self.backend.open()
-        self._record_projections(list(self._projections.values()))
-        # A plain task rather than a task group: errors raised in the user's
-        # ``async with`` body must reach them unwrapped, not in an ExceptionGroup.
-        self._writer_task = self._writer.start()
-        self._open = True
+        """Open the backend (recovering it) and start the writer task, on the running loop (the store's home).
+
+        Once per store: a closed store is not started again (open a new one with ``open_store``).
+        If the open fails, nothing stays open and ``start()`` may be called again.
+        """
+        if self._closed:
+            raise StoreClosedError(_CLOSED)
+        if self._open or self._starting:
+            raise SessionDBError(
+                "the store is already started: `async with store:` starts it, so do not also call start()"
+            )
+        self._starting = True
+        try:
+            self._home.bind()
+            await self.backend.open()
+            try:
+                self._record_projections(list(self._projections.values()))
+            except BaseException:
+                # The backend is open (its locks taken): nothing may stay open behind a failed start.
+                self._closed = True
+                with anyio.CancelScope(shield=True):
+                    await self.backend.aclose()
+                raise
+            # A plain task rather than a task group: errors raised in the user's
+            # ``async with`` body must reach them unwrapped, not in an ExceptionGroup.
+            self._writer_task = self._writer.start()
+            self._open = True
+        finally:
+            self._starting = False
         self._search.start()  # keeps an existing search index current, off the append path
         self._compactor.start()  # background storage compaction (see CompactionSettings)
 
@@ -164,6 +199,13 @@ class Store:
         forked after the store was opened it only marks this copy closed and drops
         its descriptors (``Backend.abandon``): the files, locks and connections are
         the parent's, and nothing is unlocked or closed on its behalf.
+
+        When the event loop the store was started on is closed (``store =
+        asyncio.run(opener())``, then ``asyncio.run(store.aclose())``), it closes
+        the store from here: the search index, locks and descriptors are released
+        (``Backend.release_orphaned``) and the store is marked closed. Its tasks
+        ended with that loop, so nothing pending can be acknowledged any more;
+        whatever was durable stays.
         """
         if self._home.forked:
             self._closed = True
@@ -171,7 +213,21 @@ class Store:
             # description fork shares): drop them without unlocking, or the parent's write lock goes too.
             self.backend.abandon()
             return
+        home = self._home.loop
+        if home is not None and home.is_closed():
+            self._close_orphaned()
+            return
         await self._aclose()
+
+    def _close_orphaned(self) -> None:
+        """``aclose`` of a store whose event loop is closed: release what it holds, on this thread."""
+        self._closed = True
+        # asyncio.run ended every task of that loop before closing it, and each waited for its worker
+        # thread (run_to_completion): no thread uses the index or the descriptors any more.
+        try:
+            self._search.close_orphaned()
+        finally:
+            self.backend.release_orphaned()
 
     @on_store_loop
     async def _aclose(self) -> None:
@@ -204,7 +260,7 @@ class Store:
 
     def _check_open(self) -> None:
         if self._closed or not self._open:
-            raise StoreClosedError("the store is closed; open it again with sessiondb.open_store()")
+            raise self._unusable()
         if self._writer.broken is not None:
             raise refused_because_broken(self._writer.broken) from self._writer.broken
 
@@ -611,7 +667,16 @@ class Store:
 
     def _check_readable(self) -> None:
         if self._closed or not self._open:
-            raise StoreClosedError("the store is closed; open it again with sessiondb.open_store()")
+            raise self._unusable()
+
+    def _unusable(self) -> StoreClosedError:
+        """Why a store that is not open refuses a call: closed, or never started."""
+        if self._closed:
+            return StoreClosedError(_CLOSED)
+        return StoreNotStartedError(
+            "the store is not started: use `async with store:` (`async with sessiondb.open_store(...) as store:`), "
+            "or `await store.start()`, before calling it"
+        )
 
     @staticmethod
     def _check_version(info: SessionInfo, version: object) -> int:
@@ -912,10 +977,12 @@ class Store:
         self._projections = {key: value for key, value in self._projections.items() if key != name}
         for key in [key for key in self._projection_cache if key[0] == name]:
             del self._projection_cache[key]
-        return await anyio.to_thread.run_sync(self.backend.forget_projection, name)
+        return await run_to_completion(self.backend.forget_projection, name)
 
     def recorded_projections(self) -> frozenset[str]:
         """The snapshotted projections recorded in this store (by any process); see ``register_projection``."""
+        if not self._open and not self._closed:
+            raise self._unusable()  # the directory may not even exist yet
         return self.backend.recorded_projections()
 
     @on_store_loop
@@ -1049,6 +1116,8 @@ class Store:
         """
         if summary is not None and (type(summary) is not str or not summary.strip()):
             raise InvalidInputError("summary must be a non-empty str (or None for a locally built one)")
+        if type(move_boundary) is not bool:
+            raise InvalidInputError(f"move_boundary must be True or False, got {move_boundary!r}")
         attempts = 3 if summary is None else 1
         while True:
             attempts -= 1
@@ -1065,6 +1134,8 @@ class Store:
     @on_store_loop
     async def compaction_due(self, session_id: str, policy: TokenThresholdPolicy | None = None) -> bool:
         """Whether the live context's recorded input tokens reached the policy's threshold (100,000)."""
+        if policy is not None and not isinstance(policy, TokenThresholdPolicy):
+            raise InvalidInputError(f"policy must be a TokenThresholdPolicy (or None), got {type(policy).__name__}")
         return (policy or TokenThresholdPolicy()).due(await self.load(session_id))
 
 
@@ -1295,6 +1366,12 @@ def open_store(
     """
     _require_positive_option("segment_bytes", segment_bytes)
     _require_positive_option("max_event_bytes", max_event_bytes)
+    if type(read_only) is not bool:  # read_only="no" would be true, and refuse every append
+        raise InvalidInputError(f"read_only must be True or False, got {read_only!r}")
+    if file_system is not None and not isinstance(file_system, FileSystem):
+        raise InvalidInputError(
+            f"file_system must be a sessiondb FileSystem (or None), got {type(file_system).__name__}"
+        )
     backend = backend_for(
         target,
         segment_bytes=segment_bytes,

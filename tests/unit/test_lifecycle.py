@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import subprocess
 import sys
 import textwrap
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import anyio
 import pytest
 
 import sessiondb
-from sessiondb import Message, StoreClosedError, StoreLockedError
+from sessiondb import Message, StoreClosedError, StoreLockedError, StoreNotStartedError
 from sessiondb._backends.local import repair_store
 
 pytestmark = pytest.mark.anyio
@@ -51,17 +54,72 @@ async def test_close_twice_and_use_after_close(tmp_path: Path, target: str) -> N
             await call  # type: ignore[misc]
 
 
-async def test_use_before_start() -> None:
-    store = sessiondb.open_store(":memory:")
-    with pytest.raises(StoreClosedError):
-        await store.create_session()
-    with pytest.raises(StoreClosedError):
-        await store.list_sessions()
+def _every_call(store: sessiondb.Store, sid: str) -> dict[str, Callable[[], Awaitable[object]]]:
+    """Every public coroutine of the store (and the iteration of read and the subscriptions)."""
+
+    async def iterate(iterator: AsyncIterator[object]) -> None:
+        async for _ in iterator:
+            break
+
+    return {
+        "create_session": lambda: store.create_session(),
+        "append": lambda: store.append(sid, Message.user("x")),
+        "record_prompt": lambda: store.record_prompt(sid, "p"),
+        "record_compaction": lambda: store.record_compaction(sid, summary="s", removed_message_count=1),
+        "fork": lambda: store.fork(sid),
+        "delete_session": lambda: store.delete_session(sid),
+        "set_title": lambda: store.set_title(sid, "t"),
+        "add_tags": lambda: store.add_tags(sid, "t"),
+        "remove_tags": lambda: store.remove_tags(sid, "t"),
+        "set_pinned": lambda: store.set_pinned(sid),
+        "session_info": lambda: store.session_info(sid),
+        "list_sessions": lambda: store.list_sessions(),
+        "page_sessions": lambda: store.page_sessions(),
+        "search": lambda: store.search("x"),
+        "read": lambda: iterate(store.read(sid)),
+        "read_all": lambda: store.read_all(),
+        "subscribe": lambda: iterate(store.subscribe(sid)),
+        "subscribe_all": lambda: iterate(store.subscribe_all()),
+        "load": lambda: store.load(sid),
+        "forget_projection": lambda: store.forget_projection("p"),
+        "compact": lambda: store.compact(),
+        "compact_conversation": lambda: store.compact_conversation(sid),
+        "compaction_due": lambda: store.compaction_due(sid),
+    }
+
+
+@pytest.mark.parametrize("target", ["memory", "directory"])
+async def test_every_call_before_start_says_not_started(tmp_path: Path, target: str) -> None:
+    store = sessiondb.open_store(":memory:" if target == "memory" else tmp_path / "s")
+    for name, call in _every_call(store, "sid").items():
+        with pytest.raises(StoreNotStartedError, match=r"not started: use `async with store:`.*await store.start\(\)"):
+            await call()
+        assert not store.closed, name
+    with pytest.raises(StoreNotStartedError):
+        store.recorded_projections()
+    assert issubclass(StoreNotStartedError, StoreClosedError)  # handlers of either kind still catch it
+    assert issubclass(StoreNotStartedError, sessiondb.StoreLoopError)
     await store.start()
     try:
         assert await store.create_session(session_id="ok") == "ok"
     finally:
         await store.aclose()
+
+
+async def test_a_store_starts_once_and_not_after_close(tmp_path: Path) -> None:
+    store = sessiondb.open_store(tmp_path / "s")
+    async with store:
+        with pytest.raises(sessiondb.SessionDBError, match="already started"):
+            await store.start()
+        assert await store.create_session(session_id="a") == "a"
+    with pytest.raises(StoreClosedError, match="closed; open it again") as caught:
+        await store.start()
+    assert not isinstance(caught.value, StoreNotStartedError)
+    for call in _every_call(store, "a").values():
+        with pytest.raises(StoreClosedError, match="closed; open it again"):
+            await call()
+    report = repair_store(tmp_path / "s")  # nothing holds the directory: the second start opened nothing
+    assert report is not None
 
 
 async def test_appends_pending_at_close_are_committed(tmp_path: Path) -> None:
@@ -234,3 +292,44 @@ async def test_appenders_blocked_at_close_get_store_closed_error(tmp_path: Path)
     async with sessiondb.open_store(tmp_path / "s") as again:
         stored = [e.version async for e in again.read(sid, after=1)]
     assert stored == sorted(versions)  # acknowledged ones are there; refused ones are not
+
+
+def _descriptors_into(directory: Path) -> list[str]:
+    found = []
+    for name in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):
+            target = os.readlink(f"/proc/self/fd/{name}")
+            if target.startswith(str(directory)):
+                found.append(target)
+    return found
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="counts descriptors in /proc")
+def test_aclose_after_the_stores_loop_closed_releases_everything(tmp_path: Path) -> None:
+    """``store = asyncio.run(opener())`` then ``asyncio.run(store.aclose())``: closed, nothing held, data kept."""
+    path = tmp_path / "store"
+
+    async def opener() -> sessiondb.Store:
+        store = sessiondb.open_store(path)
+        await store.start()
+        await store.create_session(session_id="s")
+        await store.append("s", Message.user("durable"))
+        await store.search("durable")  # the search index (its connection and lock) is open too
+        return store
+
+    store = asyncio.run(opener())
+    assert _descriptors_into(path)
+    asyncio.run(store.aclose())
+    assert store.closed
+    assert _descriptors_into(path) == []
+    asyncio.run(store.aclose())  # idempotent
+    result = subprocess.run(
+        [sys.executable, "-m", "sessiondb", "repair", str(path)], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stderr
+
+    async def reopen() -> int:
+        async with sessiondb.open_store(path) as again:
+            return (await again.session_info("s")).version
+
+    assert asyncio.run(reopen()) == 2

@@ -314,6 +314,14 @@ class Backend(abc.ABC):
         """In a child made by ``fork()``: drop resources without closing what the parent still uses."""
         return None
 
+    def release_orphaned(self) -> None:
+        """The event loop the backend was opened on is closed: release locks and descriptors now, on this thread.
+
+        Its tasks ended with that loop, so nothing is in flight; nothing pending can be
+        acknowledged any more. Idempotent, and a no-op after ``aclose``.
+        """
+        return None
+
     # ------------------------------------------------------------ snapshots (storage compaction)
     # Optional: a backend that keeps no snapshots inherits these defaults, and the
     # store then replays every load from the log, which is always correct.

@@ -29,6 +29,7 @@ from .._handoff import on_store_loop
 from .._ids import EXPORT_SUFFIX, validate_session_id
 from .._paths import names_directory, not_a_directory, user_path
 from .._store import Store
+from .._threads import run_to_completion
 from ._claw import ClawFile, SkippedLine, parse_claw_file, render_claw_session
 
 _ROTATED = re.compile(r"^(?P<stem>.+)\.rot-(?P<millis>\d+)\.jsonl$")
@@ -174,11 +175,11 @@ async def import_claw_files(
     if not paths:
         raise InvalidInputError("import_claw_files needs at least one file or directory")
     report = ClawImportReport()
-    selected = await anyio.to_thread.run_sync(select_files, paths, report)
+    selected = await run_to_completion(select_files, paths, report)
     parsed: list[ClawFile] = []
     for path, stem in selected:
         data = await _read_file(path)
-        parsed.append(await anyio.to_thread.run_sync(_parse, data, path, stem, skip_bad_lines))
+        parsed.append(await run_to_completion(_parse, data, path, stem, skip_bad_lines))
     by_id: dict[str, ClawFile] = {}
     to_write: list[ClawFile] = []
     for claw in parsed:
@@ -301,7 +302,7 @@ async def _export_to_file(store: Store, session_id: str, path: Path, at_version:
     session = await store.load(session_id, at_version=at_version)
     data = render_claw_session(session)
     try:
-        await anyio.to_thread.run_sync(write_file_atomically, path, data)
+        await run_to_completion(write_file_atomically, path, data)
     except NotADirectoryError:
         raise InvalidInputError(
             f"cannot export session {session_id!r} to {path}: " + not_a_directory(str(path.parent), "a directory")
@@ -321,7 +322,7 @@ async def export_claw_sessions(
     """
     target = Path(user_path(directory, what="an export directory"))
     try:
-        await anyio.to_thread.run_sync(make_private_directories, target)
+        await run_to_completion(make_private_directories, target)
     except (FileExistsError, NotADirectoryError):
         raise InvalidInputError(not_a_directory(str(target), "a directory to export into")) from None
     if not target.is_dir():

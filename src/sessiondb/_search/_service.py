@@ -30,7 +30,7 @@ from .._backends._base import AppendRequest, Backend, recorded_events
 from .._backends._fs import FileSystem
 from .._backends.local import LocalBackend
 from .._backends.postgres import PostgresBackend
-from .._errors import HistoryUnavailableError, InvalidInputError, SessionDBError
+from .._errors import HistoryUnavailableError, InvalidInputError, SessionDBError, StoreClosedError
 from .._events import RecordedEvent
 from ._model import ORDERS, Cursor, SearchHit, SearchPage, decode_cursor, encode_cursor, search_key
 from ._sqlite import SIDECAR_NAME, IndexReset, SidecarUnusable, SqliteIndex, fingerprint
@@ -120,6 +120,8 @@ class SearchService:
                     self._kept = 0
 
     async def aclose(self) -> None:
+        """Stop the indexer and close the index. The indexer's task ends only once its worker
+        thread did (``run_to_completion``), and the index closes only when no thread uses it."""
         self._closed = True
         if self._task is not None:
             self._task.cancel()
@@ -129,6 +131,14 @@ class SearchService:
             with anyio.CancelScope(shield=True):
                 await self._index.aclose()
             self._index = None
+
+    def close_orphaned(self) -> None:
+        """The store's event loop is closed (its tasks and their threads ended with it): close the index now."""
+        self._closed = True
+        self._task = None
+        index, self._index = self._index, None
+        if isinstance(index, SqliteIndex):
+            index.close_orphaned()
 
     async def _background(self) -> None:
         while True:
@@ -145,8 +155,15 @@ class SearchService:
             await asyncio.sleep(_BACKGROUND_PAUSE)
 
     async def _get_index(self) -> SearchIndex:
+        if self._closed:
+            raise StoreClosedError("the store was closed while this search ran; open it again")
         if self._index is None:
-            self._index = await self._open_index()
+            index = await self._open_index()
+            if self._closed:  # closed while it opened: aclose() found no index to close
+                with anyio.CancelScope(shield=True):
+                    await index.aclose()
+                raise StoreClosedError("the store was closed while this search ran; open it again")
+            self._index = index
         return self._index
 
     async def _open_index(self) -> SearchIndex:
@@ -192,6 +209,9 @@ class SearchService:
         if self._index is not None:
             with anyio.CancelScope(shield=True):
                 await self._index.aclose()
+            self._index = None
+        if self._closed:
+            raise StoreClosedError("the store was closed while this search ran; open it again")
         memory = SqliteIndex(None)
         await memory.open()
         self._index = memory

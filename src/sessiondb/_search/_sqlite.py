@@ -1,7 +1,10 @@
 """The SQLite FTS5 search index: a sidecar file ``search.sqlite`` in the store directory, or in memory.
 
 One connection, used by one worker thread at a time (``_call``: one hop per chunk
-or query). Documents, the position they reach and the fingerprint of the event at
+or query, under ``_turn``). A cancelled caller waits for its thread to finish before
+it lets go of the turn (``run_to_completion``): closing the connection while an
+abandoned thread still wrote through it crashed the process inside libsqlite3. A
+closed index never reopens itself. Documents, the position they reach and the fingerprint of the event at
 that position are written in one transaction, so a crash leaves the index at a
 batch boundary it can continue from. WAL mode with a busy timeout lets several
 processes share the file: SQLite's lock serializes their indexers, and each chunk
@@ -18,6 +21,7 @@ process holds it, the caller falls back to an index in memory.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import fcntl
 import os
@@ -28,8 +32,9 @@ from typing import TypeVar
 import anyio
 import msgspec
 
-from .._errors import SessionDBError
+from .._errors import SessionDBError, StoreClosedError
 from .._events import RecordedEvent
+from .._threads import run_to_completion
 from ._model import Cursor, SearchHit
 from ._text import (
     COLUMN_KINDS,
@@ -108,6 +113,7 @@ class SqliteIndex:
         self._conn: sqlite3.Connection | None = None
         self._lock_fd = -1
         self._turn = anyio.Lock()
+        self._closed = False
 
     @property
     def in_memory(self) -> bool:
@@ -194,7 +200,9 @@ class SqliteIndex:
     async def _call(self, operation: Callable[[sqlite3.Connection], _T]) -> _T:
         """Run ``operation`` in a worker thread, one at a time; a damaged file is replaced (IndexReset)."""
         async with self._turn:
-            return await anyio.to_thread.run_sync(self._guarded, operation)
+            if self._closed:
+                raise StoreClosedError("the store was closed while its search index was in use; open it again")
+            return await run_to_completion(self._guarded, operation)
 
     def _guarded(self, operation: Callable[[sqlite3.Connection], _T]) -> _T:
         if self._conn is None:
@@ -212,11 +220,25 @@ class SqliteIndex:
 
     async def open(self) -> None:
         async with self._turn:
-            await anyio.to_thread.run_sync(self.open_sync)
+            if self._closed:
+                raise StoreClosedError("the store was closed while its search index was opened; open it again")
+            try:
+                await run_to_completion(self.open_sync)
+            except asyncio.CancelledError:
+                self.close_sync()  # it opened before the cancellation could stop it: nothing stays open
+                raise
 
     async def aclose(self) -> None:
-        async with self._turn:
-            await anyio.to_thread.run_sync(self.close_sync)
+        """Close the connection once no thread uses it (the turn is held until a thread's work ends)."""
+        with anyio.CancelScope(shield=True):
+            async with self._turn:
+                self._closed = True
+                await run_to_completion(self.close_sync)
+
+    def close_orphaned(self) -> None:
+        """Close at once, on this thread: the event loop that ran the index's threads is closed, so none runs."""
+        self._closed = True
+        self.close_sync()
 
     async def state(self) -> tuple[int, str]:
         """(the position the index reaches, the fingerprint of the event there)."""

@@ -12,7 +12,7 @@ import msgspec
 
 from .._backends.local._format import segment_number
 from .._backends.postgres import redact_dsn
-from .._errors import SessionNotFoundError
+from .._errors import SessionDBError, SessionNotFoundError, StorePermissionError
 from .._store import Store, open_store
 from ._render import (
     Style,
@@ -32,7 +32,7 @@ class CommandError(Exception):
 
 def _describe(exc: BaseException) -> str:
     """An error as one line for the terminal (an OSError with its file name)."""
-    if isinstance(exc, OSError):
+    if isinstance(exc, OSError) and not isinstance(exc, SessionDBError):
         where = f"{exc.filename}: " if exc.filename else ""
         return f"{where}{exc.strerror or exc}"
     text = str(exc)
@@ -55,6 +55,17 @@ def _existing_store(target: str) -> str:
     if target == ":memory:":
         raise CommandError("':memory:' is a store inside one process; give the path of a store directory")
     path = os.path.abspath(os.path.expanduser(target))
+    try:
+        os.stat(path)
+        if os.path.isdir(path):
+            os.listdir(path)
+    except PermissionError as exc:
+        raise CommandError(
+            f"cannot read store {target} as this user: {exc.filename} refused it (permission denied); run as the "
+            "store's owner, or have its modes widened for a shared group"
+        ) from None
+    except OSError:
+        pass
     if not os.path.exists(path):
         raise CommandError(f"no store at {target}: no such directory")
     if not os.path.isdir(path):
@@ -88,8 +99,18 @@ async def _reading(target: str) -> AsyncIterator[Store]:
 
 @contextlib.asynccontextmanager
 async def _writing(target: str, *, create: bool = False) -> AsyncIterator[Store]:
-    async with open_store(_writable_store(target, create=create)) as store:
+    store = open_store(_writable_store(target, create=create))
+    try:
+        await store.start()
+    except StorePermissionError as exc:
+        raise CommandError(
+            f"cannot change store {shown_store(target)} as this user: {exc.filename} refused it (permission "
+            "denied); the read commands (ls, show, search, export) still work, or run as the store's owner"
+        ) from None
+    try:
         yield store
+    finally:
+        await store.aclose()
 
 
 # ---------------------------------------------------------------- commands

@@ -15,6 +15,7 @@ from .._backends.local._snapshot_files import SNAPSHOT_PREFIX, SNAPSHOT_SUFFIX
 from .._events import RecordedEvent, SessionDeleted
 from .._labels import MAX_TITLE_CHARS
 from .._store import open_store
+from .._threads import run_to_completion
 from ._context import (
     CommandError,
     _existing_store,
@@ -134,7 +135,7 @@ async def cmd_tail(args: argparse.Namespace, out: _Output) -> int:
             return 0
     out.stdout.flush()
     while True:
-        events = await anyio.to_thread.run_sync(follower.poll)
+        events = await run_to_completion(follower.poll)
         for event in events:
             if (args.session is None or event.session_id == args.session) and emit(event):
                 return 0

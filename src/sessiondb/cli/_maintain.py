@@ -8,7 +8,6 @@ import os
 from collections.abc import Callable, Sequence
 from typing import Any, TextIO
 
-import anyio
 import msgspec
 
 from .._backends._base import AppendRequest
@@ -18,6 +17,7 @@ from .._interop import ClawImportReport, export_claw_session, export_claw_sessio
 from .._interop._claw_store import select_files
 from .._paths import names_directory
 from .._projection import Projection
+from .._threads import run_to_completion
 from ..integrations._claude_entries import TRANSCRIPT_PROJECTION
 from ..integrations._langgraph_state import PROJECTION as LANGGRAPH_PROJECTION
 from ._context import (
@@ -41,8 +41,8 @@ async def _with_ticker(label: str, function: Callable[[], Any], stream: TextIO) 
     """Run blocking ``function`` in a thread with an elapsed-time indicator (work of unknown size)."""
     with Progress(label, None, stream=stream) as progress:
         if not progress.enabled:
-            return await anyio.to_thread.run_sync(function)
-        task = asyncio.ensure_future(anyio.to_thread.run_sync(function))
+            return await run_to_completion(function)
+        task = asyncio.ensure_future(run_to_completion(function))
         while not task.done():
             progress.advance(0)
             await asyncio.wait({task}, timeout=0.1)
@@ -176,9 +176,9 @@ async def cmd_export(args: argparse.Namespace, out: _Output) -> int:
 
 
 async def cmd_import(args: argparse.Namespace, out: _Output) -> int:
-    if await anyio.to_thread.run_sync(_claude_code_dialect, args.files):
+    if await run_to_completion(_claude_code_dialect, args.files):
         return await _import_claude_code(args, out)
-    total = len(await anyio.to_thread.run_sync(select_files, args.files, ClawImportReport()))
+    total = len(await run_to_completion(select_files, args.files, ClawImportReport()))
     progress = Progress("importing", total, unit="sessions", stream=out.stderr)
 
     def count_created(batch: Sequence[AppendRequest]) -> None:

@@ -25,11 +25,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import anyio
-
 from .._errors import ImportFormatError, InvalidInputError, SessionNotFoundError
 from .._files import write_private_file
 from .._store import Store
+from .._threads import run_to_completion
 from ._claude_entries import check_entry, decode_entry
 from ._claude_keys import encode_key
 from .claude_agent_sdk import SessionDBSessionStore
@@ -169,14 +168,14 @@ async def import_claude_code_files(
     """
     adapter = SessionDBSessionStore(store)
     report = ClaudeCodeImportReport()
-    files = await anyio.to_thread.run_sync(_files, paths)
+    files = await run_to_completion(_files, paths)
     for path in files:
         key = key_for_path(path)
         if key is None:
             report.skipped_files.append((str(path), "not <project>/<session>.jsonl nor a subagents/ transcript"))
             continue
         base = encode_key(key)
-        entries, kept = await anyio.to_thread.run_sync(_parse, path, key, skip_bad_lines, report)
+        entries, kept = await run_to_completion(_parse, path, key, skip_bad_lines, report)
         if await adapter.session_id_for(key) is not None:  # type: ignore[arg-type]
             if skip_existing:
                 report.skipped_files.append((str(path), "its transcript is already in the store"))
@@ -204,5 +203,5 @@ async def export_claude_code_transcript(store: Store, key: dict[str, str], path:
     fold = await adapter._fold(session_id)
     lines = [fold.lines.get(index) or _render(decode_entry(raw)) for index, raw in enumerate(fold.entries)]
     data = "".join(line + "\n" for line in lines).encode("utf-8")
-    await anyio.to_thread.run_sync(write_private_file, Path(path), data)  # 0600, as the store's files
+    await run_to_completion(write_private_file, Path(path), data)  # 0600, as the store's files
     return len(lines)

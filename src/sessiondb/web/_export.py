@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import os
 
-import anyio
-
 from .._errors import InvalidInputError
 from .._files import write_private_file
 from .._store import Store
+from .._threads import run_to_completion
 from ._app import origin_of
 from ._history import timeline_at
 from ._render import render
@@ -55,7 +54,7 @@ async def export_session_html(
     """Write the session's page to ``path`` (replaced atomically); return the bytes written."""
     data = (await render_session_html(store, session_id, at_version=at_version)).encode("utf-8")
     # 0600 like the store's own files: a transcript holds what the agent saw.
-    await anyio.to_thread.run_sync(write_private_file, os.fspath(path), data)
+    await run_to_completion(write_private_file, os.fspath(path), data)
     return len(data)
 
 

@@ -35,10 +35,12 @@ from ..._errors import (
     SessionNotFoundError,
     StoreBrokenError,
     StoreLockedError,
+    StorePermissionError,
 )
 from ..._events import RecordedEvent
 from ..._gcpause import gc_paused
 from ..._paths import missing_directories, not_a_directory, user_path
+from ..._threads import run_to_completion
 from .._base import AppendRequest, Backend, SessionInfo
 from .._fs import FileSystem
 from .._listing import SessionQuery, SortKey, select_sessions
@@ -120,16 +122,22 @@ class LocalBackend(Backend):
 
     async def open(self) -> None:
         try:
-            await anyio.to_thread.run_sync(self._open_sync)
+            try:
+                await run_to_completion(self._open_sync)
+            except asyncio.CancelledError:
+                self._release()  # it opened before the cancellation could stop it: let go of locks and descriptors
+                raise
         except OSError as exc:
             # An I/O error while recovering is reported like one while writing (a
             # full disk as DiskFullError naming the path), not as a bare OSError.
-            raise _open_error(exc, self.path) from exc
+            raise _open_error(exc, self.path, self.read_only) from exc
 
     def _open_sync(self) -> None:
         fs = self.fs
         if self.read_only:
             if not os.path.isdir(self.path):
+                with contextlib.suppress(FileNotFoundError, NotADirectoryError):
+                    os.stat(self.path)  # a directory this user may not look into: StorePermissionError, not "no store"
                 if os.path.lexists(self.path):
                     raise InvalidInputError(not_a_directory(self.path))
                 raise SessionDBError(f"no store at {self.path}: the directory does not exist")
@@ -216,6 +224,12 @@ class LocalBackend(Backend):
         self.segments.release()
         self.locks.close()
 
+    def release_orphaned(self) -> None:
+        """The loop this store served is closed (``Store.aclose`` from another loop): unlock and close now."""
+        if not self._closed:
+            self._closed = True  # no checkpoint: the next open scans what follows the last one
+            self._release()
+
     def abandon(self) -> None:
         """In a child made by ``fork()``: drop every descriptor without unlocking (the locks are the parent's)."""
         self._closed = True
@@ -250,10 +264,11 @@ class LocalBackend(Backend):
         # and the one await that remains, the write's, is shielded by _commit_locked itself.
         await turn.acquire()
         try:
-            if not self.locks.try_write():
-                with anyio.CancelScope(shield=True):  # a lock taken in a thread must never be left behind
-                    await anyio.to_thread.run_sync(self.locks.wait_write)
             try:
+                if not self.locks.try_write():
+                    # A lock taken in a thread must never be left behind: run_to_completion returns (or
+                    # raises a cancellation) only after the thread did, and the finally releases it.
+                    await run_to_completion(self.locks.wait_write)
                 await self._commit_locked(batch)
             finally:
                 self.locks.release_write()
@@ -264,10 +279,9 @@ class LocalBackend(Backend):
     async def _write_lock(self) -> AsyncIterator[None]:
         """Hold ``WRITE.lock``: this process's writer and its retention take turns first (one descriptor)."""
         async with self._write_turn:
-            with anyio.CancelScope(shield=True):  # a lock taken in a thread must never be left behind
-                if not self.locks.try_write():
-                    await anyio.to_thread.run_sync(self.locks.wait_write)
             try:
+                if not self.locks.try_write():  # a lock taken in a thread is released below, cancelled or not
+                    await run_to_completion(self.locks.wait_write)
                 yield
             finally:
                 self.locks.release_write()
@@ -383,7 +397,7 @@ class LocalBackend(Backend):
         """After ``HistoryUnavailableError``: learn other processes' snapshots and removals; True if any."""
         if self._closed:
             return False
-        return await anyio.to_thread.run_sync(self._resync_directory)
+        return await run_to_completion(self._resync_directory)
 
     async def begin_maintenance(self) -> bool:
         """Take the compaction lock for a pass (False when another process holds it) and look around first."""
@@ -391,7 +405,7 @@ class LocalBackend(Backend):
             return False
         try:
             await self._refresh()
-            await anyio.to_thread.run_sync(self._resync_and_refresh_records)
+            await run_to_completion(self._resync_and_refresh_records)
         except BaseException:
             self.locks.release_compact()
             raise
@@ -525,7 +539,9 @@ class LocalBackend(Backend):
                 active = self.segments.active
                 if active.first_position < self.index.next_position:  # it holds a record
                     try:
-                        await anyio.to_thread.run_sync(self.segments.roll, self.index.next_position)
+                        await run_to_completion(self.segments.roll, self.index.next_position)
+                    except asyncio.CancelledError:
+                        raise  # the roll did not start, or finished: the store is as sound as before
                     except BaseException as exc:
                         self._broken = _broken_error(exc, active.path)
                         raise self._broken from exc
@@ -572,8 +588,29 @@ def _is_store_file(name: str) -> bool:
     )
 
 
-def _open_error(exc: OSError, path: str) -> StoreBrokenError | ResourceExhaustedError:
+def _open_error(
+    exc: OSError, path: str, read_only: bool = False
+) -> StoreBrokenError | ResourceExhaustedError | StorePermissionError:
     where = exc.filename if isinstance(exc.filename, str) else path
+    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        if read_only:
+            advice = "run as the store's owner, or have it opened with modes that let this user read"
+            return StorePermissionError(
+                f"cannot read store {path}: {where} refused this user ({exc.strerror}); {advice} "
+                "(open_store(..., file_mode=0o640, dir_mode=0o750) and a shared group)",
+                where,
+            )
+        if not os.path.isdir(path):
+            return StorePermissionError(
+                f"cannot create store {path}: {where} refused this user ({exc.strerror}); "
+                "choose a directory this user may write",
+                where,
+            )
+        return StorePermissionError(
+            f"cannot open store {path} for writing: {where} refused this user ({exc.strerror}); "
+            "open it with read_only=True to read it, or run as the store's owner to change it",
+            where,
+        )
     if exc.errno in RESOURCE_ERRNOS:
         return resource_error(exc, f"opening store {path} (at {where})")
     if exc.errno == errno.ENOSPC:

@@ -14,9 +14,9 @@ import os
 import zlib
 from typing import Any
 
-import anyio
 import msgspec
 
+from ..._threads import run_to_completion
 from .._base import SessionInfo
 from .._fs import FileSystem
 from ._format import frame_header_decoder, segment_name
@@ -109,7 +109,7 @@ class Checkpointer:
         captured = self.capture(exclude or set())
         if captured is None:
             return 0
-        size: int = await anyio.to_thread.run_sync(self.write_sync, captured)
+        size: int = await run_to_completion(self.write_sync, captured)
         return size
 
     def capture(self, exclude: set[int]) -> tuple[Checkpoint, Segment, int] | None:

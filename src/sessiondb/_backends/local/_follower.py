@@ -32,6 +32,7 @@ from ..._errors import CorruptionError, SchemaVersionError, StoreBrokenError
 from .._fs import FileSystem
 from ._format import SEGMENT_FORMAT, _parse_frame, _valid_frame_after, segment_header_decoder
 from ._index import Index
+from ._removal import removed_store_error
 from ._segments import Segment, SegmentSet
 
 # Bytes read per pread while catching up: bounded so a long absence does not read a segment at once.
@@ -80,7 +81,7 @@ class LogCatchUp:
             successor = self.segments.path_of(active.number + 1)
             if not self.fs.exists(successor):
                 if not self.fs.exists(active.path):
-                    raise _fell_behind(active)
+                    raise removed_store_error(self.fs, self.segments.directory, active.number) or _fell_behind(active)
                 break
             # Another process rolled: it sealed this segment first (cutting any torn tail under the
             # lock), so a second look must find it complete up to its end.

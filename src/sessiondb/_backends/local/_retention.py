@@ -16,8 +16,7 @@ import time
 from bisect import bisect_left
 from typing import Any
 
-import anyio
-
+from ..._threads import run_to_completion
 from .._fs import FileSystem
 from ._checkpoint import Checkpointer
 from ._index import OFFSET_BITS, Index
@@ -133,7 +132,7 @@ class Retention:
         counters = {"segments_deleted": 0, "bytes_reclaimed": 0}
         # Looked at again right before deciding (under the write lock): a projection recorded since the
         # pass began must not lose the history its state needs.
-        await anyio.to_thread.run_sync(self.refresh)
+        await run_to_completion(self.refresh)
         candidates = self.candidates(settings.keep_segments, settings.keep_seconds)
         while candidates and self.unmet_needs(candidates):
             candidates.pop()  # retention deletes a prefix only: stop before the first still-needed segment
@@ -141,7 +140,7 @@ class Retention:
             # Read back the snapshots that will replace the history about to go. One that fails is
             # forgotten (an older one may stand in, and is read back in turn): its segments stay,
             # and the next pass writes that session a new snapshot.
-            damaged = await anyio.to_thread.run_sync(self.damaged_covering_snapshots, candidates)
+            damaged = await run_to_completion(self.damaged_covering_snapshots, candidates)
             if not damaged:
                 break
             for session_id, version in damaged:
@@ -157,14 +156,12 @@ class Retention:
             await self.checkpoints.write(exclude=removed)
         # Only now, with a durable checkpoint that no longer needs them, delete what it supersedes.
         if removed:
-            counters["bytes_reclaimed"] += await anyio.to_thread.run_sync(self.segments.delete, candidates)
+            counters["bytes_reclaimed"] += await run_to_completion(self.segments.delete, candidates)
             counters["segments_deleted"] = len(candidates)
         for session_id, entries in doomed:
-            counters["bytes_reclaimed"] += await anyio.to_thread.run_sync(
-                self.snapshots.delete_sync, session_id, entries
-            )
+            counters["bytes_reclaimed"] += await run_to_completion(self.snapshots.delete_sync, session_id, entries)
         if doomed:
-            await anyio.to_thread.run_sync(self.fs.fsync_directory, self.directory)
+            await run_to_completion(self.fs.fsync_directory, self.directory)
         self.bytes_reclaimed += counters["bytes_reclaimed"]
         return counters
 

@@ -13,9 +13,9 @@ import os
 import zlib
 from typing import TYPE_CHECKING, Any
 
-import anyio
 import msgspec
 
+from ..._threads import run_to_completion
 from .._fs import FileSystem
 from .._snapshot_payload import snapshot_projection_names
 
@@ -107,7 +107,7 @@ class SnapshotFiles:
         header = SnapshotFileHeader("snapshot", 1, session_id, version, len(data), zlib.crc32(data), held)
         blob = b"".join((_json.encode(header), b"\n", data))
         name = snapshot_file_name(session_id, version)
-        await anyio.to_thread.run_sync(self.fs.write_file_durably, self.directory, name, blob)
+        await run_to_completion(self.fs.write_file_durably, self.directory, name, blob)
         current = self.newest.get(session_id)
         if current is None or current[0] < version:
             self.newest[session_id] = (version, len(blob))
@@ -131,7 +131,7 @@ class SnapshotFiles:
         entries = [known, *self.older.get(session_id, ())]
         for version, size in sorted((entry for entry in entries if entry[0] <= max_version), reverse=True):
             if size > _INLINE_SNAPSHOT_BYTES:
-                found = await anyio.to_thread.run_sync(self.read_sync, session_id, version)
+                found = await run_to_completion(self.read_sync, session_id, version)
             else:
                 found = self.read_sync(session_id, version)
             if found is not None:

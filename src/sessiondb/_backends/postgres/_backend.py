@@ -14,6 +14,7 @@ arrays and the schema live in their own modules.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import uuid
 import zlib
@@ -99,6 +100,9 @@ class PostgresBackend(Backend):
         notify: bool = True,
         read_only: bool = False,
     ) -> None:
+        _check_options(
+            dsn, max_event_bytes, pool_size, connect_timeout, reconnect_timeout, poll_interval, notify, read_only
+        )
         dsn, schema_in_dsn = _split_schema(dsn)
         # Read-only: the schema must exist already (never created nor migrated) and appends are refused.
         self.read_only = read_only
@@ -271,6 +275,26 @@ class PostgresBackend(Backend):
             try:
                 await asyncio.wait_for(pool.close(), 5)
             except BaseException:
+                pool.terminate()
+
+    def release_orphaned(self) -> None:
+        """The loop the connections belong to is closed: drop them (the server ends their sessions when they close).
+
+        Their transports cannot be closed without that loop (asyncpg's ``terminate`` needs it);
+        dropping the last reference closes each socket.
+        """
+        if self._closed:
+            return
+        self._closed = True
+        for conn in (self._listener, self._writer):
+            if conn is not None:
+                with contextlib.suppress(Exception):
+                    conn.terminate()
+        self._listener = self._writer = None
+        self._notify_task = self._prune_task = None
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            with contextlib.suppress(Exception):
                 pool.terminate()
 
     # ------------------------------------------------------------------ writing
@@ -766,6 +790,34 @@ def redact_dsn(dsn: str) -> str:
         return dsn
     netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
     return urlunsplit(parts._replace(netloc=netloc))
+
+
+def _check_options(
+    dsn: object,
+    max_event_bytes: object,
+    pool_size: object,
+    connect_timeout: object,
+    reconnect_timeout: object,
+    poll_interval: object,
+    notify: object,
+    read_only: object,
+) -> None:
+    """Wrong types and values are refused here (``InvalidInputError``), not found at open or in a background task."""
+    if type(dsn) is not str:
+        raise InvalidInputError(f"PostgresBackend takes a postgresql:// URL as a str, got {type(dsn).__name__}")
+    for name, value in (("max_event_bytes", max_event_bytes), ("pool_size", pool_size)):
+        if type(value) is not int or value < 1:
+            raise InvalidInputError(f"PostgresBackend({name}=...) must be a positive int, got {value!r}")
+    for name, value in (
+        ("connect_timeout", connect_timeout),
+        ("reconnect_timeout", reconnect_timeout),
+        ("poll_interval", poll_interval),
+    ):
+        if type(value) not in (int, float) or not 0 < value < float("inf"):  # type: ignore[operator]
+            raise InvalidInputError(f"PostgresBackend({name}=...) must be a number of seconds > 0, got {value!r}")
+    for name, value in (("notify", notify), ("read_only", read_only)):
+        if type(value) is not bool:
+            raise InvalidInputError(f"PostgresBackend({name}=...) must be True or False, got {value!r}")
 
 
 __all__ = ["DEFAULT_SCHEMA", "PostgresBackend", "redact_dsn"]
