@@ -91,3 +91,22 @@ async def test_a_commit_cancelled_while_its_frame_is_written_still_indexes_it(tm
         assert [m.text for m in (await store.load(sid)).messages] == ["in flight", "next"]
     async with sessiondb.open_store(tmp_path / "store") as store:
         assert [m.text for m in (await store.load(sid)).messages] == ["in flight", "next"]
+
+
+async def test_stop_waits_for_the_running_job() -> None:
+    """The backend closes the descriptors a job writes to right after stop(): the job must be over."""
+    thread = WriteThread("test-write")
+    loop = asyncio.get_running_loop()
+    started = threading.Event()
+    finished: list[bool] = []
+
+    def job() -> None:
+        started.set()
+        threading.Event().wait(0.2)  # a write and fdatasync in progress
+        finished.append(True)
+
+    thread.submit(loop, job)
+    assert started.wait(10)
+    thread.stop()
+    assert finished == [True]
+    thread.stop()  # twice is fine

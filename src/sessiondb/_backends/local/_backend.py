@@ -220,7 +220,7 @@ class LocalBackend(Backend):
             self._release()
 
     def _release(self) -> None:
-        self._write_thread.stop()  # idle by now: the writer has finished
+        self._write_thread.stop()  # waits for a write in flight (only after a loop closed mid-batch)
         self.segments.release()
         self.locks.close()
 

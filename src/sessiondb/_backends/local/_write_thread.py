@@ -97,10 +97,18 @@ class WriteThread:
             job.run()
 
     def stop(self) -> None:
-        """Let the thread end once the queued jobs have run (without waiting for it)."""
-        if self._thread is not None:
-            self._jobs.put(None)
+        """End the thread once the queued jobs have run, and wait for it.
+
+        The caller closes the descriptors the jobs write to next: a job still running
+        could otherwise write into a closed descriptor, or into a file that reused its
+        number. After an orderly close the thread is idle and this returns at once.
+        """
+        thread = self._thread
+        if thread is not None:
             self._thread = None
+            self._jobs.put(None)
+            if thread is not threading.current_thread():
+                thread.join()
 
     def abandon(self) -> None:
         """In a child made by ``fork()``: the thread is the parent's; the child has none to stop."""
