@@ -79,10 +79,12 @@ def _send(process: Any, line: str) -> None:
 async def test_a_process_that_fell_behind_retention_rebuilds_and_goes_on(tmp_path: Path, children: Children) -> None:
     target = str(tmp_path / "store")
     await create_sessions(target, ["shared", "quiet"])
-    async with sessiondb.open_store(target) as store:
-        await store.search("anything")  # a search index exists: every writer keeps it current as it appends
     laggard = children.start("laggard", target, str(SEGMENT_BYTES), ",".join(QUERIES))
     known = json.loads(await wait_line(laggard, "READY "))
+    # A search index exists from now on: every writer keeps it current as it appends. Made after the laggard
+    # opened, so that no indexer task of its own reads the log while it idles.
+    async with sessiondb.open_store(target) as store:
+        await store.search("anything")
 
     acked = await _roll_and_remove(children, target)
     newest_known = tmp_path / "store" / f"{known['segment']:010d}.seg"
