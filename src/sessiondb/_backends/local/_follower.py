@@ -203,8 +203,8 @@ class FellBehindError(StoreBrokenError):
     Other processes rolled past it and retention removed it (and maybe the segments after
     it) before this process looked: it neither appended nor read meanwhile. Writing on
     would append to a removed file, and reading on would serve an old view. The backend
-    catches it and rebuilds the index (``_rebuild.py``); the message is for the one case
-    where it reaches a caller unhandled.
+    catches it and rebuilds the index (``_rebuild.py``); the message is for a caller it
+    should ever reach unhandled (a store's close skips its checkpoint on it).
     """
 
     def __init__(self, path: str) -> None:
