@@ -169,3 +169,31 @@ async def test_a_store_opened_by_a_scan_after_retention_does_not_skip_removed_ve
         with pytest.raises(sessiondb.HistoryUnavailableError, match="from version 2"):
             [event async for event in opened.read("s0", after=1)]
         assert (await opened.load("s0")).version == 61
+
+
+async def test_a_load_whose_snapshot_read_raced_a_rebuild_retries_from_the_rebuilt_view(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """B's load reads its snapshot map (which knows no snapshot yet), then, before it reads the log, A rolls
+    past B's newest segment and retention removes the history: B's log read rebuilds the index and finds the
+    history gone. The rebuilt view knows the snapshot that covers it, so the load must try again from it,
+    although relearning the directory then finds nothing newer and the session did not change."""
+    path = tmp_path / "s"
+    async with sessiondb.open_store(path, segment_bytes=SEGMENT_BYTES, compaction=_settings(0)) as a:
+        await a.create_session(session_id="s0")
+        await a.create_session(session_id="quiet")
+        await a.append("quiet", Message.user("quiet and covered by a snapshot soon"))
+        async with sessiondb.open_store(path, segment_bytes=SEGMENT_BYTES, compaction=_settings(None)) as b:
+            assert (await b.session_info("quiet")).version == 2
+            real_read = b.backend.read_snapshot
+            raced: list[bool] = []
+
+            async def read_after_a_compacts(session_id: str, max_version: int) -> tuple[int, bytes] | None:
+                if not raced:
+                    raced.append(True)
+                    await _fall_behind(a, b, path)
+                return await real_read(session_id, max_version)
+
+            monkeypatch.setattr(b.backend, "read_snapshot", read_after_a_compacts)
+            assert await b.load("quiet") == await a.load("quiet")
+            assert raced and b.statistics()["index_rebuilds"] == 1

@@ -118,6 +118,7 @@ class LocalBackend(Backend):
         # Falling behind retention (_rebuild.py): how often the index was rebuilt, the error when it could
         # not be, and the worker threads reading the parts (a rebuild lets them finish on the old view).
         self._rebuilds = 0
+        self._view_generation = 0  # see Backend.view_generation
         self._unrebuildable: StoreBrokenError | None = None
         self._rebuild_turn = asyncio.Lock()  # a read-only store has no write lock to take turns on
         self._threads_reading = 0
@@ -432,6 +433,7 @@ class LocalBackend(Backend):
         except StoreBrokenError as exc:
             raise self._cannot_rebuild(exc) from exc
         self._rebuilds += 1
+        self._view_generation += 1
         self._follower.foreign_records += max(learned, 1)  # subscribers look at the log again
         _logger.warning(
             "store %s: this process fell behind (other processes' retention removed the segments it had not read "
@@ -515,7 +517,14 @@ class LocalBackend(Backend):
         """After ``HistoryUnavailableError``: learn other processes' snapshots and removals; True if any."""
         if self._closed:
             return False
-        return await self._in_thread(self._resync_directory)
+        changed = await self._in_thread(self._resync_directory)
+        if changed:
+            self._view_generation += 1
+        return changed
+
+    @property
+    def view_generation(self) -> int:
+        return self._view_generation
 
     async def begin_maintenance(self) -> bool:
         """Take the compaction lock for a pass (False when another process holds it) and look around first."""
