@@ -5,7 +5,9 @@ its retention removes them, B's newest known one among them. B rebuilds its inde
 open does; these tests check what depends on that index: cached projection states, a
 read-only store (which holds no lock while it scans), and the one case where the
 rebuild cannot be done (the files are damaged), which must refuse with a clear
-``StoreBrokenError``. Real processes: ``tests/multiprocess/test_fell_behind.py``.
+``StoreBrokenError``; and two faults of the same kind found beside it (a read below the
+versions a scan-rebuilt stream holds, a resync that took segments rolled during its
+listing for removed). Real processes: ``tests/multiprocess/test_fell_behind.py``.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ import pytest
 
 import sessiondb
 from sessiondb import CompactionSettings, Message, Projection, RecordedEvent
+from sessiondb._backends._fs import FileSystem
+from sessiondb._backends.local import LocalBackend
 
 pytestmark = pytest.mark.anyio
 
@@ -197,3 +201,41 @@ async def test_a_load_whose_snapshot_read_raced_a_rebuild_retries_from_the_rebui
             monkeypatch.setattr(b.backend, "read_snapshot", read_after_a_compacts)
             assert await b.load("quiet") == await a.load("quiet")
             assert raced and b.statistics()["index_rebuilds"] == 1
+
+
+class _RollsDuringListing(FileSystem):
+    """Lists the directory as it was, then lets the store learn segments another process rolled meanwhile.
+
+    The interleaving of a resync (a worker thread: the listing, then snapshot headers read) with the
+    event loop's catch-up, made deterministic: the catch-up runs between the listing and the check.
+    """
+
+    backend: LocalBackend | None = None
+
+    def listdir(self, path: str) -> list[str]:
+        names = super().listdir(path)
+        backend, self.backend = self.backend, None
+        if backend is not None:
+            known = {os.path.basename(segment.path) for segment in backend.segments.segments}
+            names = [name for name in names if not name.endswith(".seg") or name in known]
+            backend._follower.catch_up(locked=False)
+        return names
+
+
+async def test_a_resync_never_takes_segments_rolled_during_its_listing_for_removed(tmp_path: Path) -> None:
+    path = tmp_path / "s"
+    file_system = _RollsDuringListing()
+    async with (
+        sessiondb.open_store(path, segment_bytes=SEGMENT_BYTES, compaction=_settings(None)) as a,
+        sessiondb.open_store(path, segment_bytes=SEGMENT_BYTES, file_system=file_system) as b,
+    ):
+        await a.create_session(session_id="s0")
+        assert (await b.session_info("s0")).version == 1
+        sealed = b.statistics()["segments_sealed"]
+        await _turns(a, "s0", 40)  # several rolls that B has not seen
+        assert isinstance(b.backend, LocalBackend)
+        file_system.backend = b.backend
+        await b.backend.resync()
+        assert b.statistics()["segments_sealed"] >= sealed + 2
+        assert b.statistics()["first_available_position"] == 1  # nothing was removed
+        assert [event.version async for event in b.read("s0")] == list(range(1, 42))

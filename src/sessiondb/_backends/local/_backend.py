@@ -500,10 +500,13 @@ class LocalBackend(Backend):
 
     def _resync_directory(self) -> bool:
         """Learn what other processes' compaction changed: snapshot files, and segments retention removed."""
+        # The sealed segments known *before* the listing: the loop may adopt segments others rolled
+        # while this thread lists and reads snapshot headers, and those are not in the listing.
+        sealed = self.segments.segments[:-1]
         names = self.fs.listdir(self.path)
         changed = self.snapshots.resync(names)
         present = set(names)
-        for segment in self.segments.segments[:-1]:
+        for segment in sealed:
             if segment.number not in self.segments.removed and os.path.basename(segment.path) not in present:
                 self.segments.forget_removed(segment)
                 changed = True
