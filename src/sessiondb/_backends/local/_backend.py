@@ -580,7 +580,9 @@ class LocalBackend(Backend):
         if floor is not None and after_version + 1 < floor and (up_to_version is None or up_to_version > after_version):
             # Versions retention removed. A stream rebuilt by a scan after retention starts above them
             # (its base is the first version left), so the clamp below would skip them in silence.
-            raise HistoryUnavailableError(unavailable(session_id, after_version + 1, floor))
+            raise HistoryUnavailableError(
+                unavailable(session_id, after_version + 1, floor), session_id=session_id, first_available=floor
+            )
         first = max(after_version - stream.base, 0)
         last = (
             len(stream.locations) if up_to_version is None else min(up_to_version - stream.base, len(stream.locations))
