@@ -880,16 +880,19 @@ class Store:
         info = await self._info(session_id)
         version = info.version if at_version is None else self._check_version(info, at_version)
         for attempt in range(_RESYNC_ATTEMPTS):
+            generation = self.backend.view_generation
             try:
                 payload, events = await self._replay_inputs(info, version)
                 break
             except HistoryUnavailableError:
                 # Another process's retention may have removed segments after writing snapshots
                 # this process has not seen yet: learn them, then try again. Its next pass may
-                # remove more meanwhile, so try while each look learns something new.
+                # remove more meanwhile, so try while each look learns something new. The attempt's
+                # own log read may have done the learning (a process that fell behind rebuilds its
+                # index there, snapshot map included), after its snapshot read found none.
                 if attempt == _RESYNC_ATTEMPTS - 1:
                     raise
-                learned = await self.backend.resync()
+                learned = await self.backend.resync() or self.backend.view_generation != generation
                 if at_version is None:
                     # The latest version: the head seen above may already lie below that pass's
                     # snapshot, whose retention removed the older snapshot and the log up to it.

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import signal
 import subprocess
 import sys
 import threading
 from pathlib import Path
+
+import pytest
 
 import sessiondb
 from sessiondb.cli._tail import LogFollower
@@ -227,3 +230,52 @@ def test_tail_of_a_session_ends_when_it_is_deleted(tmp_path: Path) -> None:
             tail.stdout.close()
             tail.stderr.close()
         writer.close()
+
+
+async def _rolled_store(path: Path) -> None:
+    """A store whose log rolled through several segments (2 KiB each)."""
+    async with sessiondb.open_store(path, segment_bytes=2048) as store:
+        await store.create_session(session_id="s")
+        for turn in range(40):
+            await store.append("s", sessiondb.Message.user(f"turn {turn} " + "z" * 80))
+
+
+async def _retain(path: Path, keep_segments: int) -> int:
+    settings = sessiondb.CompactionSettings(
+        background=False, min_tail_events=5, min_tail_bytes=10**9, keep_segments=keep_segments
+    )
+    async with sessiondb.open_store(path, segment_bytes=2048, compaction=settings) as store:
+        deleted: int = (await store.compact())["segments_deleted"]
+    return deleted
+
+
+def _header(segment: Path) -> dict[str, int]:
+    data = segment.read_bytes()
+    return dict(json.loads(data[: data.index(b"\n")]))
+
+
+def test_a_tail_whose_segment_retention_removed_says_what_is_gone(tmp_path: Path) -> None:
+    """Stopped (Ctrl-Z) in segment 1 while retention removed it and more: an error naming the positions."""
+    store = tmp_path / "store"
+    asyncio.run(_rolled_store(store))
+    first = store / "0000000001.seg"
+    start = first.read_bytes().index(b"\n") + 1
+    follower = LogFollower(str(store), 1, start, 1)  # it has read nothing of segment 1 yet
+    assert asyncio.run(_retain(store, keep_segments=0)) > 1 and not first.exists()
+    left = min(name for name in os.listdir(store) if name.endswith(".seg"))
+    gone_until = _header(store / left)["first_position"] - 1
+    with pytest.raises(sessiondb.HistoryUnavailableError, match=f"positions 1..{gone_until} of store"):
+        follower.poll()
+
+
+def test_a_tail_that_read_a_removed_segment_to_its_end_goes_on(tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    asyncio.run(_rolled_store(store))
+    first, second = store / "0000000001.seg", store / "0000000002.seg"
+    next_position = _header(second)["first_position"]
+    follower = LogFollower(str(store), 1, first.stat().st_size, next_position)  # segment 1 read whole
+    sealed = len([name for name in os.listdir(store) if name.endswith(".seg")]) - 1
+    assert asyncio.run(_retain(store, keep_segments=sealed - 1)) == 1 and not first.exists() and second.exists()
+    events = follower.poll()
+    assert events and [event.position for event in events] == list(range(next_position, next_position + len(events)))
+    assert events[-1].version == 41  # on to the end of the log, nothing skipped

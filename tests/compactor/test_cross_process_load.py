@@ -74,12 +74,14 @@ async def test_load_of_the_latest_version_survives_another_stores_compaction(
         assert session == await a.load("s0")
 
 
-async def test_a_store_that_fell_behind_retention_refuses_instead_of_serving_or_writing_a_removed_segment(
-    tmp_path: Path,
+@pytest.mark.parametrize("checkpoint", [True, False], ids=["from-checkpoint", "from-scan"])
+async def test_a_store_that_fell_behind_retention_rebuilds_its_index_and_goes_on(
+    tmp_path: Path, checkpoint: bool
 ) -> None:
     """Store B looks at the log once, then idles while A rolls through many segments and retention removes
-    them, B's newest among them. B must not write into the removed file (its acknowledgement would be lost)
-    nor serve its old view: it refuses until reopened, and the reopened store holds everything."""
+    them, B's newest among them. B must neither write into the removed file (its acknowledgement would be
+    lost) nor serve its old view: it rebuilds its index as open does (from the checkpoint, or by a scan when
+    there is none) and goes on, and a reopened store holds everything both acknowledged."""
     path = tmp_path / "s"
     async with sessiondb.open_store(path, segment_bytes=2048, compaction=_settings(keep_segments=0)) as a:
         await a.create_session(session_id="s0")
@@ -87,16 +89,19 @@ async def test_a_store_that_fell_behind_retention_refuses_instead_of_serving_or_
         await b.start()
         try:
             assert (await b.load("s0")).version == 1
+            newest_known = path / f"{b.statistics()['segments_sealed'] + 1:010d}.seg"
             await _turns(a, "s0", 0, 60)
             compacted = await a.compact()
-            assert compacted["segments_deleted"] > 0, compacted
-            with pytest.raises(sessiondb.StoreBrokenError, match="fell behind"):
-                await b.session_info("s0")
-            with pytest.raises(sessiondb.StoreBrokenError):
-                await b.append("s0", Message.user("from the store that fell behind"))
+            assert compacted["segments_deleted"] > 0 and not newest_known.exists(), compacted
+            if not checkpoint:
+                os.unlink(path / "CHECKPOINT")  # the log is the truth: the rebuild scans it
+            assert (await b.session_info("s0")).version == 61
+            assert b.statistics()["index_rebuilds"] == 1
+            assert await b.append("s0", Message.user("from the store that fell behind"), expected_version=61) == 62
+            assert await a.load("s0") == await b.load("s0")
         finally:
             await b.aclose()
         async with sessiondb.open_store(path, segment_bytes=2048, compaction=_settings(keep_segments=None)) as again:
-            assert (await again.load("s0")).version == 61
+            assert (await again.load("s0")).version == 62
             await again.append("s0", Message.user("after reopening"))
-        assert (await a.load("s0")).version == 62
+        assert (await a.load("s0")).version == 63

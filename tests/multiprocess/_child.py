@@ -13,6 +13,12 @@ Every role prints ``READY`` once the store is open and ends with one JSON line
   prints ``DONE N {json}`` with what each session's labels are now; ``END`` finishes.
 - ``relabel SESSION``: on ``GO``, the same label changes many times at once (title, pin, tag removal),
   to race other processes doing the same; the result holds the versions each call returned.
+- ``roll NAME COUNT SEGMENT_BYTES``: labelled sessions of its own, ``COUNT`` appends spread over them and
+  the session ``shared`` (rolling through segments), label changes and a deletion; reports every ack.
+- ``laggard SEGMENT_BYTES QUERIES``: reads once, then idles (no read, no append) until ``GO {heads}``; then
+  appends to ``shared`` with ``expected_version``, labels a new session, and reports its view of the store.
+- ``lagsub SEGMENT_BYTES``: subscribes to ``quiet``, ``shared`` and every session, reports ``READY`` once
+  they delivered the log; after ``GO {heads}`` reports what each delivered (the test stops it in between).
 """
 
 from __future__ import annotations
@@ -26,6 +32,8 @@ import random
 import sys
 import time
 from typing import Any
+
+from _helpers import message_texts, store_view
 
 import sessiondb
 from sessiondb import CompactionSettings, HistoryUnavailableError, Message, SessionDBError, Text
@@ -350,6 +358,112 @@ async def relabel(target: str, session_id: str) -> None:
     finish({"versions": list(versions), "failures": []})
 
 
+# ------------------------------------------------------------------ falling behind retention
+
+
+async def roll(target: str, name: str, count: int, segment_bytes: int) -> None:
+    """Labelled sessions, many appends (rolling segments), label changes and a deletion; every ack reported."""
+    acked: list[tuple[str, int, str]] = []
+    settings = CompactionSettings(background=False)
+    async with sessiondb.open_store(target, segment_bytes=segment_bytes, compaction=settings) as store:
+        say("READY")
+        own = [f"{name}-a", f"{name}-b", f"{name}-gone"]
+        await store.create_session(session_id=own[0], scope=f"scope-{name}")
+        await store.create_session(session_id=own[1], scope="scope-both")
+        await store.create_session(session_id=own[2], scope=f"scope-{name}")
+        await store.set_title(own[0], f"{name} first title")
+        await store.add_tags(own[0], "roll", name)
+        await store.add_tags(own[2], "roll")
+        await store.set_pinned(own[1], True)
+        for n in range(count):
+            session_id = ["shared", *own][n % 4]
+            text = f"{name}:{n} " + "r" * 150
+            acked.append((session_id, await store.append(session_id, Message.user(text)), text))
+            if n == count // 2:  # label changes half-way, while the other writer appends too
+                await store.set_title(own[0], f"{name} second title")
+                await store.remove_tags(own[0], "roll")
+                await store.set_pinned(own[1], False)
+                await store.add_tags(own[1], "late")
+        await store.delete_session(own[2])
+    finish({"acked": acked, "failures": []})
+
+
+async def laggard(target: str, segment_bytes: int, queries: list[str]) -> None:
+    """Read once, idle while others roll and retention removes this process's newest segment, then go on."""
+    settings = CompactionSettings(background=False)
+    async with sessiondb.open_store(target, segment_bytes=segment_bytes, compaction=settings) as store:
+        await store.load("shared")
+        await store.list_sessions()
+        stats = store.statistics()
+        say("READY " + json.dumps({"segment": stats["segments_sealed"] + 1, "position": stats["last_position"]}))
+        heads = json.loads((await stdin_line()).removeprefix("GO "))
+        # The first call after the others moved on: planned against the true head, or ConflictError.
+        version = await store.append(
+            "shared", Message.user("laggard after falling behind"), expected_version=heads["shared"]
+        )
+        created = await store.create_session(session_id="laggard-new", scope="scope-both")
+        await store.set_title(created, "laggard title")
+        await store.add_tags(created, "late", "laggard")
+        view = await store_view(store, queries)
+        texts = {sid: message_texts(await store.load(sid)) for sid in view["loaded"]}
+        rebuilds = store.statistics()["index_rebuilds"]
+    finish({"version": version, "view": view, "texts": texts, "rebuilds": rebuilds, "failures": []})
+
+
+async def lagsub(target: str, segment_bytes: int) -> None:
+    """Subscribers that must go on across a rebuild: exactly once, in order, or a clear error."""
+    settings = CompactionSettings(background=False)
+    delivered: dict[str, list[int]] = {"quiet": [], "shared": [], "all": []}
+    ended: dict[str, str] = {}
+    async with sessiondb.open_store(target, segment_bytes=segment_bytes, compaction=settings) as store:
+        subscriptions = {"quiet": store.subscribe("quiet"), "shared": store.subscribe("shared")}
+        subscriptions["all"] = store.subscribe_all()
+
+        async def follow(key: str) -> None:
+            try:
+                async for recorded in subscriptions[key]:
+                    delivered[key].append(recorded.position if key == "all" else recorded.version)
+            except SessionDBError as exc:
+                ended[key] = f"{type(exc).__name__}: {exc}"
+            else:
+                ended[key] = "end"
+
+        followers = [asyncio.create_task(follow(key)) for key in subscriptions]
+        heads = {info.session_id: info.version for info in await store.list_sessions()}
+        last = store.statistics()["last_position"]
+        while len(delivered["all"]) < last or any(len(delivered[s]) < heads[s] for s in ("quiet", "shared")):
+            await asyncio.sleep(0.01)  # bounded by the test's wait for READY
+        stats = store.statistics()
+        say("READY " + json.dumps({"segment": stats["segments_sealed"] + 1, "position": stats["last_position"]}))
+        heads = json.loads((await stdin_line()).removeprefix("GO "))
+        failures: list[str] = []
+        deadline = time.monotonic() + 120
+
+        def settled(quiet_head: int) -> bool:
+            quiet_done = len(delivered["quiet"]) >= quiet_head or "quiet" in ended
+            return quiet_done and "shared" in ended and "all" in ended
+
+        while time.monotonic() < deadline and not settled(heads["quiet"]):
+            await asyncio.sleep(0.01)
+        # This process's own append after the rebuild reaches its subscriber once.
+        try:
+            own = await store.append("quiet", Message.user("lagsub after falling behind"))
+        except SessionDBError as exc:
+            own = 0
+            failures.append(f"append after falling behind failed: {exc!r}")
+        while time.monotonic() < deadline and not settled(own):
+            await asyncio.sleep(0.01)
+        if time.monotonic() >= deadline:
+            failures.append(f"subscribers did not finish within 120 s: {delivered['quiet']}, {ended}")
+        await asyncio.sleep(0.2)  # a duplicate delivered late would show here
+        for follower in followers:
+            follower.cancel()
+        for subscription in subscriptions.values():
+            await subscription.aclose()
+        rebuilds = store.statistics()["index_rebuilds"]
+    finish({"delivered": delivered, "ended": ended, "own": own, "rebuilds": rebuilds, "failures": failures})
+
+
 def main() -> None:
     role, target, *rest = sys.argv[1:]
     if role == "ryw":
@@ -368,6 +482,12 @@ def main() -> None:
         asyncio.run(labeler(target))
     elif role == "relabel":
         asyncio.run(relabel(target, rest[0]))
+    elif role == "roll":
+        asyncio.run(roll(target, rest[0], int(rest[1]), int(rest[2])))
+    elif role == "laggard":
+        asyncio.run(laggard(target, int(rest[0]), rest[1].split(",")))
+    elif role == "lagsub":
+        asyncio.run(lagsub(target, int(rest[0])))
     else:
         raise SystemExit(f"unknown role {role!r}")
 

@@ -8,6 +8,8 @@ import subprocess
 import time
 from typing import Any
 
+import msgspec
+
 import sessiondb
 
 
@@ -55,3 +57,44 @@ async def create_sessions(target: str, session_ids: list[str]) -> None:
 def percentile(values: list[float], fraction: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(len(ordered) * fraction))] if ordered else float("nan")
+
+
+def message_texts(session: sessiondb.Session) -> list[str | None]:
+    """The text of each live message of a session (None for a message without a text block)."""
+    texts: list[str | None] = []
+    for message in session.messages:
+        text = None
+        for block in message.blocks:
+            if isinstance(block, sessiondb.Text):
+                text = block.text
+                break
+        texts.append(text)
+    return texts
+
+
+async def store_view(store: sessiondb.Store, queries: list[str]) -> dict[str, Any]:
+    """What one process's store shows: listings and their filters, every session's state, the readable
+    log, search results. Two processes whose views are equal agree on everything a user can read."""
+    infos = await store.list_sessions()
+    view: dict[str, Any] = {"sessions": msgspec.to_builtins(infos)}
+    scopes = sorted({info.scope for info in infos if info.scope is not None})
+    tags = sorted({tag for info in infos for tag in info.tags})
+    view["by_scope"] = {scope: [i.session_id for i in await store.list_sessions(scope=scope)] for scope in scopes}
+    view["by_tag"] = {tag: [i.session_id for i in await store.list_sessions(tag=tag)] for tag in tags}
+    view["pinned"] = [info.session_id for info in await store.list_sessions(pinned=True)]
+    view["titled"] = [info.session_id for info in await store.list_sessions(title="title", order="title")]
+    view["loaded"] = {info.session_id: msgspec.to_builtins(await store.load(info.session_id)) for info in infos}
+    first = store.statistics()["first_available_position"]
+    events: list[list[Any]] = []
+    after = first - 1
+    while page := await store.read_all(after=after):
+        events += [[r.position, r.session_id, r.version] for r in page]
+        after = page[-1].position
+    view["log"] = events
+    view["search"] = {
+        query: [
+            [h.session_id, h.version, h.position] for h in (await store.search(query, order="newest", limit=1000)).hits
+        ]
+        for query in queries
+    }
+    return dict(json.loads(json.dumps(view)))  # as another process reports it (tuples become lists)

@@ -302,6 +302,15 @@ class Backend(abc.ABC):
         """Relearn what another process's compaction changed (after ``HistoryUnavailableError``); True if any."""
         return False
 
+    @property
+    def view_generation(self) -> int:
+        """Grows each time this process relearns what others' compaction changed (``resync``, a rebuilt index).
+
+        A read that failed on removed history may succeed once it grew, even when the read
+        itself is what made this process relearn (``Store.load`` retries on it).
+        """
+        return 0
+
     async def begin_maintenance(self) -> bool:
         """Take the right to run a compaction pass now; False when another process is running one."""
         return True

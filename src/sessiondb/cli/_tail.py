@@ -1,9 +1,13 @@
 """Following a local store that another process writes: read new frames from the segment files, read-only.
 
-A read-only store's index does not see another process's appends, so ``tail``
-reads the log itself from where the read-only open ended: complete, checksummed
-frames only (a frame still being written is read on a later poll), then the
-next segment once the writer has rolled over to it.
+``tail`` reads the log itself from where its read-only open ended: complete,
+checksummed frames only (a frame still being written is read on a later poll),
+then the next segment once the writer has rolled over to it.
+
+A tail that fell behind (stopped with Ctrl-Z while writers rolled on) can find
+the segment it was reading removed by another process's retention. It goes on
+at the first segment left when that begins where it stopped (it had read
+everything), and says which positions are gone otherwise: never a silent skip.
 """
 
 from __future__ import annotations
@@ -16,8 +20,9 @@ from .._backends.local._format import (
     read_record_decoder,
     segment_header_decoder,
     segment_name,
+    segment_number,
 )
-from .._errors import SessionDBError
+from .._errors import HistoryUnavailableError, SessionDBError
 from .._events import RecordedEvent
 
 
@@ -45,7 +50,8 @@ class LogFollower:
             except FileNotFoundError:
                 if not os.path.isdir(self.directory):
                     raise SessionDBError(f"store {self.directory} disappeared while following it") from None
-                data = b""
+                self._after_removed_segment()
+                continue
             if self.offset == 0 and data:
                 newline = data.find(b"\n")
                 if newline < 0:
@@ -60,6 +66,28 @@ class LogFollower:
             # The writer rolled over: this segment is sealed and fully read.
             self.number += 1
             self.offset = 0
+
+    def _after_removed_segment(self) -> None:
+        """Retention removed the segment being read: go on at the first one left, if it begins where this stopped."""
+        later = sorted(n for n in map(segment_number, os.listdir(self.directory)) if n is not None and n > self.number)
+        if not later:
+            raise SessionDBError(
+                f"segment {self.number} of store {self.directory} disappeared and no later segment exists; "
+                "was the store removed or replaced?"
+            )
+        try:
+            with open(self._path(later[0]), "rb") as handle:
+                head = handle.read(4096)
+        except FileNotFoundError:
+            return  # removed too, meanwhile: the caller looks again
+        header = segment_header_decoder.decode(head[: head.index(b"\n")])
+        if header.first_position != self.next_position:
+            raise HistoryUnavailableError(
+                f"positions {self.next_position}..{header.first_position - 1} of store {self.directory} were removed "
+                "by retention before tail read them; run tail again to follow from the log's end (writers keep "
+                "more history with CompactionSettings.keep_segments)"
+            )
+        self.number, self.offset = later[0], 0
 
     def _frames(self, data: bytes, path: str, out: list[RecordedEvent]) -> int:
         decode = read_record_decoder.decode

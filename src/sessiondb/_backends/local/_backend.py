@@ -8,7 +8,8 @@ sessions costs one write and one fdatasync. The parts, each owning its state:
 - ``plan_batch`` (``_planner.py``): checks and encodes a batch against the index;
 - ``Reader`` (``_reader.py``): reads events back by session or by position;
 - ``SnapshotFiles``, ``Checkpointer``, ``Retention`` (compaction's storage side);
-- ``Recovery`` (``_recovery.py``): rebuilds the index and segment set on open.
+- ``Recovery`` (``_recovery.py``): rebuilds the index and segment set on open, and
+  (``_rebuild.py``) again in a process that fell behind other processes' retention.
 
 This class holds the lifecycle (lock, open, close), the commit path (plan on the
 loop, one thread hop to write and sync, then the index learns the batch) and the
@@ -20,9 +21,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import logging
 import os
-from collections.abc import AsyncIterator, Collection, Iterable, Sequence
-from typing import Any
+from collections.abc import AsyncIterator, Callable, Collection, Iterable, Sequence
+from typing import Any, TypeVar
 
 import anyio
 
@@ -34,6 +36,7 @@ from ..._errors import (
     SessionDBError,
     SessionNotFoundError,
     StoreBrokenError,
+    StoreClosedError,
     StoreLockedError,
     StorePermissionError,
 )
@@ -46,13 +49,14 @@ from .._fs import FileSystem
 from .._listing import SessionQuery, SortKey, select_sessions
 from ._checkpoint import CHECKPOINT_NAME, Checkpointer
 from ._fdcache import DEFAULT_MAX_READ_FDS, RESOURCE_ERRNOS, resource_error
-from ._follower import LogCatchUp
+from ._follower import FellBehindError, LogCatchUp
 from ._format import segment_number
-from ._index import Index
+from ._index import Index, unavailable
 from ._locks import LOCK_FILES, STORE_LOCK, StoreLocks, warn_if_network_file_system
 from ._planner import plan_batch
 from ._projection_records import ProjectionRecords, is_projection_record
 from ._reader import Reader
+from ._rebuild import RebuiltView, adopt_view, build_view
 from ._recovery import Recovery
 from ._retention import Retention
 from ._segments import Segment, SegmentSet
@@ -66,6 +70,10 @@ LOCK_NAME = STORE_LOCK
 _THREAD_READ_THRESHOLD = 512
 # Seconds between looks at the log's end while subscribers wait for other processes' events.
 _FOLLOW_POLL_SECONDS = 0.005
+# Scans a rebuild tries: a read-only store holds no lock, so another process's retention may remove a file under one.
+_REBUILD_ATTEMPTS = 3
+_logger = logging.getLogger("sessiondb")
+_T = TypeVar("_T")
 
 
 class LocalBackend(Backend):
@@ -107,6 +115,15 @@ class LocalBackend(Backend):
         self._write_thread = WriteThread("sessiondb-write")
         self._idle.set()
         self._foreign_reported = 0  # foreign records the subscription hint has announced
+        # Falling behind retention (_rebuild.py): how often the index was rebuilt, the error when it could
+        # not be, and the worker threads reading the parts (a rebuild lets them finish on the old view).
+        self._rebuilds = 0
+        self._view_generation = 0  # see Backend.view_generation
+        self._unrebuildable: StoreBrokenError | None = None
+        self._rebuild_turn = asyncio.Lock()  # a read-only store has no write lock to take turns on
+        self._threads_reading = 0
+        self._no_threads_reading = asyncio.Event()
+        self._no_threads_reading.set()
         self._recovery = Recovery(
             self.path, self.fs, read_only, self.index, self.segments, self.snapshots, self.checkpoints
         )
@@ -289,7 +306,10 @@ class LocalBackend(Backend):
     async def _commit_locked(self, batch: Sequence[AppendRequest]) -> None:
         """Under the write lock: catch up on other processes' frames, plan against the current heads, write."""
         try:
-            self._follower.catch_up(locked=True)
+            try:
+                self._follower.catch_up(locked=True)
+            except FellBehindError:
+                await self._rebuild_locked()
             self.segments.follow_active()
         except ResourceExhaustedError as exc:
             # The system refused a descriptor or a read before anything was written, and the
@@ -341,6 +361,8 @@ class LocalBackend(Backend):
 
     async def _refresh(self) -> None:
         """Make a read current: learn what other processes appended before it started."""
+        if self._unrebuildable is not None:
+            raise self._unrebuildable  # its view is stale and could not be rebuilt: serve nothing from it
         if self._closed or self._broken is not None:
             # A broken store serves what it knew: past its own failed batch the bytes are not
             # another process's (the failed frame is whatever reached the file, never acknowledged).
@@ -355,7 +377,105 @@ class LocalBackend(Backend):
         # another process's (then Index.apply would index them a second time).
         while not self._idle.is_set():
             await self._idle.wait()
-        follower.catch_up(locked=False)
+        try:
+            follower.catch_up(locked=False)
+        except FellBehindError:
+            await self._catch_up_after_falling_behind()
+
+    async def _catch_up_after_falling_behind(self) -> None:
+        """A read found this process behind retention: rebuild under WRITE.lock, unless another task just did."""
+        if self.read_only:
+            async with self._rebuild_turn:
+                try:
+                    self._follower.catch_up(locked=False)
+                except FellBehindError:
+                    await self._rebuild()
+            return
+        async with self._write_lock():
+            try:
+                self._follower.catch_up(locked=True)
+            except FellBehindError:
+                await self._rebuild_locked()
+
+    async def _rebuild_locked(self) -> None:
+        """Under WRITE.lock: rebuild, then cut a dead writer's torn tail the read-only rebuild left, as a batch does."""
+        await self._rebuild()
+        self._follower.catch_up(locked=True)
+
+    async def _rebuild(self) -> None:
+        """This process fell behind retention: rebuild its index from the store's files, as open does.
+
+        The caller holds WRITE.lock (a read-only store: nothing), so no process appends or
+        removes a segment meanwhile and nothing another process acknowledged is missed.
+        The scan changes nothing on disk; the parts take its result in one step on the loop.
+        A rebuild that fails for lack of descriptors or memory fails only its caller; one
+        that fails on the files (corruption, a newer format, a log cut short) leaves this
+        process refusing reads and appends with ``StoreBrokenError``.
+        """
+        try:
+            view = await self._scan_for_rebuild()
+        except ResourceExhaustedError:
+            raise
+        except OSError as exc:
+            if exc.errno in RESOURCE_ERRNOS:
+                raise resource_error(exc, f"rebuilding the index of store {self.path}") from exc
+            raise self._cannot_rebuild(exc) from exc
+        except SessionDBError as exc:
+            raise self._cannot_rebuild(exc) from exc
+        # Reads in worker threads look at the segment set as they go: let them finish on the old view.
+        while self._threads_reading:
+            self._no_threads_reading.clear()
+            await self._no_threads_reading.wait()
+        if self._closed:
+            raise StoreClosedError("the store was closed while this process rebuilt its index")
+        try:
+            learned = adopt_view(view, self.index, self.segments, self.snapshots, self.checkpoints, self._recovery)
+        except StoreBrokenError as exc:
+            raise self._cannot_rebuild(exc) from exc
+        self._rebuilds += 1
+        self._view_generation += 1
+        self._follower.foreign_records += max(learned, 1)  # subscribers look at the log again
+        _logger.warning(
+            "store %s: this process fell behind (other processes' retention removed the segments it had not read "
+            "yet); its index was rebuilt from the checkpoint, snapshots and remaining segments (%d events learned). "
+            "Keep more segments (CompactionSettings.keep_segments) for processes that idle beside heavy writers",
+            self.path,
+            learned,
+        )
+
+    async def _scan_for_rebuild(self) -> RebuiltView:
+        for _ in range(_REBUILD_ATTEMPTS - 1):
+            try:
+                return await run_to_completion(build_view, self.path, self.fs, self.segment_bytes)
+            except FileNotFoundError:
+                if not self.read_only:
+                    raise  # under WRITE.lock nothing is removed: a real fault (reported below)
+                # Removed under the scan by another process's retention: look again.
+        return await run_to_completion(build_view, self.path, self.fs, self.segment_bytes)
+
+    def _cannot_rebuild(self, exc: BaseException) -> StoreBrokenError:
+        """A rebuild failed on the files: refuse reads and appends from now on (they would use a stale view)."""
+        error = StoreBrokenError(
+            f"this process fell behind store {self.path} (other processes' retention removed the segments it had "
+            f"not read yet), and rebuilding its index from the store's files failed: {exc}. Its view is stale, so "
+            "it refuses reads and appends (none was written since); close the store and open it again once the "
+            "cause is fixed (the open recovers the same way)"
+        )
+        self._unrebuildable = self._broken = error
+        return error
+
+    async def _in_thread(self, function: Callable[..., _T], *args: Any) -> _T:
+        """Run a read of the parts in a worker thread, counted: a rebuild waits for it before replacing them.
+
+        ``run_to_completion``: a cancelled caller waits for the thread, so the count never drops early.
+        """
+        self._threads_reading += 1
+        try:
+            return await run_to_completion(function, *args)
+        finally:
+            self._threads_reading -= 1
+            if not self._threads_reading:
+                self._no_threads_reading.set()
 
     @property
     def has_other_writers(self) -> bool:
@@ -380,10 +500,13 @@ class LocalBackend(Backend):
 
     def _resync_directory(self) -> bool:
         """Learn what other processes' compaction changed: snapshot files, and segments retention removed."""
+        # The sealed segments known *before* the listing: the loop may adopt segments others rolled
+        # while this thread lists and reads snapshot headers, and those are not in the listing.
+        sealed = self.segments.segments[:-1]
         names = self.fs.listdir(self.path)
         changed = self.snapshots.resync(names)
         present = set(names)
-        for segment in self.segments.segments[:-1]:
+        for segment in sealed:
             if segment.number not in self.segments.removed and os.path.basename(segment.path) not in present:
                 self.segments.forget_removed(segment)
                 changed = True
@@ -397,7 +520,14 @@ class LocalBackend(Backend):
         """After ``HistoryUnavailableError``: learn other processes' snapshots and removals; True if any."""
         if self._closed:
             return False
-        return await run_to_completion(self._resync_directory)
+        changed = await self._in_thread(self._resync_directory)
+        if changed:
+            self._view_generation += 1
+        return changed
+
+    @property
+    def view_generation(self) -> int:
+        return self._view_generation
 
     async def begin_maintenance(self) -> bool:
         """Take the compaction lock for a pass (False when another process holds it) and look around first."""
@@ -405,7 +535,7 @@ class LocalBackend(Backend):
             return False
         try:
             await self._refresh()
-            await run_to_completion(self._resync_and_refresh_records)
+            await self._in_thread(self._resync_and_refresh_records)
         except BaseException:
             self.locks.release_compact()
             raise
@@ -446,6 +576,13 @@ class LocalBackend(Backend):
         stream = self.index.streams.get(session_id)
         if stream is None:
             raise SessionNotFoundError(session_id)
+        floor = self.index.floors.get(session_id)
+        if floor is not None and after_version + 1 < floor and (up_to_version is None or up_to_version > after_version):
+            # Versions retention removed. A stream rebuilt by a scan after retention starts above them
+            # (its base is the first version left), so the clamp below would skip them in silence.
+            raise HistoryUnavailableError(
+                unavailable(session_id, after_version + 1, floor), session_id=session_id, first_available=floor
+            )
         first = max(after_version - stream.base, 0)
         last = (
             len(stream.locations) if up_to_version is None else min(up_to_version - stream.base, len(stream.locations))
@@ -457,7 +594,7 @@ class LocalBackend(Backend):
         locations = stream.locations[first:last]
         lengths = stream.lengths[first:last]
         if last - first > _THREAD_READ_THRESHOLD:
-            return await anyio.to_thread.run_sync(self._reader.read_locations_paused, locations, lengths)
+            return await self._in_thread(self._reader.read_locations_paused, locations, lengths)
         return self._reader.read_locations(locations, lengths)
 
     async def read_all(self, after_position: int, limit: int) -> list[RecordedEvent]:
@@ -470,7 +607,7 @@ class LocalBackend(Backend):
                 f"positions {after_position + 1}..{first_available - 1} of store {self.path} were removed by "
                 f"retention; read from after={first_available - 1}"
             )
-        return await anyio.to_thread.run_sync(self._reader.read_all_sync, after_position, limit, self.last_position)
+        return await self._in_thread(self._reader.read_all_sync, after_position, limit, self.last_position)
 
     def first_available_position(self) -> int:
         return self.segments.first_available_position(self.index.next_position)
@@ -534,7 +671,10 @@ class LocalBackend(Backend):
         sealed = False
         with anyio.CancelScope(shield=True):  # like a batch: a roll once begun must finish or break the store
             async with self._write_lock():
-                self._follower.catch_up(locked=True)
+                try:
+                    self._follower.catch_up(locked=True)
+                except FellBehindError:
+                    await self._rebuild_locked()
                 self.segments.follow_active()
                 active = self.segments.active
                 if active.first_position < self.index.next_position:  # it holds a record
@@ -575,6 +715,7 @@ class LocalBackend(Backend):
             "snapshots": len(self.snapshots.newest),
             "snapshot_bytes": sum(size for _, size in self.snapshots.newest.values()),
             "first_available_position": self.first_available_position(),
+            "index_rebuilds": self._rebuilds,
         }
 
 

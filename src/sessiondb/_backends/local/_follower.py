@@ -20,6 +20,11 @@ A bad frame with a valid one after it, or a bad tail in a segment that another
 segment follows, is corruption either way (``CorruptionError`` naming file and
 offset). A segment another process rolled is sealed before the next exists, so
 the follower finishes the old one before it adopts the new.
+
+A process that neither appends nor reads while the others roll through more
+segments than retention keeps can find the segment it last knew as newest
+removed, and the frames it would need with it: ``FellBehindError`` says so, and
+the backend rebuilds the index the way open builds it (``_rebuild.py``).
 """
 
 from __future__ import annotations
@@ -56,8 +61,11 @@ class LogCatchUp:
             return self.fs.exists(segments.path_of(1))
         active = segments.active
         # The active segment's descriptor is the most recently used one: the cache finds it at once.
-        with segments.read_fd(active.number) as (fd, _path):
-            size = self.fs.fstat_size(fd)
+        try:
+            with segments.read_fd(active.number) as (fd, _path):
+                size = self.fs.fstat_size(fd)
+        except FileNotFoundError:
+            return True  # removed before this process opened it: catch_up says what that means
         if size != active.size:
             return True
         # A newest segment no longer in the directory: others rolled past it and retention removed
@@ -77,26 +85,36 @@ class LogCatchUp:
             self._adopt(1, first)
         while True:
             active = self.segments.active
-            learned += self._follow_segment(active, locked)
-            successor = self.segments.path_of(active.number + 1)
-            if not self.fs.exists(successor):
-                if not self.fs.exists(active.path):
-                    raise removed_store_error(self.fs, self.segments.directory, active.number) or _fell_behind(active)
-                break
-            # Another process rolled: it sealed this segment first (cutting any torn tail under the
-            # lock), so a second look must find it complete up to its end.
-            learned += self._follow_segment(active, locked)
-            with self.segments.read_fd(active.number) as (fd, path):
-                size = self.fs.fstat_size(fd)
-            if size != active.size:
-                raise CorruptionError(
-                    path,
-                    active.size,
-                    "a sealed segment ends in bytes that are not a valid frame (a later segment exists)",
-                )
-            self._adopt(active.number + 1, successor)
+            try:
+                learned += self._follow_segment(active, locked)
+                successor = self.segments.path_of(active.number + 1)
+                if not self.fs.exists(successor):
+                    if not self.fs.exists(active.path):
+                        raise self._gone(active)
+                    break
+                # Another process rolled: it sealed this segment first (cutting any torn tail under the
+                # lock), so a second look must find it complete up to its end.
+                learned += self._follow_segment(active, locked)
+                with self.segments.read_fd(active.number) as (fd, path):
+                    size = self.fs.fstat_size(fd)
+                if size != active.size:
+                    raise CorruptionError(
+                        path,
+                        active.size,
+                        "a sealed segment ends in bytes that are not a valid frame (a later segment exists)",
+                    )
+                self._adopt(active.number + 1, successor)
+            except FileNotFoundError:
+                # The newest segment this process knows (its descriptor not open), or the one after
+                # it between a look and a read (possible without the write lock): retention removed
+                # it, so the frames this process has not read are gone with it.
+                raise self._gone(active) from None
         self.foreign_records += learned
         return learned
+
+    def _gone(self, active: Segment) -> StoreBrokenError:
+        """The newest segment this process knows is gone: it fell behind retention, or the store files were removed."""
+        return removed_store_error(self.fs, self.segments.directory, active.number) or FellBehindError(active.path)
 
     def _follow_segment(self, segment: Segment, locked: bool) -> int:
         # The descriptor stays pinned throughout: the cache never closes it under this loop.
@@ -179,16 +197,20 @@ class LogCatchUp:
         self.segments.add(Segment(number, path, header.first_position, newline + 1))
 
 
-def _fell_behind(active: Segment) -> StoreBrokenError:
-    """This process last saw ``active`` as the newest segment, and it is gone: it cannot catch up.
+class FellBehindError(StoreBrokenError):
+    """The segment this process last knew as newest is gone: it cannot catch up frame by frame.
 
-    Other processes rolled past it and retention removed the segments in between before this
-    process looked (it neither appended nor read meanwhile). Writing on would append to a
-    removed file, and reading on would serve an old view: refuse both until the store is
-    reopened, which rebuilds the index from the snapshots and the segments that remain.
+    Other processes rolled past it and retention removed it (and maybe the segments after
+    it) before this process looked: it neither appended nor read meanwhile. Writing on
+    would append to a removed file, and reading on would serve an old view. The backend
+    catches it and rebuilds the index (``_rebuild.py``); the message is for a caller it
+    should ever reach unhandled (a store's close skips its checkpoint on it).
     """
-    return StoreBrokenError(
-        f"this process's view of the store fell behind: segment {active.path} was its newest, and other "
-        "processes rolled past it and retention removed it before this process caught up; close and reopen "
-        "the store (nothing acknowledged is lost; keep more segments with CompactionSettings.keep_segments)"
-    )
+
+    def __init__(self, path: str) -> None:
+        super().__init__(
+            f"this process's view of the store fell behind: segment {path} was its newest, and other processes "
+            "rolled past it and retention removed it before this process caught up; close and reopen the store "
+            "(nothing acknowledged is lost; keep more segments with CompactionSettings.keep_segments)"
+        )
+        self.path = path

@@ -79,6 +79,17 @@ class Index:
         self.labels.clear()
         self.next_position = 1
 
+    def adopt(self, rebuilt: Index) -> None:
+        """Take the streams, next position, floors and label sets of an index rebuilt from the files.
+
+        The counters stay: they count what this process appended. Replaced whole (never
+        changed in place), on the event loop, in one step with the other parts.
+        """
+        self.streams = rebuilt.streams
+        self.next_position = rebuilt.next_position
+        self.floors = rebuilt.floors
+        self.labels = rebuilt.labels
+
     def _fold_other(self, info: SessionInfo, event: Any, version: int, timestamp_ms: int) -> None:
         """Fold an event that may change a session's scope, labels or liveness, and move it between label sets."""
         scope, tags, pinned, deleted = info.scope, info.tags, info.pinned, info.deleted

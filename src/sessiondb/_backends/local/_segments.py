@@ -70,6 +70,22 @@ class SegmentSet:
         self.segments.clear()
         self.starts.clear()
 
+    def adopt(self, rebuilt: SegmentSet) -> None:
+        """Take the segments a rebuild found (``_rebuild.py``): the live ones, from the first retention left.
+
+        Every descriptor of the old set is closed (a pinned one at its last unpin), the write
+        descriptor too: it may point at a removed file. ``follow_active`` opens the new
+        active segment under the write lock before anything is written. The counters stay.
+        """
+        self.read_fds.close_all()
+        if self.write_fd is not None:
+            self.fs.close(self.write_fd)
+            self.write_fd = None
+        self.write_number = 0  # no segment's number: follow_active opens the active one
+        self.segments = rebuilt.segments
+        self.starts = rebuilt.starts
+        self.removed = set()
+
     def path_of(self, number: int) -> str:
         return os.path.join(self.directory, segment_name(number))
 

@@ -68,6 +68,12 @@ class SnapshotFiles:
         """Learn the snapshots from the files themselves (an open without a usable checkpoint)."""
         self.newest, self.older = read_snapshot_headers(self.fs, self.directory, names)
 
+    def adopt(self, rebuilt: SnapshotFiles) -> None:
+        """Take the snapshot map of a rebuild from the files (what it learned they hold is kept: files never change)."""
+        self.newest = rebuilt.newest
+        self.older = rebuilt.older
+        self.holds.update(rebuilt.holds)
+
     def resync(self, names: list[str]) -> bool:
         """Learn snapshot files another process wrote or deleted (``names``: the directory now); True if any.
 
