@@ -241,10 +241,13 @@ async def reader(target: str, seconds: float) -> None:
                             failures.append(f"read({info.session_id}) started at {events[0].version}")
                     except HistoryUnavailableError:
                         counts["cut"] += 1  # retention removed it: a clear error, allowed
-                page = await store.read_all(after=max(0, (positions[-1] if positions else 0) - 50), limit=100)
-                counts["read_alls"] += 1
-                if any(b.position <= a.position for a, b in itertools.pairwise(page)):
-                    failures.append("read_all positions not increasing")
+                try:
+                    page = await store.read_all(after=max(0, (positions[-1] if positions else 0) - 50), limit=100)
+                    counts["read_alls"] += 1
+                    if any(b.position <= a.position for a, b in itertools.pairwise(page)):
+                        failures.append("read_all positions not increasing")
+                except HistoryUnavailableError:
+                    counts["cut"] += 1  # the subscription lags behind retention's window: a clear error, allowed
             except SessionDBError as exc:
                 failures.append(f"read failed: {exc!r}")
             except Exception as exc:
@@ -253,8 +256,13 @@ async def reader(target: str, seconds: float) -> None:
         follower.cancel()
         stop.cancel()
         await subscription.aclose()
-        if follower.done() and not follower.cancelled() and follower.exception() is not None:
-            failures.append(f"subscribe_all failed: {follower.exception()!r}")
+        if follower.done() and not follower.cancelled():
+            error = follower.exception()
+            if isinstance(error, HistoryUnavailableError):
+                # A subscriber slower than retention (2 kept segments of 16 KiB here) is told so: allowed.
+                counts["subscription_cut"] = 1
+            elif error is not None:
+                failures.append(f"subscribe_all failed: {error!r}")
     counts["subscribed"] = len(positions)
     if any(b <= a for a, b in itertools.pairwise(positions)):
         failures.append("subscribe_all delivered positions out of order or twice")
