@@ -346,8 +346,8 @@ def _apply(conn: sqlite3.Connection, after: int, events: Sequence[RecordedEvent]
 
 
 def _insert(conn: sqlite3.Connection, documents: list[Document]) -> None:
-    docs = []
-    texts = []
+    docs: list[tuple[int, str, int, int, str, str | None]] = []
+    texts: list[tuple[object, ...]] = []
     for d in documents:
         columns = d.columns
         folds = [folded(column) for column in columns]

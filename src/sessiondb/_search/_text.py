@@ -170,9 +170,10 @@ def folded(text: str) -> str:
 
     ``normalize`` (queries, PostgreSQL's lexemes) applies NFKD, which ``unicode61`` does
     not: it would index fullwidth "API", "ﬁnal" and "H₂O" as they are, and no query
-    (normalized to "api", "final", "h2o") could find them. Words without such characters (nearly all text,
-    accented or not) are left to ``unicode61``, whose folding equals ``normalize`` for them,
-    so they keep their form. Returns ``text`` itself when nothing changed.
+    (normalized to "api", "final", "h2o") could find them. Words without such characters
+    (nearly all text, accented or not) are left to ``unicode61``, whose folding equals
+    ``normalize`` for them, so they keep their form. CJK characters stay as they are (they
+    are compared as written, ``word_spans``). Returns ``text`` itself when nothing changed.
     """
     if text.isascii() or unicodedata.is_normalized("NFKC", text):
         return text
