@@ -20,7 +20,15 @@ from typing import Any
 
 import anyio
 
-from ._backends._base import REOPENED, AppendRequest, Backend, SessionInfo, SessionPage, recorded_events
+from ._backends._base import (
+    REOPENED,
+    AppendRequest,
+    Backend,
+    SessionInfo,
+    SessionPage,
+    compaction_error,
+    recorded_events,
+)
 from ._backends._fs import FileSystem
 from ._backends._listing import check_limit, decode_cursor, encode_cursor, session_query
 from ._backends._memory import MemoryFileSystem
@@ -323,7 +331,9 @@ class Store:
             _check_metadata(session_id, model, workspace_root, None)
             check_scope(scope, session_id, new=True)
         started = SessionStarted(now_ms(), model, workspace_root, scope=scope)
-        await self._submit(AppendRequest(session_id, (started,), timestamp_ms=started.created_at_ms, creates=True))
+        await self._submit(
+            AppendRequest(session_id, (started,), timestamp_ms=started.created_at_ms, creates=True, full_check=True)
+        )
         return session_id
 
     async def append(
@@ -360,7 +370,7 @@ class Store:
                 compacts = any(type(event) is Compacted for event in events)
             _check_values(session_id, events)
             if compacts:
-                await self._check_compactions(session_id, events)
+                return await self._append_compacting(session_id, events, expected_version, event_ids, timestamp_ms)
         if expected_version is not None or event_ids is not None or timestamp_ms is not None:
             event_ids = _checked_append_options(session_id, events, expected_version, event_ids, timestamp_ms)
         elif type(session_id) is not str:
@@ -381,6 +391,41 @@ class Store:
         except SessionNotFoundError:
             validate_session_id(session_id)  # an id no session can have gets the clearer error
             await self._raise_if_deleted(session_id)
+            raise
+
+    async def _append_compacting(
+        self,
+        session_id: str,
+        events: tuple[Event, ...],
+        expected_version: int | None,
+        event_ids: Sequence[str | None] | None,
+        timestamp_ms: int | None,
+    ) -> int:
+        """``append`` of checked events holding a ``Compacted``: the backend checks what it removes.
+
+        The check of ``removed_message_count`` against the live messages must be atomic
+        with the commit (checked here against ``info()``, two concurrent compactions
+        would both pass): ``full_check`` makes the backend do it while it plans the batch,
+        against its own summary and the earlier appends of the same batch. A refused
+        compaction fails alone with ``InvalidInputError``, never the batch. Plain appends
+        never come here, so they pay nothing for it.
+        """
+        if expected_version is not None or event_ids is not None or timestamp_ms is not None:
+            event_ids = _checked_append_options(session_id, events, expected_version, event_ids, timestamp_ms)
+        elif type(session_id) is not str:
+            validate_session_id(session_id)
+        request = AppendRequest(
+            session_id,
+            events,
+            expected_version,
+            event_ids,
+            now_ms() if timestamp_ms is None else timestamp_ms,
+            full_check=True,
+        )
+        try:
+            return (await self._submit(request)).version
+        except SessionNotFoundError:
+            validate_session_id(session_id)  # an id no session can have gets the clearer error
             raise
 
     async def _append_on_home(
@@ -417,32 +462,16 @@ class Store:
                 raise InvalidInputError(_wrong_event_message(session_id, event))
         return compacts
 
-    async def _check_compactions(self, session_id: str, events: Sequence[Event], live: int | None = None) -> None:
-        """Refuse a ``Compacted`` that removes more live messages than the session has before it.
+    @staticmethod
+    def _check_compactions(session_id: str, events: Sequence[Event], live: int) -> None:
+        """Refuse a ``Compacted`` of an imported history that removes more than the ``live`` messages before it.
 
-        Folded, it would silently empty the live context down to its summary. ``live``: the
-        live messages before ``events`` (default: the session's, from its summary; an unknown
-        or deleted session is left to the append, which refuses it with the usual error). A
-        compaction committed by someone else between this check and the append may shrink
-        the context first: the fold then keeps the summary alone, as it does for old logs.
+        Appends to an existing session are checked by the backend instead, atomically with
+        the commit (``_append_compacting``); an import creates its session, so nothing races it.
         """
-        if live is None:
-            info = await self.backend.info(session_id)
-            if info is None or info.deleted:
-                return
-            live = info.message_count - (1 if info.compacted else 0)  # an earlier summary is not removable
-        for index, event in enumerate(events):
-            if type(event) is Message:
-                live += 1
-            elif type(event) is Compacted and event.rewrite_context:
-                if event.removed_message_count > live:
-                    where = f" before events[{index}]" if len(events) > 1 else ""
-                    raise InvalidInputError(
-                        f"session {session_id!r} has {live} live message(s){where} (an earlier compaction's "
-                        f"summary not counted), so a compaction cannot remove {event.removed_message_count}; "
-                        "give at most that many (load(session_id).messages is the live context); nothing was written"
-                    )
-                live -= event.removed_message_count
+        error = compaction_error(session_id, live, False, events)
+        if error is not None:
+            raise error
 
     def _redacted(self, session_id: str, events: tuple[Event, ...]) -> tuple[Event, ...]:
         """The events as the redaction hook rewrote them (checked: a hook must return an event)."""
@@ -489,11 +518,13 @@ class Store:
         if any(type(event) is Compacted for event in events):
             inherited = started.inherited
             live = inherited.message_count - (1 if inherited.compacted else 0) if inherited is not None else 0
-            await self._check_compactions(session_id, events, max(live, 0))
+            self._check_compactions(session_id, events, max(live, 0))
         ids: list[str | None] | None = None
         if event_ids is not None:
             ids = [None, *_checked_event_ids(session_id, event_ids, len(events), "import")]
-        request = AppendRequest(session_id, (started, *events), timestamp_ms=timestamp_ms, creates=True, event_ids=ids)
+        request = AppendRequest(
+            session_id, (started, *events), timestamp_ms=timestamp_ms, creates=True, full_check=True, event_ids=ids
+        )
         return (await self._submit(request)).version
 
     @on_store_loop
@@ -564,7 +595,9 @@ class Store:
                 Inherited(len(state.messages), state.usage, compacted, state.item_count, state.checkpoint_count),
                 child_scope,
             )
-            await self._submit(AppendRequest(child_id, (started,), timestamp_ms=started.created_at_ms, creates=True))
+            await self._submit(
+                AppendRequest(child_id, (started,), timestamp_ms=started.created_at_ms, creates=True, full_check=True)
+            )
             return child_id
 
     @on_store_loop

@@ -28,6 +28,7 @@ from typing import Any, TypeVar
 
 from ._errors import InvalidInputError, SessionDBError
 from ._events import Compacted, Custom, Message, PromptRecorded, Text, Thinking, ToolResult, ToolUse
+from ._reserved import RESERVED, shape_problem
 
 # Deep enough for any real tool input or application payload; shallow enough that a
 # record decodes from any reasonable call depth (each level costs the C decoder a frame).
@@ -212,6 +213,10 @@ def check_event(session_id: object, where: str, event: object) -> None:
     elif isinstance(event, Custom):
         _check_field(session_id, f"{where}.name", event.name)
         check_value(session_id, f"{where}.data", event.data)
+        if event.name in RESERVED:  # an integration's name: its data must be what that integration reads
+            problem = shape_problem(session_id, where, event.name, event.data)
+            if problem is not None:
+                raise InvalidInputError(problem)
     elif isinstance(event, PromptRecorded):
         _check_field(session_id, f"{where}.text", event.text)
     elif isinstance(event, Compacted):

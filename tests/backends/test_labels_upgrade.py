@@ -194,7 +194,7 @@ async def test_a_version_4_postgresql_schema_is_migrated(pg_dsn: str, pg_schema:
             assert await store.append(sid, Message.user("after upgrade")) == 2
             assert await store.set_title(sid, "Upgraded") == 3
         async with sessiondb.open_store(PostgresBackend(pg_dsn, schema=pg_schema)) as store:
-            assert await conn.fetchval(f"select version from {pg_schema}.schema_version") == SCHEMA_VERSION == 6
+            assert await conn.fetchval(f"select version from {pg_schema}.schema_version") == SCHEMA_VERSION == 7
             info = await store.session_info(sid)
             assert (info.version, info.scope, info.title, info.message_count) == (3, "s", "Upgraded", 1)
             rows = await conn.fetch(

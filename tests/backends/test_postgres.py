@@ -621,8 +621,9 @@ async def test_absurd_numbers_fail_or_clamp_without_breaking_the_batch(pg_dsn: s
             return_exceptions=True,
         )
         assert isinstance(results[0], ConflictError) and results[0].expected_version == 2**40
-        # More than the live context is refused before the batch (tests/backends/test_postgres_differential.py
-        # still sends over-large counts to the backend, which clamps them as it does for old logs).
+        # More than the live context is refused, by append_batch under the session's lock (clamped to an
+        # int4 on the way; tests/backends/test_postgres_differential.py also sends unflagged over-large
+        # counts, which the backend clamps as it does for old logs).
         assert isinstance(results[1], sessiondb.InvalidInputError) and "has 2 live message(s)" in str(results[1])
         assert await store.append(sid, sessiondb.Compacted("all of it", removed_message_count=2)) == 4
         assert (await store.session_info(sid)).message_count == 1  # just the summary

@@ -1,6 +1,8 @@
 """A brute-force search to check the index against: the documented matching rules, written out plainly.
 
-For ASCII text: a word is a run of [a-z0-9] after lower-casing (everything else separates);
+For text whose compatibility form (NFKC: fullwidth letters, ligatures, super- and subscripts
+as plain letters and digits) is ASCII: a word is a run of [a-z0-9] of that form after
+lower-casing (everything else separates); query words are taken the same way;
 a term matches a column when its words occur there in a row (the last one as a prefix
 for ``word*``); an event matches when every term matches one of its columns; deleted
 sessions' events never match.
@@ -9,6 +11,7 @@ sessions' events never match.
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Iterable
 from typing import Any
 
@@ -31,7 +34,12 @@ Term = tuple[tuple[str, ...], bool]  # (words, prefix)
 
 
 def words(text: str) -> list[str]:
-    return re.findall(r"[a-z0-9]+", text.lower())
+    return re.findall(r"[a-z0-9]+", unicodedata.normalize("NFKC", text).lower())
+
+
+def normalized(terms: list[Term]) -> list[Term]:
+    """Terms as compared: each word in its compatibility form, lower-cased."""
+    return [(tuple(word for raw in wanted for word in words(raw)), prefix) for wanted, prefix in terms]
 
 
 def columns(event: object) -> list[str]:
@@ -114,6 +122,7 @@ def expected_positions(
     scope: str | None = None,
     tag: str | None = None,
 ) -> set[int]:
+    terms = normalized(terms)
     deleted = {e.session_id for e in events if isinstance(e.event, SessionDeleted)}
     documents, labels = labelled_documents(events)
     found = set()

@@ -1,5 +1,8 @@
 """``Store.search``: what is found, how hits look, paging, the query syntax and its errors (both backends)."""
 
+# Fullwidth letters and digits are what some of these tests search for.
+# ruff: noqa: RUF001
+
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
@@ -246,6 +249,40 @@ async def test_cjk_words_are_found_inside_a_sentence(any_store: sessiondb.Store)
     assert "\x1f" not in hit.snippet
     (hit,) = (await store.search("ストで")).hits
     assert (hit.snippet, [hit.snippet[start:end] for start, end in hit.highlights]) == ("テストです", ["ストで"])
+
+
+async def test_compatibility_forms_are_found_as_their_plain_letters(any_store: sessiondb.Store) -> None:
+    """Fullwidth letters, ligatures, super- and subscripts: found by the text as written and by their NFKD form.
+
+    The directory and :memory: stores found none of these (not even the exact stored text): queries
+    were normalized (NFKD), SQLite's unicode61 indexed the raw text. Snippets show the text as written.
+    """
+    store = any_store
+    sid = await store.create_session(session_id="compat")
+    await store.append(sid, Message.user("ＡＰＩキーの設定"))  # 2
+    await store.append(sid, Message.user("ＡＢＣ全角英字とＰｙｔｈｏｎ３"))  # 3
+    await store.append(sid, Message.user("the ﬁnal report"))  # 4
+    await store.append(sid, Message.user("water H₂O and x²"))  # 5
+    await store.append(sid, Message.user("plain api, final and python3 h2o"))  # 6
+    assert await _hits(store, "ＡＰＩ", order="newest") == await _hits(store, "api", order="newest")
+    assert await _hits(store, "api", order="newest") == [("compat", 6, "message"), ("compat", 2, "message")]
+    assert await _hits(store, "Ｐｙｔｈｏｎ３", order="newest") == [("compat", 6, "message"), ("compat", 3, "message")]
+    assert await _hits(store, "python3", order="newest") == [("compat", 6, "message"), ("compat", 3, "message")]
+    assert await _hits(store, "pyth*", order="newest") == [("compat", 6, "message"), ("compat", 3, "message")]
+    assert await _hits(store, "ﬁnal", order="newest") == [("compat", 6, "message"), ("compat", 4, "message")]
+    assert await _hits(store, "final", order="newest") == [("compat", 6, "message"), ("compat", 4, "message")]
+    assert await _hits(store, "H₂O", order="newest") == [("compat", 6, "message"), ("compat", 5, "message")]
+    assert await _hits(store, "x2") == await _hits(store, "x²") == [("compat", 5, "message")]
+    assert await _hits(store, "ＡＰＩキー") == await _hits(store, '"api キ ー"') == [("compat", 2, "message")]
+    for query, snippet, marked in (
+        ("api", "ＡＰＩキーの設定", ["ＡＰＩ"]),
+        ("final", "the ﬁnal report", ["ﬁnal"]),
+        ("h2o", "water H₂O and x²", ["H₂O"]),
+        ("python3", "ＡＢＣ全角英字とＰｙｔｈｏｎ３", ["Ｐｙｔｈｏｎ３"]),
+    ):
+        hit = (await store.search(query, order="newest")).hits[-1]
+        assert hit.snippet.lstrip("…") in snippet  # the text as written (a window of it)
+        assert [hit.snippet[start:end] for start, end in hit.highlights] == marked
 
 
 async def test_a_unit_separator_in_text_stays_a_separator(any_store: sessiondb.Store) -> None:

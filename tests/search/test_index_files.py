@@ -293,6 +293,23 @@ async def test_an_index_of_an_older_format_is_rebuilt(tmp_path: Path) -> None:
         assert [hit.version for hit in (await store.search("测试")).hits] == [2]
 
 
+async def test_an_index_of_format_2_is_rebuilt(tmp_path: Path) -> None:
+    """Format 2 indexed words with compatibility characters as written (no query found them): rebuilt."""
+    async with sessiondb.open_store(tmp_path) as store:
+        await store.create_session(session_id="s")
+        await store.append("s", Message.user("the \ufb01nal report"))
+        assert [hit.version for hit in (await store.search("final")).hits] == [2]
+    conn = sqlite3.connect(tmp_path / "search.sqlite")
+    conn.execute("update meta set value = '2' where key = 'format'")
+    conn.execute("update fts set text = 'the \ufb01nal report'")  # as format 2 indexed it
+    conn.execute("alter table docs drop column original")
+    conn.commit()
+    conn.close()
+    async with sessiondb.open_store(tmp_path) as store:
+        (hit,) = (await store.search("final")).hits
+        assert (hit.version, hit.snippet) == (2, "the \ufb01nal report")
+
+
 @pytest.mark.postgres
 async def test_a_postgres_index_of_an_older_format_is_rebuilt(pg_url: str) -> None:
     asyncpg = pytest.importorskip("asyncpg")

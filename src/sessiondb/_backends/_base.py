@@ -16,6 +16,7 @@ from typing import Any
 import msgspec
 
 from .._counts import COUNTED, apply_count
+from .._errors import InvalidInputError
 from .._events import (
     Compacted,
     Custom,
@@ -206,11 +207,41 @@ class AppendRequest(msgspec.Struct):
     event_ids: Sequence[str | None] | None = None
     timestamp_ms: int = 0
     creates: bool = False
+    # Set by the store on creations and on appends holding a Compacted that rewrites the context:
+    # a backend plans such a request with every check (a compaction's removed_message_count against
+    # the live messages, atomically with the commit), never on its one-event fast path. Plain
+    # appends leave it False, so the fast path tests one field for all of them.
+    full_check: bool = False
     version: int = 0
     first_position: int = 0
     error: BaseException | None = None
     duplicate: bool = False
     recorded: list[RecordedEvent] | None = None
+
+
+def compaction_error(
+    session_id: str, message_count: int, compacted: bool, events: Sequence[Any]
+) -> InvalidInputError | None:
+    """The error for ``events`` when a ``Compacted`` among them removes more live messages than there are.
+
+    ``message_count`` and ``compacted`` are the session's summary before ``events``
+    (``SessionInfo``'s). Folded, such a compaction would silently empty the live context
+    down to its summary. An earlier summary message is not removable, as upstream counts.
+    """
+    live = message_count - (1 if compacted else 0)
+    for index, event in enumerate(events):
+        if type(event) is Message:
+            live += 1
+        elif type(event) is Compacted and event.rewrite_context:
+            if event.removed_message_count > live:
+                where = f" before events[{index}]" if len(events) > 1 else ""
+                return InvalidInputError(
+                    f"session {session_id!r} has {live} live message(s){where} (an earlier compaction's "
+                    f"summary not counted), so a compaction cannot remove {event.removed_message_count}; "
+                    "give at most that many (load(session_id).messages is the live context); nothing was written"
+                )
+            live -= event.removed_message_count
+    return None
 
 
 def recorded_events(request: AppendRequest) -> list[RecordedEvent]:

@@ -43,16 +43,20 @@ from ._text import (
     Document,
     Filters,
     Query,
-    fts_text,
+    cjk_tokens,
+    folded,
     parse_marked,
     plan_chunk,
+    snippet,
     tags_document,
 )
 
 SIDECAR_NAME = "search.sqlite"
 LOCK_NAME = "search.lock"
-# 2: CJK characters are words of their own (``_text.fts_text``); an index of format 1 is emptied and rebuilt.
-FORMAT = 2
+# 2: CJK characters are words of their own (``_text.cjk_tokens``). 3: words with compatibility characters are
+# indexed normalized (``_text.folded``), their text as written kept in ``docs.original``. An older index is
+# emptied and rebuilt.
+FORMAT = 3
 _BUSY_TIMEOUT_MS = 60_000
 _SNIPPET_WORDS = 24
 # SQLite primary result codes that mean the file itself is damaged.
@@ -62,8 +66,9 @@ _T = TypeVar("_T")
 
 _SCHEMA = (
     "create table if not exists meta (key text primary key, value text not null)",
+    # original: the document's columns as written (JSON), only when the FTS table holds them folded.
     "create table if not exists docs (position integer primary key, session_id text not null, "
-    "version integer not null, timestamp_ms integer not null, kind text not null)",
+    "version integer not null, timestamp_ms integer not null, kind text not null, original text)",
     "create index if not exists docs_session on docs (session_id, kind)",
     # Labels for the scope and tag filters, folded from SessionStarted.scope and TagsChanged events.
     "create table if not exists scopes (session_id text primary key, scope text not null)",
@@ -341,14 +346,18 @@ def _apply(conn: sqlite3.Connection, after: int, events: Sequence[RecordedEvent]
 
 
 def _insert(conn: sqlite3.Connection, documents: list[Document]) -> None:
-    conn.executemany(
-        "insert into docs values (?, ?, ?, ?, ?)",
-        [(d.position, d.session_id, d.version, d.timestamp_ms, d.kind) for d in documents],
-    )
-    conn.executemany(
-        "insert into fts (rowid, text, thinking, tool_use, tool_result) values (?, ?, ?, ?, ?)",
-        [(d.position, *map(fts_text, d.columns)) for d in documents],
-    )
+    docs: list[tuple[int, str, int, int, str, str | None]] = []
+    texts: list[tuple[object, ...]] = []
+    for d in documents:
+        columns = d.columns
+        folds = [folded(column) for column in columns]
+        texts.append((d.position, *map(cjk_tokens, folds)))
+        # A folded word changes the indexed text: SQLite's snippet would show it folded, so keep the original.
+        changed = any(fold is not column for fold, column in zip(folds, columns, strict=True))
+        original = msgspec.json.encode(columns).decode() if changed else None
+        docs.append((d.position, d.session_id, d.version, d.timestamp_ms, d.kind, original))
+    conn.executemany("insert into docs values (?, ?, ?, ?, ?, ?)", docs)
+    conn.executemany("insert into fts (rowid, text, thinking, tool_use, tool_result) values (?, ?, ?, ?, ?)", texts)
 
 
 def _delete_kind(conn: sqlite3.Connection, session_id: str, kind: str) -> None:
@@ -399,7 +408,7 @@ def _query(
     marks = (START_MARK, END_MARK, "…", _SNIPPET_WORDS)
     snippets = ", ".join(f"snippet(fts, {column}, ?, ?, ?, ?)" for column in range(4))
     rows = conn.execute(
-        f"select docs.position, docs.session_id, docs.version, docs.timestamp_ms, docs.kind, {snippets} "
+        f"select docs.position, docs.session_id, docs.version, docs.timestamp_ms, docs.kind, docs.original, {snippets} "
         f"from fts join docs on docs.position = fts.rowid where fts match ? "
         f"and fts.rowid in ({', '.join('?' * len(ranked))})",
         [*marks * 4, match, *(row[0] for row in ranked)],
@@ -411,10 +420,19 @@ def _query(
         best_column = 0
         best: tuple[str, tuple[tuple[int, int], ...]] = ("", ())
         best_count = -1
-        for column in range(4):
-            plain, highlights = parse_marked(row[5 + column])
-            if plain and len(highlights) > best_count:
-                best_column, best, best_count = column, (plain, highlights), len(highlights)
+        if row[5] is not None:
+            # Indexed folded: the snippet is made from the text as written, as for PostgreSQL.
+            for column, content in enumerate(msgspec.json.decode(row[5])):
+                if not content:
+                    continue
+                plain, highlights, count = snippet(content, query, _SNIPPET_WORDS)
+                if count > best_count:
+                    best_column, best, best_count = column, (plain, highlights), count
+        else:
+            for column in range(4):
+                plain, highlights = parse_marked(row[6 + column])
+                if plain and len(highlights) > best_count:
+                    best_column, best, best_count = column, (plain, highlights), len(highlights)
         kind = COLUMN_KINDS[best_column] if row[4] == "message" else row[4]
         hits.append(SearchHit(row[1], row[2], position, kind, best[0], -bm25, row[3], best[1]))
     return hits

@@ -1,17 +1,20 @@
 """What search sees of an event (its document), the query syntax, and the word rules both engines share.
 
 A word is a run of letters and digits (anything else, ``_`` included, separates
-words), compared without case and without diacritics: SQLite's ``unicode61``
-tokenizer with ``remove_diacritics 2`` does this for the directory store, and the
-same rules applied here (``lexemes``) feed PostgreSQL, whose own parser would
-otherwise keep ``foo.bar`` or ``a-b`` as one word.
+words), compared without case, without diacritics and in its compatibility form
+(NFKD: fullwidth letters are their ASCII twins, the ligature "ﬁ" is "fi", "H₂O" is "h2o"): SQLite's
+``unicode61`` tokenizer with ``remove_diacritics 2`` folds case and diacritics for the
+directory store, and gets each word with compatibility characters already in its
+normalized form (``folded``; snippets are made from the text as written); the same
+rules applied here (``lexemes``) feed PostgreSQL, whose own parser would otherwise keep
+``foo.bar`` or ``a-b`` as one word. Queries are normalized the same way.
 
 Chinese, Japanese and Korean are written without spaces between words, so a run of
 their characters would be one "word" and a word inside a sentence never found. Each
 such character (Han, kana, Hangul, Bopomofo: ``CJK``) is therefore a word of its own,
 compared as it is, and a query's run of them is a phrase: ``测试`` finds "这是一个测试"
 as "测 试" in a row (what Lucene's CJK unigrams do, without a dictionary). For SQLite,
-``fts_text`` puts ``SEPARATOR`` (a control character ``unicode61`` splits on) between a
+``cjk_tokens`` puts ``SEPARATOR`` (a control character ``unicode61`` splits on) between a
 CJK character and a letter or digit next to it; ``parse_marked`` takes it out of
 snippets again. Scripts without spaces that are not CJK (Thai, Lao, Khmer, Burmese)
 keep the one-run-one-word rule.
@@ -162,8 +165,35 @@ def word_spans(text: str) -> list[tuple[int, int, str]]:
     return spans
 
 
-def fts_text(text: str) -> str:
-    """``text`` as SQLite's FTS5 table gets it: each CJK character a token of its own (see the module's doc)."""
+def folded(text: str) -> str:
+    """``text`` with each word that has compatibility characters replaced by its normalized form.
+
+    ``normalize`` (queries, PostgreSQL's lexemes) applies NFKD, which ``unicode61`` does
+    not: it would index fullwidth "API", "ﬁnal" and "H₂O" as they are, and no query
+    (normalized to "api", "final", "h2o") could find them. Words without such characters
+    (nearly all text, accented or not) are left to ``unicode61``, whose folding equals
+    ``normalize`` for them, so they keep their form. CJK characters stay as they are (they
+    are compared as written, ``word_spans``). Returns ``text`` itself when nothing changed.
+    """
+    if text.isascii() or unicodedata.is_normalized("NFKC", text):
+        return text
+    parts: list[str] = []
+    done = 0
+    for start, end, word in word_spans(text):
+        if not unicodedata.is_normalized("NFKC", text[start:end]) and word != text[start:end]:
+            parts += (text[done:start], word)
+            done = end
+    if not parts:
+        return text
+    parts.append(text[done:])
+    return "".join(parts)
+
+
+def cjk_tokens(text: str) -> str:
+    """``text`` with SEPARATOR between a CJK character and a letter or digit next to it (``unicode61`` splits there).
+
+    With ``folded`` first, what SQLite's FTS5 table gets: each CJK character a token of its own.
+    """
     if text.isascii():
         return text
     if SEPARATOR in text:

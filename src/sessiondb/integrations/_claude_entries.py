@@ -22,12 +22,14 @@ import msgspec
 from .._errors import InvalidInputError
 from .._events import Block, Custom, Message, RecordedEvent, Text, Thinking, ToolResult, ToolUse, Usage
 from .._projection import Projection
+from .._reserved import CLAUDE_ENTRY, CLAUDE_LINE, CLAUDE_SUMMARY
 from ._claude_keys import describe_key
 
-ENTRY = "claude_agent_sdk.entry"
-SUMMARY = "claude_agent_sdk.summary"
+# The event names (``_reserved``: an append of one in another shape is refused).
+ENTRY = CLAUDE_ENTRY
+SUMMARY = CLAUDE_SUMMARY
 # An imported line kept byte for byte (after its ENTRY) when the entry would not serialize back to it.
-LINE = "claude_agent_sdk.line"
+LINE = CLAUDE_LINE
 # Only for naming the culprit of a failed round trip: nesting past this exhausts Python's
 # recursion in the encoder (what a store's own event validation allows is checked when building).
 MAX_NESTING = 500

@@ -35,6 +35,7 @@ from .._errors import InvalidInputError
 from .._events import Custom, RecordedEvent
 from .._ids import MAX_SESSION_ID_BYTES
 from .._projection import Projection
+from .._reserved import LANGGRAPH_REMOVED, LANGGRAPH_WRITES
 
 PREFIX = "lg~"
 # What of the session id limit is the thread's: the prefix and a generation suffix (``~~9999``) take the rest.
@@ -43,8 +44,8 @@ MAX_THREAD_ID_BYTES = MAX_SESSION_ID_BYTES - len(PREFIX) - 6
 # the scope's index instead of every session in the store.
 SCOPE = LANGGRAPH_SCOPE
 CHECKPOINT = LANGGRAPH_CHECKPOINT  # counted in the session's summary (``_counts``)
-WRITES = "langgraph.writes"
-REMOVED = "langgraph.removed"
+WRITES = LANGGRAPH_WRITES
+REMOVED = LANGGRAPH_REMOVED
 PROJECTION_NAME = "langgraph.checkpoints"
 IDS_PER_TOMBSTONE = 20_000  # checkpoint ids are ~36 characters: under 1 MB per event
 # A value of a metadata key the index cannot hash exactly (a dict, a list, a huge int):

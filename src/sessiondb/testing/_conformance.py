@@ -300,6 +300,19 @@ class BackendConformance(LabelConformance):
         with pytest.raises(InvalidInputError, match=r"versions 0\.\.5"):
             await store.load(sid, at_version=6)
 
+    async def test_concurrent_compactions_are_checked_against_each_other(self, store: Store) -> None:
+        # The backend checks each flagged compaction (AppendRequest.full_check) as it commits: a check
+        # made before the batch would let all of these remove the same four messages.
+        sid = await store.create_session()
+        await store.append(sid, *[Message.user(f"m{i}") for i in range(4)])
+        results = await asyncio.gather(
+            *[store.record_compaction(sid, summary=f"s{k}", removed_message_count=4) for k in range(3)],
+            return_exceptions=True,
+        )
+        assert sum(1 for r in results if isinstance(r, int)) == 1, results
+        assert all(isinstance(r, int | InvalidInputError) for r in results), results
+        assert (await store.session_info(sid)).message_count == 1  # the summary alone
+
     async def test_delete_hides_the_session(self, store: Store) -> None:
         keep = await store.create_session()
         gone = await store.create_session()

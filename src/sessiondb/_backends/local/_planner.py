@@ -14,7 +14,7 @@ import msgspec
 
 from ..._errors import ConflictError, EventTooLargeError, InvalidInputError, SessionExistsError, SessionNotFoundError
 from ..._events import SessionDeleted
-from .._base import AppendRequest, SessionInfo
+from .._base import AppendRequest, SessionInfo, apply_to_info, compaction_error
 from ._format import FrameBuilder, WriteRecord, record_encoder
 from ._index import Index, Stream
 
@@ -58,7 +58,7 @@ def plan_batch(log_index: Index, batch: Sequence[AppendRequest], max_event_bytes
             stream is not None
             and len(events) == 1
             and request.event_ids is None
-            and not request.creates
+            and not request.full_check
             and not stream.info.deleted
             and session_id not in heads
         ):
@@ -91,7 +91,7 @@ def plan_batch(log_index: Index, batch: Sequence[AppendRequest], max_event_bytes
             heads[session_id] = None if type(event) is SessionDeleted else head
             admitted_append((request, stream))
             continue
-        # Everything else: creations, several events, event ids, a session seen earlier in this batch.
+        # Everything else: creations, compactions, several events, event ids, a session seen earlier in this batch.
         if stream is None:
             stream = new_streams.get(session_id)
         if request.creates:
@@ -117,6 +117,11 @@ def plan_batch(log_index: Index, batch: Sequence[AppendRequest], max_event_bytes
         if expected is not None and expected != head:
             request.error = ConflictError(session_id, expected, head)
             continue
+        if request.full_check and not request.creates:
+            error = _compaction_error(request, stream, plan.admitted)
+            if error is not None:
+                request.error = error
+                continue
         event_ids = request.event_ids
         timestamp = request.timestamp_ms
         mark_size = len(payload)
@@ -169,6 +174,23 @@ def plan_batch(log_index: Index, batch: Sequence[AppendRequest], max_event_bytes
     frame.count = len(spans)
     frame.first_position = log_index.next_position
     return plan
+
+
+def _compaction_error(
+    request: AppendRequest, stream: Stream, admitted: list[tuple[AppendRequest, Stream]]
+) -> InvalidInputError | None:
+    """Whether a compaction of ``request`` removes more than the live messages, here where nothing can race it.
+
+    The live messages are the index's summary plus what the earlier admitted appends of
+    this batch to the session add (the index learns those only after the frame is durable).
+    Only requests the store marked ``full_check`` come here: plain appends never pay for it.
+    """
+    info = stream.info.copy()
+    for earlier, _ in admitted:
+        if earlier.session_id == request.session_id:
+            for event in earlier.events:
+                apply_to_info(info, event, 0, 0)
+    return compaction_error(request.session_id, info.message_count, info.compacted, request.events)
 
 
 def _unencodable(session_id: str, exc: BaseException) -> InvalidInputError:

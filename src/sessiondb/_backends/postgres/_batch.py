@@ -15,11 +15,14 @@ import msgspec
 from ..._counts import CLEARED, COUNTED, compose, count_change
 from ..._errors import ConflictError, EventTooLargeError, InvalidInputError, SessionExistsError, SessionNotFoundError
 from ..._events import Compacted, Custom, Message, PinChanged, SessionDeleted, SessionStarted, TagsChanged, TitleChanged
-from .._base import AppendRequest, SessionInfo, apply_to_info
+from .._base import AppendRequest, SessionInfo, apply_to_info, compaction_error
 from ._schema import (
     CONFLICT,
     DUPLICATE,
     EXISTS,
+    FLAG_CHECK_REMOVED,
+    FLAG_COMPACTED,
+    FLAG_DELETED,
     LABEL_ADD_TAG,
     LABEL_CLEAR_TITLE,
     LABEL_PIN,
@@ -29,11 +32,10 @@ from ._schema import (
     NOT_FOUND,
     OK,
     PARTIAL_RETRY,
+    REMOVES_TOO_MANY,
 )
 
 _INT4_MAX = 2**31 - 1
-_FLAG_DELETED = 1
-_FLAG_COMPACTED = 2
 
 
 # The columns of an ``append_batch`` call after its three scalars, in order, with their SQL types.
@@ -226,7 +228,7 @@ def build_batch(batch: Sequence[AppendRequest], max_event_bytes: int, encode: Ca
             a_parent.append(None)
             a_branch.append(None)
             a_scope.append(None)
-            _add_deltas(arrays, events)
+            _add_deltas(arrays, events, request.full_check)
     if not arrays.simple and any(arrays.a_nids):
         _link_repeated_ids(arrays)
     return arrays
@@ -271,8 +273,12 @@ def _link_repeated_ids(arrays: BatchArrays) -> None:
         first += count
 
 
-def _add_deltas(arrays: BatchArrays, events: Sequence[Any]) -> None:
-    """The summary change of a plain append, as numbers the database adds (compactions as a small program)."""
+def _add_deltas(arrays: BatchArrays, events: Sequence[Any], check_removed: bool = False) -> None:
+    """The summary change of a plain append, as numbers the database adds (compactions as a small program).
+
+    ``check_removed`` (the store's ``full_check``): the database refuses the append when one of
+    its compactions removes more than the live messages, under the session's lock.
+    """
     messages = tin = tout = tcc = tcr = flags = compactions = 0
     c_after = arrays.c_after
     for event in events:
@@ -294,7 +300,7 @@ def _add_deltas(arrays: BatchArrays, events: Sequence[Any]) -> None:
                 arrays.c_removed.append(min(event.removed_message_count, _INT4_MAX))
                 c_after.append(0)
         elif kind is SessionDeleted:
-            flags |= _FLAG_DELETED
+            flags |= FLAG_DELETED
         elif kind is TitleChanged or kind is TagsChanged or kind is PinChanged:
             _add_label(arrays, event)
         elif kind is Custom and event.name in COUNTED:
@@ -304,6 +310,8 @@ def _add_deltas(arrays: BatchArrays, events: Sequence[Any]) -> None:
     arrays.a_tout.append(tout)
     arrays.a_tcc.append(tcc)
     arrays.a_tcr.append(tcr)
+    if compactions and check_removed:
+        flags |= FLAG_CHECK_REMOVED
     arrays.a_flags.append(flags)
     arrays.a_ncomp.append(compactions)
     if compactions:
@@ -369,7 +377,7 @@ def _add_create(arrays: BatchArrays, request: AppendRequest) -> None:
     arrays.a_tout.append(info.output_tokens)
     arrays.a_tcc.append(info.cache_creation_input_tokens)
     arrays.a_tcr.append(info.cache_read_input_tokens)
-    arrays.a_flags.append((_FLAG_DELETED if info.deleted else 0) | (_FLAG_COMPACTED if info.compacted else 0))
+    arrays.a_flags.append((FLAG_DELETED if info.deleted else 0) | (FLAG_COMPACTED if info.compacted else 0))
     arrays.a_ncomp.append(0)
     if info.item_count or info.checkpoint_count:  # the row starts at 0: set both (a fork's inherited part too)
         _add_count(arrays, (info.item_count, CLEARED), info.checkpoint_count)
@@ -399,6 +407,12 @@ def apply_outcomes(arrays: BatchArrays, codes: Sequence[int], versions: Sequence
             request.error = SessionNotFoundError(request.session_id)
         elif code == EXISTS:
             request.error = SessionExistsError(request.session_id)
+        elif code == REMOVES_TOO_MANY:
+            # ``version`` is the live message count before the append: the same fold gives the same message.
+            request.error = compaction_error(request.session_id, version, False, request.events) or InvalidInputError(
+                f"session {request.session_id!r} has {version} live message(s), fewer than a compaction of this "
+                "append removes; nothing was written"
+            )
         elif code == PARTIAL_RETRY:
             request.error = InvalidInputError(
                 f"some event ids of this append to session {request.session_id!r} are already stored and "

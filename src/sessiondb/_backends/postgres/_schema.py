@@ -24,7 +24,7 @@ import re
 from ..._counts import LANGGRAPH_CHECKPOINT, OPENAI_CLEAR, OPENAI_ITEMS, OPENAI_POP
 from ..._errors import InvalidInputError
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 POSITION_SHIFT = 24
 # xid << 24 must stay below 2**63.
 MAX_XID = 2 ** (63 - POSITION_SHIFT) - 1
@@ -211,7 +211,20 @@ def _version_6(s: str) -> list[str]:
     ]
 
 
-MIGRATIONS = {1: _version_1, 2: _version_2, 3: _version_3, 4: _version_4, 5: _version_5, 6: _version_6}
+def _version_7(s: str) -> list[str]:
+    """append_batch refuses a compaction (flagged by the client) that removes more than the live messages."""
+    return [_DROP_APPEND_BATCH.format(s=s), _append_batch_function(s)]
+
+
+MIGRATIONS = {
+    1: _version_1,
+    2: _version_2,
+    3: _version_3,
+    4: _version_4,
+    5: _version_5,
+    6: _version_6,
+    7: _version_7,
+}
 
 # Label operations of append_batch's l_op array (one per title set, tag added or removed, pin).
 LABEL_SET_TITLE, LABEL_CLEAR_TITLE, LABEL_ADD_TAG, LABEL_REMOVE_TAG, LABEL_PIN, LABEL_UNPIN = 1, 2, 3, 4, 5, 6
@@ -275,8 +288,11 @@ def _apply_counts_function(s: str) -> str:
     )
 
 
-# Outcome codes of append_batch, per append.
-OK, DUPLICATE, CONFLICT, NOT_FOUND, EXISTS, PARTIAL_RETRY = 0, 1, 2, 3, 4, 5
+# Outcome codes of append_batch, per append. REMOVES_TOO_MANY: a compaction of an append flagged
+# FLAG_CHECK_REMOVED removes more than the live messages; its version is the live count before the append.
+OK, DUPLICATE, CONFLICT, NOT_FOUND, EXISTS, PARTIAL_RETRY, REMOVES_TOO_MANY = 0, 1, 2, 3, 4, 5, 6
+# a_flags bits: the append deletes its session, a create starts compacted, check compactions' removals.
+FLAG_DELETED, FLAG_COMPACTED, FLAG_CHECK_REMOVED = 1, 2, 4
 
 
 def _append_batch_function(s: str) -> str:
@@ -320,7 +336,7 @@ def _append_batch_function(s: str) -> str:
         start_v integer[];
         i integer; j integer; p integer; code integer; c integer := 1; admitted integer := 0;
         ex boolean; del boolean; comp boolean; touched boolean; created boolean;
-        head integer; msgs integer; tin bigint; tout bigint; tcc bigint; tcr bigint; ts bigint;
+        head integer; msgs integer; m integer; cm boolean; tin bigint; tout bigint; tcc bigint; tcr bigint; ts bigint;
         xid bigint;
     begin
         perform pg_advisory_xact_lock(p_lock_class, h)
@@ -488,17 +504,30 @@ def _append_batch_function(s: str) -> str:
                 code := 2;
                 versions[i] := head;
             else
-                head := head + a_cnt[i];
-                msgs := msgs + a_msgs[i];
+                -- Compactions fold in order; a flagged one may remove at most the live messages before
+                -- it (an earlier summary not counted), checked here under the session's lock.
+                m := msgs + a_msgs[i];
+                cm := comp;
                 for j in 1 .. a_ncomp[i] loop
-                    msgs := 1 + greatest(0, msgs - (case when comp then 1 else 0 end) - c_removed[c + j - 1])
-                             + c_after[c + j - 1];
-                    comp := true;
+                    if (a_flags[i] & {FLAG_CHECK_REMOVED}) <> 0
+                       and c_removed[c + j - 1] > m - (case when cm then 1 else 0 end) then
+                        code := {REMOVES_TOO_MANY};
+                        versions[i] := msgs - (case when comp then 1 else 0 end);
+                        exit;
+                    end if;
+                    m := 1 + greatest(0, m - (case when cm then 1 else 0 end) - c_removed[c + j - 1])
+                         + c_after[c + j - 1];
+                    cm := true;
                 end loop;
-                tin := tin + a_tin[i]; tout := tout + a_tout[i]; tcc := tcc + a_tcc[i]; tcr := tcr + a_tcr[i];
-                del := del or (a_flags[i] & 1) <> 0;
-                ts := a_ts[i];
-                touched := true;
+                if code = 0 then
+                    head := head + a_cnt[i];
+                    msgs := m;
+                    comp := cm;
+                    tin := tin + a_tin[i]; tout := tout + a_tout[i]; tcc := tcc + a_tcc[i]; tcr := tcr + a_tcr[i];
+                    del := del or (a_flags[i] & 1) <> 0;
+                    ts := a_ts[i];
+                    touched := true;
+                end if;
             end if;
             c := c + a_ncomp[i];
             codes[i] := code;
