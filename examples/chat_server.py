@@ -11,10 +11,13 @@ or ``SESSIONDB_STORE=sessions/ uvicorn --app-dir examples chat_server:app``. The
 PostgreSQL URL. Each worker process opens the store in the app's lifespan (never at import time: a process
 forked after a store was opened must not use it). ``POST /sessions/{id}/turns`` records the user's message and
 the assistant's reply as ONE atomic append, keyed by ``turn_id`` so a retried request is not stored twice, and
-answers 200 only once the turn is durable. The "assistant" here echoes; a real one would call a model first.
-Every sessiondb error a route meets is answered as JSON ``{"error": message, "kind": class name}`` with the
-status ``ERROR_STATUS`` gives it: 400 for a refused id or text, 404 unknown, 410 deleted (by any process), 503
-when the store cannot serve now.
+answers 200 only once the turn is durable. A retry (the same ``turn_id`` and text) is answered with the turn as
+stored; the same ``turn_id`` with other text is 409 ``{"error": message, "kind": "TurnIdReused"}`` (a turn id
+names one turn) and stores nothing. The "assistant" here echoes; a real one would call a model first. A body
+that is not a JSON object of two strings (not JSON, not UTF-8, nested too deep to decode) is 400 with what to
+send. Every sessiondb error a route meets is answered as JSON ``{"error": message, "kind": class name}`` with
+the status ``ERROR_STATUS`` gives it: 400 for a refused id or text, 404 unknown, 410 deleted (by any process),
+503 when the store cannot serve now.
 
 Several worker processes may share one store directory (each is one of several writers, taking a lock per
 batch) on one host; PostgreSQL serves workers on any number of hosts.
@@ -56,10 +59,7 @@ def reply_to(text: str) -> str:
 async def record_turn(request: Request) -> JSONResponse:
     store: sessiondb.Store = request.app.state.store
     session_id = request.path_params["session_id"]
-    try:
-        body = await request.json()
-    except ValueError:  # not JSON (json.JSONDecodeError and UnicodeDecodeError are ValueErrors)
-        body = None
+    body = await json_body(request)
     turn_id, text = (body.get("turn_id"), body.get("text")) if isinstance(body, dict) else (None, None)
     if not isinstance(turn_id, str) or not isinstance(text, str):
         return JSONResponse({"error": 'send {"turn_id": str, "text": str}'}, status_code=400)
@@ -73,7 +73,33 @@ async def record_turn(request: Request) -> JSONResponse:
         with contextlib.suppress(sessiondb.SessionExistsError):  # another request created it first
             await store.create_session(session_id=session_id)
         version = await store.append(session_id, *events, event_ids=ids)
-    return JSONResponse({"version": version, "reply": reply_to(text)})
+    # A retry is answered with the turn as stored (a model's reply may differ from one call to the next);
+    # the same turn id with other text is another turn under a used name: 409, nothing written.
+    asked, reply = await stored_turn(store, session_id, version, ids)
+    if asked != text:
+        message = (
+            f"turn {turn_id!r} of session {session_id!r} is recorded already, with other text; a turn id names "
+            "one turn: send a new turn_id for a new turn (nothing was written)"
+        )
+        return JSONResponse({"error": message, "kind": "TurnIdReused"}, status_code=409)
+    return JSONResponse({"version": version, "reply": reply})
+
+
+async def json_body(request: Request) -> object:
+    """The request's JSON body, or None when it is not JSON that can be decoded here."""
+    try:
+        return await request.json()
+    except (ValueError, RecursionError):
+        # Not JSON (json.JSONDecodeError and UnicodeDecodeError are ValueErrors), or nested deeper than the
+        # decoder's recursion allows ('[' * 2000 ...): a bad request either way, never a 500.
+        return None
+
+
+async def stored_turn(store: sessiondb.Store, session_id: str, version: int, ids: list[str]) -> tuple[str, str]:
+    """(user text, reply) of the turn whose two events end at ``version`` (the append's, or its first attempt's)."""
+    recorded = [event async for event in store.read(session_id, after=version - 2, up_to=version)]
+    texts = {event.event_id: event.event.text for event in recorded if isinstance(event.event, Message)}
+    return texts.get(ids[0], ""), texts.get(ids[1], "")
 
 
 async def show_session(request: Request) -> JSONResponse:

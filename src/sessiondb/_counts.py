@@ -79,23 +79,36 @@ def compose(first: tuple[int, int], then: tuple[int, int]) -> tuple[int, int]:
     return max(floor2, floor1 + delta2), max(CLEARED, delta1 + delta2)
 
 
-def describe(message_count: int, item_count: int, checkpoint_count: int) -> str:
-    """A session's size in the words of its kind: "3 messages", "12 items", "4 checkpoints" (joined if mixed)."""
+# The scopes the integrations give the sessions they create: a session's kind when its counts are all 0
+# (an OpenAI Agents session emptied by clear_session or pops holds "0 items", not "0 messages").
+OPENAI_SCOPE = "openai_agents"
+LANGGRAPH_SCOPE = "langgraph"
+_EMPTY = {OPENAI_SCOPE: "0 items", LANGGRAPH_SCOPE: "0 checkpoints"}
+
+
+def describe(message_count: int, item_count: int, checkpoint_count: int, *, scope: str | None = None) -> str:
+    """A session's size in the words of its kind: "3 messages", "12 items", "4 checkpoints" (joined if mixed).
+
+    All 0, the kind is its ``scope``'s: "0 items" for an OpenAI Agents session, "0 checkpoints" for a
+    LangGraph thread, else "0 messages".
+    """
     parts = [
         f"{count:,} {unit}{'' if count == 1 else 's'}"
         for count, unit in ((message_count, "message"), (item_count, "item"), (checkpoint_count, "checkpoint"))
         if count
     ]
-    return ", ".join(parts) or "0 messages"
+    return ", ".join(parts) or _EMPTY.get(scope or "", "0 messages")
 
 
 __all__ = [
     "CLEARED",
     "COUNTED",
     "LANGGRAPH_CHECKPOINT",
+    "LANGGRAPH_SCOPE",
     "OPENAI_CLEAR",
     "OPENAI_ITEMS",
     "OPENAI_POP",
+    "OPENAI_SCOPE",
     "apply_count",
     "compose",
     "count_change",

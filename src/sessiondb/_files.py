@@ -31,7 +31,10 @@ def write_private_file(path: str | os.PathLike[str], data: bytes) -> None:
     target = Path(path)
     directory = target.parent
     temp = directory / temp_name(target.name)
-    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW, PRIVATE_FILE_MODE)
+    try:
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW, PRIVATE_FILE_MODE)
+    except PermissionError as exc:
+        raise _refused(exc, directory, f"cannot write {target} there") from None
     try:
         try:
             view = memoryview(data)
@@ -56,8 +59,16 @@ def make_private_directories(directory: str | os.PathLike[str]) -> None:
         missing.append(current)
         current = current.parent
     for created in reversed(missing):
-        created.mkdir(mode=PRIVATE_DIRECTORY_MODE, exist_ok=True)
+        try:
+            created.mkdir(mode=PRIVATE_DIRECTORY_MODE, exist_ok=True)
+        except PermissionError as exc:
+            raise _refused(exc, created.parent, f"cannot create directory {created} in it") from None
         fsync_directory(created.parent)
+
+
+def _refused(exc: PermissionError, directory: Path, what: str) -> PermissionError:
+    """A refusal naming the directory that refused, not the entry (an internal temp file) it refused to make."""
+    return PermissionError(exc.errno, f"{exc.strerror} ({what})", str(directory))
 
 
 def fsync_directory(directory: str | os.PathLike[str]) -> None:

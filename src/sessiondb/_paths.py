@@ -50,6 +50,18 @@ def not_a_directory(path: str, role: str = "a store directory") -> str:
     return f"{path} cannot be {role}: it is not a directory"
 
 
+def refusing_directory(path: str) -> str:
+    """The path a refused ``mkdir``/``open(O_CREAT)`` of ``path`` was refused by: ``path`` if it exists, else the
+    nearest parent that does (the system names the new entry, but it is its directory that refused it)."""
+    current = path
+    while not os.path.lexists(current):
+        parent = os.path.dirname(current)
+        if not parent or parent == current:
+            break
+        current = parent
+    return current
+
+
 def missing_directories(path: str) -> list[str]:
     """``path`` and those of its parents that do not exist yet, outermost first (to fsync their parents)."""
     missing: list[str] = []
@@ -60,4 +72,4 @@ def missing_directories(path: str) -> list[str]:
     return missing[::-1]
 
 
-__all__ = ["missing_directories", "names_directory", "not_a_directory", "user_path"]
+__all__ = ["missing_directories", "names_directory", "not_a_directory", "refusing_directory", "user_path"]

@@ -20,7 +20,15 @@ from typing import Any
 
 import anyio
 
-from ._backends._base import AppendRequest, Backend, SessionInfo, SessionPage, compaction_error, recorded_events
+from ._backends._base import (
+    REOPENED,
+    AppendRequest,
+    Backend,
+    SessionInfo,
+    SessionPage,
+    compaction_error,
+    recorded_events,
+)
 from ._backends._fs import FileSystem
 from ._backends._listing import check_limit, decode_cursor, encode_cursor, session_query
 from ._backends._memory import MemoryFileSystem
@@ -162,7 +170,8 @@ class Store:
         """Open the backend (recovering it) and start the writer task, on the running loop (the store's home).
 
         Once per store: a closed store is not started again (open a new one with ``open_store``).
-        If the open fails, nothing stays open and ``start()`` may be called again.
+        If the open fails, nothing stays open and ``start()`` may be called again. A backend instance
+        serves one store, once: one that served (or serves) another is refused (``InvalidInputError``).
         """
         if self._closed:
             raise StoreClosedError(_CLOSED)
@@ -170,10 +179,18 @@ class Store:
             raise SessionDBError(
                 "the store is already started: `async with store:` starts it, so do not also call start()"
             )
+        backend = self.backend
+        if backend._claimed:
+            raise InvalidInputError(REOPENED.format(name=type(backend).__name__))
         self._starting = True
         try:
             self._home.bind()
-            await self.backend.open()
+            backend._claimed = True
+            try:
+                await backend.open()
+            except BaseException:
+                backend._claimed = False  # nothing stayed open: it may be started again
+                raise
             try:
                 self._record_projections(list(self._projections.values()))
             except BaseException:
@@ -689,6 +706,16 @@ class Store:
         if info.deleted:
             raise SessionDeletedError(session_id, version=info.version, deleted_at_ms=info.updated_at_ms)
         return info
+
+    @on_store_loop
+    async def _lookup(self, session_id: str) -> SessionInfo | None:
+        """The summary of ``session_id`` as the backend holds it: None if unknown, a deleted one too.
+
+        For integrations that walk a key's generations: the backend read behind the Store's
+        checks (not started, closed), on the store's loop, so they raise what every call raises.
+        """
+        self._check_readable()
+        return await self.backend.info(session_id)
 
     def _check_readable(self) -> None:
         if self._closed or not self._open:

@@ -81,8 +81,36 @@ def test_opening_another_users_store_for_writing_names_the_file_and_read_only(sh
 
 
 def test_creating_a_store_where_this_user_may_not_write(shared_store: Path) -> None:
-    result = _as_nobody("-c", _OPEN, str(shared_store.parent / "new"), "rw")
-    assert result.stdout.startswith("StorePermissionError True cannot create store "), result.stdout + result.stderr
+    for new in (shared_store.parent / "new", shared_store.parent / "a" / "b" / "new"):
+        result = _as_nobody("-c", _OPEN, str(new), "rw")
+        assert result.stdout.startswith("StorePermissionError True cannot create store "), result.stdout + result.stderr
+        # The directory that refused (the existing parent), not the store path that does not exist.
+        assert f"{new}: {shared_store.parent} refused this user" in result.stdout, result.stdout
+
+
+def test_exporting_into_a_directory_this_user_may_not_write_names_that_directory(shared_store: Path) -> None:
+    parent = shared_store.parent
+    for argv in (
+        ["export", str(shared_store), "chat", f"{parent}/"],
+        ["export", str(shared_store), "chat", str(parent / "chat.jsonl")],
+        ["export", "--html", str(shared_store), "chat", f"{parent}/"],
+        ["export", str(shared_store), "chat", f"{parent}/new/"],  # a directory it would have to create there
+    ):
+        result = _as_nobody("-m", "sessiondb", *argv)
+        assert result.returncode == 1, result.stderr
+        (line,) = result.stderr.splitlines()
+        assert line.startswith(f"sessiondb: error: {parent}: Permission denied ("), line
+        assert ".tmp-" not in line, line  # no internal temp file named
+
+
+def test_repair_as_another_user_says_so_in_the_permission_errors_words(shared_store: Path) -> None:
+    result = _as_nobody("-m", "sessiondb", "repair", str(shared_store))
+    assert result.returncode == 1
+    (line,) = result.stderr.splitlines()
+    assert line.startswith(f"sessiondb: error: cannot repair store {shared_store}: {shared_store / 'LOCK'} refused"), (
+        line
+    )
+    assert "run sessiondb repair as the store's owner" in line
 
 
 @pytest.mark.parametrize(

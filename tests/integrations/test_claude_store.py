@@ -359,3 +359,28 @@ async def test_listing_a_project_no_key_can_have_is_empty_and_a_non_str_is_named
         with pytest.raises(InvalidInputError, match=r"\.load: key \(project_key='', session_id='s'\)") as raised:
             await adapter.load({"project_key": "", "session_id": "s"})
         assert "written" not in str(raised.value)
+
+
+async def test_every_call_on_a_store_not_started_or_closed_raises_the_stores_error(tmp_path: Path) -> None:
+    """The adapter finds a key's session through the Store, so it refuses as the Store does (never None or [])."""
+    store = sessiondb.open_store(tmp_path / "store")
+    adapter = SessionDBSessionStore(store)
+    key: Any = {"project_key": "p", "session_id": "s"}
+    entry = {"type": "user", "uuid": "u1", "message": {"role": "user", "content": "hi"}}
+    for error in (sessiondb.StoreNotStartedError, sessiondb.StoreClosedError):
+        with pytest.raises(error):
+            await adapter.load(key)
+        with pytest.raises(error):
+            await adapter.session_id_for(key)
+        with pytest.raises(error):
+            await adapter.append(key, [entry])
+        with pytest.raises(error):
+            await adapter.append(key, [])
+        with pytest.raises(error):
+            await adapter.list_sessions("p")
+        with pytest.raises(error):
+            await adapter.delete(key)
+        if error is sessiondb.StoreNotStartedError:
+            async with store:
+                await adapter.append(key, [entry])
+                assert await adapter.load(key) is not None

@@ -173,3 +173,50 @@ def test_sync_calls_on_a_store_never_started_say_how_to_start_it(tmp_path: Path)
     saver = SessionDBSaver(store)
     with pytest.raises(sessiondb.StoreLoopError, match=r"not started: use `async with sessiondb.open_store"):
         saver.get_tuple(generate_config("t"))
+
+
+async def test_every_saver_call_on_a_store_not_started_or_closed_raises_the_stores_error(tmp_path: Path) -> None:
+    """The saver reads through the Store, so it refuses as the Store does, never answers None or [] instead."""
+    store = sessiondb.open_store(tmp_path / "store")
+    saver = SessionDBSaver(store)
+    config = generate_config("t")
+    for error in (sessiondb.StoreNotStartedError, sessiondb.StoreClosedError):
+        with pytest.raises(error):
+            await saver.aget_tuple(config)
+        with pytest.raises(error):
+            [item async for item in saver.alist(config)]
+        with pytest.raises(error):
+            [item async for item in saver.alist(None)]
+        with pytest.raises(error):
+            await saver.aput(config, generate_checkpoint(), generate_metadata(), {})
+        with pytest.raises(error):
+            await saver.aput_writes(generate_config("t", checkpoint_id="1"), [("channel", 1)], "task")
+        with pytest.raises(error):
+            await saver.aput_writes(generate_config("t", checkpoint_id="1"), [], "task")
+        with pytest.raises(error):
+            await saver.adelete_thread("t")
+        with pytest.raises(error):
+            await saver.adelete_for_runs([])
+        with pytest.raises(error):
+            await saver.acopy_thread("t", "u")
+        with pytest.raises(error):
+            await saver.aprune([])
+        if error is sessiondb.StoreNotStartedError:
+            async with store:
+                await _put(saver, "t")  # a thread the saver has seen: a cached session id must not skip the check
+                assert await saver.aget_tuple(config) is not None
+
+
+async def test_a_thread_with_no_checkpoint_yet_holds_0_checkpoints_not_0_messages(tmp_path: Path) -> None:
+    from sessiondb._counts import describe
+
+    async with sessiondb.open_store(tmp_path / "store") as store:
+        saver = SessionDBSaver(store)
+        await saver.aput_writes(
+            generate_config("w", checkpoint_id="1"), [("channel", 1)], "task"
+        )  # pending writes before any checkpoint
+        info = await store.session_info(thread_session_id("w"))
+        assert info.checkpoint_count == 0 and info.scope == "langgraph"
+        assert describe(info.message_count, info.item_count, info.checkpoint_count, scope=info.scope) == (
+            "0 checkpoints"
+        )

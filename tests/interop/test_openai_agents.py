@@ -4,6 +4,7 @@ resume from a reopened store, and the SDK's own SQLiteSession as the behavioural
 from __future__ import annotations
 
 import copy
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -286,3 +287,49 @@ async def _differential(operations: list[tuple[str, Any]]) -> None:
             assert results[0] == results[1], (name, argument)
         assert await reference.get_items() == await ours.get_items()
     reference.close()
+
+
+async def test_every_call_on_a_store_not_started_or_closed_raises_the_stores_error(tmp_path: Path) -> None:
+    store = sessiondb.open_store(tmp_path / "store")
+    session = SessionDBSession("s", store)
+    for error in (sessiondb.StoreNotStartedError, sessiondb.StoreClosedError):
+        with pytest.raises(error):
+            await session.get_items()
+        with pytest.raises(error):
+            await session.add_items([{"role": "user", "content": "hi"}])
+        with pytest.raises(error):
+            await session.add_items([])
+        with pytest.raises(error):
+            await session.pop_item()
+        with pytest.raises(error):
+            await session.clear_session()
+        if error is sessiondb.StoreNotStartedError:
+            async with store:
+                await session.add_items([{"role": "user", "content": "hi"}])
+
+
+async def test_an_emptied_session_keeps_its_kind(tmp_path: Path) -> None:
+    """Cleared or popped to nothing, an SDK session holds "0 items" (its scope says its kind), not "0 messages"."""
+    path = tmp_path / "store"
+    async with sessiondb.open_store(path) as store:
+        cleared, popped = SessionDBSession("cleared", store), SessionDBSession("popped", store)
+        for session in (cleared, popped):
+            await session.add_items([{"role": "user", "content": "hi"}])
+        await cleared.clear_session()
+        assert await popped.pop_item() is not None
+        for session_id in ("cleared", "popped"):
+            info = await store.session_info(session_id)
+            assert (info.scope, info.version, info.item_count) == ("openai_agents", 3, 0)
+
+    def cli(*argv: str) -> str:
+        return subprocess.run(
+            [sys.executable, "-m", "sessiondb", *argv], capture_output=True, text=True, check=True, timeout=120
+        ).stdout
+
+    rows = json.loads(cli("ls", str(path), "--json"))
+    assert {row["session_id"]: row["holds"] for row in rows} == {"cleared": "0 items", "popped": "0 items"}
+    assert "0 items" in cli("ls", str(path)) and "0 messages" not in cli("ls", str(path))
+    for session_id in ("cleared", "popped"):
+        for argv in ((), ("--at", "3")):
+            shown = cli("show", str(path), session_id, *argv)
+            assert "0 items (an OpenAI Agents SDK session" in shown and "0 message(s)" not in shown

@@ -48,7 +48,19 @@ def client(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[TestClie
 
 @pytest.mark.parametrize(
     "body",
-    [b"not json", b"\xff\xfe", b"[1, 2]", b'"text"', b"null", b'{"turn_id": 1, "text": "hi"}', b'{"text": "hi"}'],
+    [
+        b"not json",
+        b"\xff\xfe",
+        b"[1, 2]",
+        b'"text"',
+        b"null",
+        b'{"turn_id": 1, "text": "hi"}',
+        b'{"text": "hi"}',
+        # Nested deeper than the JSON decoder's recursion allows (RecursionError, not a ValueError): alone,
+        # and inside a turn that is otherwise valid.
+        b"[" * 2000 + b"]" * 2000,
+        b'{"turn_id": "t1", "text": "hi", "extra": ' + b"[" * 2000 + b"]" * 2000 + b"}",
+    ],
 )
 def test_a_body_that_is_not_a_turn_is_a_400(client: TestClient, body: bytes) -> None:
     answer = client.post("/sessions/alice/turns", content=body)
@@ -69,11 +81,40 @@ def test_a_turn_is_recorded_once_however_often_it_is_sent(client: TestClient) ->
     }
 
 
+def test_a_turn_id_sent_again_with_other_text_is_a_409_and_the_stored_turn_stays(client: TestClient) -> None:
+    assert client.post("/sessions/alice/turns", json={"turn_id": "t1", "text": "hello"}).status_code == 200
+    answer = client.post("/sessions/alice/turns", json={"turn_id": "t1", "text": "DIFFERENT"})
+    assert answer.status_code == 409
+    assert answer.json()["kind"] == "TurnIdReused" and "'t1'" in answer.json()["error"]
+    # The retry of what was stored is still a 200 with the stored reply; nothing of the other text was written.
+    again = client.post("/sessions/alice/turns", json={"turn_id": "t1", "text": "hello"})
+    assert again.status_code == 200 and again.json() == {"version": 3, "reply": "echo: hello"}
+    assert client.get("/sessions/alice").json()["messages"] == [
+        {"role": "user", "text": "hello"},
+        {"role": "assistant", "text": "echo: hello"},
+    ]
+    # A later turn moves on; sending the first turn again then still answers with the first turn.
+    assert client.post("/sessions/alice/turns", json={"turn_id": "t2", "text": "next"}).json()["version"] == 5
+    assert client.post("/sessions/alice/turns", json={"turn_id": "t1", "text": "hello"}).json() == {
+        "version": 3,
+        "reply": "echo: hello",
+    }
+    assert client.post("/sessions/alice/turns", json={"turn_id": "t1", "text": "next"}).status_code == 409
+
+
 def test_a_session_id_the_store_refuses_is_a_400(client: TestClient) -> None:
     long_id = "a" * 300
     for answer in (client.get(f"/sessions/{long_id}"), client.post(f"/sessions/{long_id}/turns", json=TURN)):
         assert answer.status_code == 400
         assert answer.json()["kind"] == "InvalidSessionIdError" and "bytes" in answer.json()["error"]
+
+
+@pytest.mark.parametrize(("path", "status"), [("%FF", 404), ("%ED%A0%80", 404), ("%00", 400), ("a%00b", 400)])
+def test_a_session_id_that_decodes_oddly_is_answered_in_json(client: TestClient, path: str, status: int) -> None:
+    """Percent-escapes that are not UTF-8 (a lone surrogate's bytes too) or hold a NUL: JSON, never a 500."""
+    for answer in (client.get(f"/sessions/{path}"), client.post(f"/sessions/{path}/turns", json=TURN)):
+        expected = status if answer.request.method == "GET" else (200 if status == 404 else 400)
+        assert answer.status_code == expected and answer.headers["content-type"] == "application/json", answer.text
 
 
 def test_an_unknown_session_is_a_404(client: TestClient) -> None:

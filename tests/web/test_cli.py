@@ -143,12 +143,29 @@ def test_export_html_of_a_past_version_and_of_integrations(built: tuple[Path, st
     assert "question 1" in removed.text
 
 
+def test_export_html_into_a_directory_as_the_jsonl_export_does(built: tuple[Path, str], tmp_path: Path) -> None:
+    """A directory (an existing one, or a path ending in /, created if missing) receives SESSION.html."""
+    for given, written in (
+        (f"{tmp_path}/new/deeper/", tmp_path / "new" / "deeper" / "chat.html"),
+        (str(tmp_path), tmp_path / "chat.html"),
+    ):
+        result = run_in_process("export", "--html", str(built[0]), _stores.CHAT, given)
+        assert result.code == 0, result.err
+        assert f"to {written} (" in result.err
+        assert written.is_file() and "What is in the repository?" in Page(written.read_text()).text
+    assert not (tmp_path / "new" / "deeper").is_file() and (tmp_path / "new" / "deeper").is_dir()
+    jsonl = run_in_process("export", str(built[0]), _stores.CHAT, f"{tmp_path}/jsonl/")
+    assert jsonl.code == 0 and (tmp_path / "jsonl" / "chat.jsonl").is_file()
+    (tmp_path / "blocker").write_text("x")
+    refused = run_in_process("export", "--html", str(built[0]), _stores.CHAT, f"{tmp_path}/blocker/sub/")
+    assert refused.code == 1 and "blocker is a file" in refused.err, refused.err
+
+
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
         (["nope", "{tmp}/x.html"], "no session 'nope'"),
         (["chat", "{tmp}/missing/x.html"], "does not exist"),
-        (["chat", "{tmp}"], "is a directory"),
         (["chat", "{tmp}/x.html", "--at", "99"], "--at 99 is past them"),
         (["chat"], "needs a session and a file"),
         (["chat", "--all"], "writes one session"),

@@ -113,8 +113,12 @@ def test_a_langgraph_thread_says_how_many_checkpoints(tmp_path: Path) -> None:
         # The thread's first message is the first turn.
         assert [node.attrs["data-turn"] for node in page.by_class("turn")][:2] == ["0", "1"]
         assert "turn 1 · 80 in · 17 out" in page.text
+        # The header and the side panel total what the turns show (the AIMessages' usage_metadata), and say
+        # that it is not in the store's totals, which `ls` shows (0: the thread has no Message events).
+        assert page.by_id("viewing").text.split("·")[-1].strip() == "97 tokens"
+        assert page.by_id("reported-usage").text.startswith("97 tokens reported in the integration's messages")
     (row,) = [line for line in run_in_process("ls", str(path)).out.splitlines() if line.startswith("lg~t-1 ")]
-    assert expected in row
+    assert expected in row and row.split()[5] == "0"  # SESSION DATE TIME N checkpoints TOKENS
     assert f"{expected} (a LangGraph thread" in run_in_process("show", str(path), "lg~t-1").out
 
 

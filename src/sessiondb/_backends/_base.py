@@ -263,8 +263,19 @@ def recorded_events(request: AppendRequest) -> list[RecordedEvent]:
     return request.recorded
 
 
+# Why a backend instance is not opened again (``Store.start`` says it first, before anything is opened).
+REOPENED = (
+    "this {name} serves, or has served, another store: a backend instance opens once, for one store. "
+    "Make a new one for each open_store(...) (or pass open_store the path or URL)"
+)
+
+
 class Backend(abc.ABC):
     """Durable storage of session event streams. One instance per open store."""
+
+    # Set by ``Store.start`` before it opens the backend, never unset after a successful open: an
+    # instance serves one store, once (a closed one's state is spent). Reuse is refused at start.
+    _claimed: bool = False
 
     @abc.abstractmethod
     async def open(self) -> None:

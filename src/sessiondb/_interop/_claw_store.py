@@ -25,7 +25,6 @@ import anyio
 from .._backends._base import SessionInfo
 from .._errors import ExportError, InvalidInputError, SessionDBError, SessionDeletedError, SessionExistsError
 from .._files import make_private_directories, write_private_file
-from .._handoff import on_store_loop
 from .._ids import EXPORT_SUFFIX, validate_session_id
 from .._paths import names_directory, not_a_directory, user_path
 from .._store import Store
@@ -238,10 +237,9 @@ async def import_claw_files(
     return report
 
 
-@on_store_loop  # it reads the backend directly: from another thread's loop, that runs on the store's
 async def _existing(store: Store, session_id: str) -> SessionInfo | None:
     # A deleted session's id stays taken in the log: its summary says so (``deleted``).
-    return await store.backend.info(session_id)
+    return await store._lookup(session_id)
 
 
 # ---------------------------------------------------------------- export

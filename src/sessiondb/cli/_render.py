@@ -12,7 +12,7 @@ from typing import Any, TextIO
 import msgspec
 
 from .._backends._base import SessionInfo
-from .._counts import describe
+from .._counts import LANGGRAPH_SCOPE, OPENAI_SCOPE, describe
 from .._events import (
     Compacted,
     Custom,
@@ -159,7 +159,7 @@ def session_rows(sessions: Sequence[SessionInfo]) -> list[list[str]]:
         [
             cell(info.session_id, SESSION_CELL_WIDTH, middle=True),  # ids may hold bidi controls too: escaped
             format_time(info.updated_at_ms),
-            describe(info.message_count, info.item_count, info.checkpoint_count),
+            describe(info.message_count, info.item_count, info.checkpoint_count, scope=info.scope),
             format_count(info.total_tokens),
             cell(info.model or "-", MODEL_CELL_WIDTH),
             fork_cell(info),
@@ -241,7 +241,7 @@ def info_json(info: SessionInfo) -> dict[str, Any]:
         "message_count": info.message_count,
         "item_count": info.item_count,
         "checkpoint_count": info.checkpoint_count,
-        "holds": describe(info.message_count, info.item_count, info.checkpoint_count),
+        "holds": describe(info.message_count, info.item_count, info.checkpoint_count, scope=info.scope),
         "total_tokens": info.total_tokens,
         "usage": msgspec.to_builtins(info.usage),
         "model": info.model,
@@ -302,10 +302,12 @@ def render_session(session: Session, style: Style, *, thinking: bool = False, fu
         )
     if session.prompt_history:
         out.append(f"{style.bold('prompts')}  {len(session.prompt_history)} in the prompt history")
-    if session.item_count or session.checkpoint_count:
+    integration = session.scope in (OPENAI_SCOPE, LANGGRAPH_SCOPE) and not session.messages
+    if session.item_count or session.checkpoint_count or integration:
         # An integration's session: its conversation is in custom events, which this view does not render.
-        holds = describe(len(session.messages), session.item_count, session.checkpoint_count)
-        kind = "a LangGraph thread" if session.checkpoint_count else "an OpenAI Agents SDK session"
+        holds = describe(len(session.messages), session.item_count, session.checkpoint_count, scope=session.scope)
+        langgraph = session.checkpoint_count or session.scope == LANGGRAPH_SCOPE
+        kind = "a LangGraph thread" if langgraph else "an OpenAI Agents SDK session"
         out.append(f"{holds} ({kind}, kept in custom events: {_SEE_ITEMS})")
     else:
         out.append(f"{len(session.messages)} message(s)")

@@ -9,6 +9,7 @@ import socket
 from typing import Any
 from urllib.parse import quote
 
+from .._paths import names_directory
 from ._context import PROG, CommandError, _Output, _reading, _session_info, shown_store
 
 TOKEN_VARIABLE = "SESSIONDB_VIEWER_TOKEN"
@@ -85,18 +86,21 @@ async def export_html(args: argparse.Namespace, out: _Output) -> int:
     if args.file is None:
         raise CommandError("export --html needs a session and a file: sessiondb export --html STORE SESSION FILE")
     target = os.path.expanduser(args.file)
-    if os.path.isdir(target):
-        raise CommandError(f"{args.file} is a directory; export --html writes one file (e.g. {args.session}.html)")
-    parent = os.path.dirname(os.path.abspath(target))
-    if not os.path.isdir(parent):
-        raise CommandError(f"cannot write {args.file}: directory {parent} does not exist")
+    # As the JSONL export: "newdir/" names a directory (created if missing), and an existing directory
+    # receives SESSION.html; otherwise the file's directory must exist (a typo should not create one).
+    if not names_directory(target) and not os.path.isdir(target):
+        parent = os.path.dirname(os.path.abspath(target))
+        if not os.path.isdir(parent):
+            raise CommandError(f"cannot write {args.file}: directory {parent} does not exist")
     async with _reading(args.store) as store:
         await _session_info(store, args)
         info = await store.session_info(args.session)
         if args.at is not None and args.at > info.version:
             raise CommandError(f"session {args.session!r} has versions 0..{info.version}; --at {args.at} is past them")
         written = await web.export_session_html(store, args.session, target, at_version=args.at)
-    out.note(f"exported session {args.session} to {args.file} ({written} bytes of HTML)")
+    out.note(
+        f"exported session {args.session} to {web.html_export_path(args.session, target)} ({written} bytes of HTML)"
+    )
     return 0
 
 

@@ -30,7 +30,7 @@ from typing import Any
 
 import msgspec
 
-from .._counts import LANGGRAPH_CHECKPOINT
+from .._counts import LANGGRAPH_CHECKPOINT, LANGGRAPH_SCOPE
 from .._errors import InvalidInputError
 from .._events import Custom, RecordedEvent
 from .._ids import MAX_SESSION_ID_BYTES
@@ -42,7 +42,7 @@ PREFIX = "lg~"
 MAX_THREAD_ID_BYTES = MAX_SESSION_ID_BYTES - len(PREFIX) - 6
 # Every thread's session carries this scope (forks inherit it), so listing the threads reads
 # the scope's index instead of every session in the store.
-SCOPE = "langgraph"
+SCOPE = LANGGRAPH_SCOPE
 CHECKPOINT = LANGGRAPH_CHECKPOINT  # counted in the session's summary (``_counts``)
 WRITES = LANGGRAPH_WRITES
 REMOVED = LANGGRAPH_REMOVED

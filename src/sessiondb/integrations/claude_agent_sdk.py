@@ -124,6 +124,7 @@ class SessionDBSessionStore(SessionStore):
             check_entry(key, index, entry)
         batch = _without_repeated_uuids(cast("list[dict[str, Any]]", entries))
         if not batch:
+            self.store._check_readable()  # nothing to write, but a closed store says so, as every call does
             return
         lock = self._locks.get(base)
         if lock is None:
@@ -215,7 +216,7 @@ class SessionDBSessionStore(SessionStore):
         generation = 1
         while True:
             session_id = generation_id(base, generation)
-            info = await self.store.backend.info(session_id)
+            info = await self.store._lookup(session_id)
             if info is None:
                 return session_id
             generation += 1
@@ -224,7 +225,7 @@ class SessionDBSessionStore(SessionStore):
         """The live session of the key whose first-generation id is ``base``, or None."""
         generation = 1
         while True:
-            info = await self.store.backend.info(generation_id(base, generation))
+            info = await self.store._lookup(generation_id(base, generation))
             if info is None:
                 return None
             if not info.deleted:

@@ -122,11 +122,10 @@ class SessionDBSaver(BaseCheckpointSaver[str]):
         if cached is not None:
             return cached, True
         base = thread_session_id(thread_id)
-        backend = self.store.backend
         generation = 1
         while True:
             session_id = generation_id(base, generation)
-            info = await backend.info(session_id)
+            info = await self.store._lookup(session_id)  # through the Store: not started/closed raise
             if info is None:
                 return session_id, False
             if not info.deleted:
@@ -236,6 +235,7 @@ class SessionDBSaver(BaseCheckpointSaver[str]):
         interrupt, ...) replaces the previous, as in LangGraph's own savers.
         """
         if not writes:
+            self.store._check_readable()  # nothing to write, but a closed store says so, as every call does
             return
         configurable = _configurable(config)
         if not configurable.get("checkpoint_id"):
@@ -408,6 +408,7 @@ class SessionDBSaver(BaseCheckpointSaver[str]):
         """
         wanted = set(run_ids)
         if not wanted:
+            self.store._check_readable()  # nothing to do, but a closed store says so, as every call does
             return
         hashes = {value_key(run_id) for run_id in wanted} | {UNINDEXED}
         for thread_id in await self._threads():
@@ -452,6 +453,7 @@ class SessionDBSaver(BaseCheckpointSaver[str]):
         """
         if strategy not in ("keep_latest", "delete"):
             raise InvalidInputError(f"aprune: strategy must be 'keep_latest' or 'delete', got {strategy!r}")
+        self.store._check_readable()  # an empty thread_ids too: a closed store says so, as every call does
         for thread_id in thread_ids:
             if strategy == "delete":
                 await self.adelete_thread(thread_id)

@@ -17,7 +17,9 @@ call), ``pop_item`` a ``Custom("openai_agents.pop")`` and ``clear_session`` a
 from a registered projection the store keeps current after every durable batch;
 the log is read only to build it the first time. Sessions of any number of SDK
 conversations share one store, its writer and its group commit (one fsync per
-batch across all of them).
+batch across all of them). A session this class creates has the scope
+``openai_agents`` (``sessiondb ls STORE --scope openai_agents`` lists them), which
+keeps its kind when it holds no items: ``ls`` says "0 items", not "0 messages".
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from typing import Any
 
 import msgspec
 
-from .._counts import OPENAI_CLEAR, OPENAI_ITEMS, OPENAI_POP
+from .._counts import OPENAI_CLEAR, OPENAI_ITEMS, OPENAI_POP, OPENAI_SCOPE
 from .._errors import ConflictError, SessionDeletedError, SessionExistsError, SessionNotFoundError
 from .._events import Custom, Event, RecordedEvent, SessionStarted
 from .._ids import now_ms
@@ -200,6 +202,7 @@ class SessionDBSession:
     async def add_items(self, items: list[Any]) -> None:
         """Append ``items`` durably, as one atomic append (the session is created if new)."""
         if not items:
+            self.store._check_readable()  # nothing to write, but a closed store says so, as every call does
             return
         events = self._item_events(items)
         if not self._exists:
@@ -208,7 +211,7 @@ class SessionDBSession:
             except SessionDeletedError:
                 raise  # one rule with the store: a deleted session's id is not reused
             except SessionNotFoundError:
-                started = SessionStarted(now_ms(), self.model)
+                started = SessionStarted(now_ms(), self.model, scope=OPENAI_SCOPE)  # its kind, even when emptied
                 try:
                     # Creation and the first items land together: no empty session is ever left behind.
                     await self.store._import_session(

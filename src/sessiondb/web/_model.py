@@ -79,6 +79,9 @@ class Timeline:
     # the live context's messages, an OpenAI Agents session's items, a LangGraph thread's checkpoints.
     contents: str = ""
     live_messages: int = 0
+    # Of ``usage``, what the integrations' messages report (a LangGraph AIMessage's usage_metadata): their
+    # turns show it, but it is not on Message events, so the store's totals (``ls`` TOKENS) leave it out.
+    reported_usage: Usage = field(default_factory=Usage)
 
 
 __all__ = ["Entry", "Timeline", "ToolCall", "Turn"]

@@ -87,7 +87,7 @@ def environment() -> jinja2.Environment:
         tokens=_tokens,
         snippet=_snippet,
         source_label=lambda source: _SOURCES.get(source, source),
-        contents=lambda info: describe(info.message_count, info.item_count, info.checkpoint_count),
+        contents=lambda info: describe(info.message_count, info.item_count, info.checkpoint_count, scope=info.scope),
     )
     return env
 

@@ -296,7 +296,9 @@ def build_timeline(
         timeline = _build(session_id, events, version, page, page_size, floor, before, set() if seen is None else seen)
     if summary is not None and summary.version == version:
         timeline.live_messages = summary.message_count
-        timeline.contents = describe(summary.message_count, summary.item_count, summary.checkpoint_count)
+        timeline.contents = describe(
+            summary.message_count, summary.item_count, summary.checkpoint_count, scope=summary.scope
+        )
     return timeline
 
 
@@ -320,6 +322,9 @@ def _build(
             ]
         items.append(retained)
     usage = [0, 0, 0, 0]
+    # Usage the integrations' messages report (not Message events, so not in the store's token totals):
+    # the page totals it with the rest, as its turns show it, and says how much of it is this.
+    reported = Usage()
     messages = compactions = 0
     labels = Labels()
     # The summary as the backends fold it (from the live context at the floor when retention cut the history).
@@ -342,7 +347,10 @@ def _build(
             continue
         if type(event) is Compacted:
             compactions += 1
-        items.extend(entries_of(recorded, session_id, seen))
+        for entry in entries_of(recorded, session_id, seen):
+            if entry.usage is not None:  # an integration's message (LangGraph's usage_metadata): its turn shows it
+                reported = reported + entry.usage
+            items.append(entry)
     top, removed_by = _fold_compactions(items)
     total = len(top)
     if page_size is None or total <= page_size:
@@ -357,7 +365,7 @@ def _build(
         session_id,
         version,
         _turns(pair_tools(_built(shown, removed_by, session_id)), earlier),
-        Usage(*usage),
+        Usage(*usage) + reported,
         messages,
         compactions,
         number,
@@ -366,8 +374,9 @@ def _build(
         labels.title,
         tuple(sorted(labels.tags)),
         labels.pinned,
-        describe(counts.message_count, counts.item_count, counts.checkpoint_count),
+        describe(counts.message_count, counts.item_count, counts.checkpoint_count, scope=counts.scope),
         counts.message_count,
+        reported,
     )
 
 

@@ -42,9 +42,9 @@ from ..._errors import (
 )
 from ..._events import RecordedEvent
 from ..._gcpause import gc_paused
-from ..._paths import missing_directories, not_a_directory, user_path
+from ..._paths import missing_directories, not_a_directory, refusing_directory, user_path
 from ..._threads import run_to_completion
-from .._base import AppendRequest, Backend, SessionInfo
+from .._base import REOPENED, AppendRequest, Backend, SessionInfo
 from .._fs import FileSystem
 from .._listing import SessionQuery, SortKey, select_sessions
 from ._checkpoint import CHECKPOINT_NAME, Checkpointer
@@ -138,6 +138,8 @@ class LocalBackend(Backend):
     # ------------------------------------------------------------------ lifecycle
 
     async def open(self) -> None:
+        if self._closed:  # its index, segments and write thread were the store's it served, and are spent
+            raise InvalidInputError(REOPENED.format(name=type(self).__name__))
         try:
             try:
                 await run_to_completion(self._open_sync)
@@ -734,6 +736,7 @@ def _open_error(
 ) -> StoreBrokenError | ResourceExhaustedError | StorePermissionError:
     where = exc.filename if isinstance(exc.filename, str) else path
     if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        where = refusing_directory(where)
         if read_only:
             advice = "run as the store's owner, or have it opened with modes that let this user read"
             return StorePermissionError(

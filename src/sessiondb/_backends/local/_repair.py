@@ -9,13 +9,14 @@ dropped. Ignored snapshot and checkpoint files are moved aside too. See
 
 from __future__ import annotations
 
+import errno
 import os
 import time
 
 import msgspec
 
-from ..._errors import StoreLockedError
-from ..._paths import user_path
+from ..._errors import StoreLockedError, StorePermissionError
+from ..._paths import refusing_directory, user_path
 from .._fs import FileSystem
 from ._backend import LOCK_NAME
 from ._checkpoint import CHECKPOINT_NAME
@@ -115,6 +116,15 @@ def repair_store(path: str | os.PathLike[str], *, file_system: FileSystem | None
         lock = fs.lock(os.path.join(root, LOCK_NAME))
     except BlockingIOError:
         raise StoreLockedError(_held_message(root)) from None
+    except OSError as exc:
+        if exc.errno not in (errno.EACCES, errno.EPERM, errno.EROFS):
+            raise
+        where = refusing_directory(exc.filename if isinstance(exc.filename, str) else root)
+        raise StorePermissionError(
+            f"cannot repair store {root}: {where} refused this user ({exc.strerror}); run sessiondb repair as "
+            "the store's owner (sessiondb verify reads it as any user who may read it)",
+            where,
+        ) from None
     try:
         if not before.problems:
             return report

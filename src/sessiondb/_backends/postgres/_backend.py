@@ -33,7 +33,7 @@ from ..._errors import (
 )
 from ..._events import Event, Fork, RecordedEvent
 from ..._values import decode_deep
-from .._base import AppendRequest, Backend, SessionInfo
+from .._base import REOPENED, AppendRequest, Backend, SessionInfo
 from .._listing import SessionQuery, SortKey
 from ._batch import BatchArrays, apply_outcomes, build_batch, placeholders, split_batch
 from ._schema import (
@@ -161,6 +161,8 @@ class PostgresBackend(Backend):
     # ------------------------------------------------------------------ lifecycle
 
     async def open(self) -> None:
+        if self._opened or self._closed:  # its connections, caches and counters belong to the store it served
+            raise InvalidInputError(REOPENED.format(name=type(self).__name__))
         try:
             import asyncpg  # type: ignore[import-untyped]
         except ImportError:  # pragma: no cover - depends on the environment
